@@ -1,0 +1,200 @@
+//! Map names, sizes, keys and values shared by `lb-ebpf` and `lb-userspace`.
+
+/// IP protocol numbers xlb balances.
+pub const PROTO_TCP: u8 = 6;
+pub const PROTO_UDP: u8 = 17;
+
+/// Address families, as stored in the `family` fields.
+pub const FAMILY_V4: u8 = 4;
+pub const FAMILY_V6: u8 = 6;
+
+/// Map names: the XDP object's symbols, and the file names under the pin directory.
+pub const MAP_SERVICES: &str = "SERVICES";
+pub const MAP_BACKENDS: &str = "BACKENDS";
+pub const MAP_TABLES: &str = "TABLES";
+pub const MAP_FLOWS: &str = "FLOWS";
+pub const MAP_STATS: &str = "STATS";
+pub const MAP_BACKEND_STATS: &str = "BACKEND_STATS";
+
+/// Default sizes; userspace may change the resizable ones at load time.
+pub const MAX_SERVICES: u32 = 256;
+pub const MAX_BACKENDS: u32 = 4096;
+/// Slots of the backend-table area (both halves of the double buffer together).
+pub const DEFAULT_TABLE_AREA: u32 = 1 << 20;
+/// Connection-table entries (one per direction of each flow).
+pub const DEFAULT_FLOW_ENTRIES: u32 = 1 << 18;
+
+/// A slot in a backend table that holds no backend (an empty service).
+pub const NO_BACKEND: u32 = u32::MAX;
+
+/// An IPv4 or IPv6 address as its 16 wire bytes, in four words (native-endian loads of
+/// network-order bytes, so no byte swapping is ever needed to compare or copy them).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Addr {
+    pub words: [u32; 4],
+}
+
+impl Addr {
+    pub const fn from_v4_octets(o: [u8; 4]) -> Self {
+        Addr {
+            words: [u32::from_ne_bytes(o), 0, 0, 0],
+        }
+    }
+
+    pub const fn from_v6_octets(o: [u8; 16]) -> Self {
+        Addr {
+            words: [
+                u32::from_ne_bytes([o[0], o[1], o[2], o[3]]),
+                u32::from_ne_bytes([o[4], o[5], o[6], o[7]]),
+                u32::from_ne_bytes([o[8], o[9], o[10], o[11]]),
+                u32::from_ne_bytes([o[12], o[13], o[14], o[15]]),
+            ],
+        }
+    }
+
+    pub const fn v4_octets(&self) -> [u8; 4] {
+        self.words[0].to_ne_bytes()
+    }
+
+    pub fn v6_octets(&self) -> [u8; 16] {
+        let mut o = [0u8; 16];
+        let mut i = 0;
+        while i < 4 {
+            let w = self.words[i].to_ne_bytes();
+            o[i * 4..i * 4 + 4].copy_from_slice(&w);
+            i += 1;
+        }
+        o
+    }
+}
+
+/// Key of the `SERVICES` hash map: a virtual service `VIP:port/proto`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct ServiceKey {
+    pub vip: Addr,
+    /// Network byte order.
+    pub port_be: u16,
+    pub proto: u8,
+    pub family: u8,
+}
+
+/// Value of the `SERVICES` map. The service's backend table is the `table_size` slots of
+/// `TABLES` starting at `table_offset`; userspace writes a new table into the other half
+/// of the double buffer and then replaces this value in one map update (the flip).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ServiceValue {
+    /// Index into per-service counters; stable for the service's life.
+    pub id: u32,
+    pub table_offset: u32,
+    pub table_size: u32,
+    /// Bumped on every flip, so userspace and tests can see which table is live.
+    pub generation: u32,
+}
+
+/// Value of the `BACKENDS` array, indexed by backend index (what table slots hold).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Backend {
+    pub addr: Addr,
+    /// Network byte order.
+    pub port_be: u16,
+    pub family: u8,
+    pub _pad: u8,
+}
+
+/// Key of the `FLOWS` LRU map: one flow direction as seen on the wire.
+///
+/// A client's flow is stored twice: the request direction `client -> VIP`, whose value
+/// names the backend, and the reply direction `backend -> client`, whose value names the
+/// VIP that replies are rewritten back to.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct FlowKey {
+    pub src: Addr,
+    pub dst: Addr,
+    /// Network byte order.
+    pub src_port_be: u16,
+    /// Network byte order.
+    pub dst_port_be: u16,
+    pub proto: u8,
+    pub family: u8,
+    pub _pad: [u8; 2],
+}
+
+/// `FlowValue::direction` of a request-direction entry (client to VIP).
+pub const DIR_REQUEST: u8 = 0;
+/// `FlowValue::direction` of a reply-direction entry (backend to client).
+pub const DIR_REPLY: u8 = 1;
+
+/// Value of the `FLOWS` map: what the matching packets are rewritten to.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FlowValue {
+    /// Request direction: the backend's address. Reply direction: the VIP.
+    pub nat_addr: Addr,
+    /// Network byte order; the backend's port or the VIP's port.
+    pub nat_port_be: u16,
+    pub direction: u8,
+    pub _pad: u8,
+    /// Index of the backend in `BACKENDS` when the flow was made.
+    pub backend: u32,
+    /// `SERVICES` id of the flow's service.
+    pub service: u32,
+    pub _pad2: u32,
+}
+
+#[cfg(feature = "user")]
+mod pod {
+    // SAFETY: all of these are repr(C), Copy, with explicit padding and every bit pattern valid.
+    unsafe impl aya::Pod for super::Addr {}
+    unsafe impl aya::Pod for super::ServiceKey {}
+    unsafe impl aya::Pod for super::ServiceValue {}
+    unsafe impl aya::Pod for super::Backend {}
+    unsafe impl aya::Pod for super::FlowKey {}
+    unsafe impl aya::Pod for super::FlowValue {}
+    unsafe impl aya::Pod for super::stats::Counter {}
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use core::mem::{align_of, size_of};
+
+    #[test]
+    fn layouts_have_no_implicit_padding() {
+        assert_eq!(size_of::<Addr>(), 16);
+        assert_eq!(size_of::<ServiceKey>(), 20);
+        assert_eq!(size_of::<ServiceValue>(), 16);
+        assert_eq!(size_of::<Backend>(), 20);
+        assert_eq!(size_of::<FlowKey>(), 40);
+        assert_eq!(size_of::<FlowValue>(), 32);
+        assert_eq!(align_of::<FlowKey>(), 4);
+    }
+
+    #[test]
+    fn addr_round_trips_wire_bytes() {
+        let v4 = Addr::from_v4_octets([198, 18, 0, 10]);
+        assert_eq!(v4.v4_octets(), [198, 18, 0, 10]);
+        assert_eq!(&v4.v6_octets()[..4], &[198, 18, 0, 10]);
+        assert_eq!(v4.words[1..], [0, 0, 0]);
+        let o = [0x20, 1, 0, 2, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x10];
+        assert_eq!(Addr::from_v6_octets(o).v6_octets(), o);
+    }
+
+    #[test]
+    fn service_key_field_offsets() {
+        let k = ServiceKey {
+            vip: Addr::from_v4_octets([1, 2, 3, 4]),
+            port_be: 80u16.to_be(),
+            proto: PROTO_TCP,
+            family: FAMILY_V4,
+        };
+        // The bytes as the kernel hashes them: address, port (wire order), proto, family.
+        let bytes: [u8; 20] = unsafe { core::mem::transmute(k) };
+        assert_eq!(&bytes[..4], &[1, 2, 3, 4]);
+        assert_eq!(&bytes[16..20], &[0, 80, 6, 4]);
+    }
+}

@@ -1,0 +1,4 @@
+//! xlb's userspace: the daemon's and the CLI's shared library.
+
+pub mod bpf;
+pub mod dataplane;
