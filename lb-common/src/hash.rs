@@ -5,6 +5,9 @@
 
 use crate::FlowKey;
 
+/// The seed every xlb node uses, so nodes with the same tables pick the same backends.
+pub const FLOW_HASH_SEED: u32 = 0x786c_6221;
+
 const C1: u32 = 0xcc9e_2d51;
 const C2: u32 = 0x1b87_3593;
 

@@ -155,7 +155,7 @@ mod pod {
     unsafe impl aya::Pod for super::Backend {}
     unsafe impl aya::Pod for super::FlowKey {}
     unsafe impl aya::Pod for super::FlowValue {}
-    unsafe impl aya::Pod for super::stats::Counter {}
+    unsafe impl aya::Pod for crate::stats::Counter {}
 }
 
 #[cfg(test)]

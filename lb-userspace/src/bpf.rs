@@ -1,13 +1,46 @@
-//! Loads the XDP object, attaches it to interfaces and implements [`Dataplane`] over its
-//! maps. (Work in progress: the loader is being written.)
+//! Loads the XDP object, attaches it to interfaces, pins its maps and implements
+//! [`Dataplane`] over them. Dropping a [`BpfDataplane`] detaches XDP and removes the pins.
 
-use std::path::PathBuf;
+use std::{
+    collections::HashMap as StdHashMap,
+    ffi::CString,
+    path::{Path, PathBuf},
+};
+
+use aya::{
+    Ebpf, EbpfLoader,
+    maps::{Array, HashMap, Map, MapData, MapError, PerCpuArray},
+    programs::{ProgramError, Xdp, XdpMode},
+};
+use lb_common::{
+    Backend, DIR_REQUEST, FlowKey, FlowValue, MAP_BACKEND_STATS, MAP_BACKENDS, MAP_FLOWS,
+    MAP_SERVICES, MAP_STATS, MAP_TABLES, ServiceKey, ServiceValue,
+    stats::{Counter, STAT_COUNT},
+};
+
+use crate::dataplane::{Dataplane, DataplaneError};
+
+/// The XDP object built by build.rs from `lb-ebpf`.
+static XDP_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/xlb"));
+/// The XDP entry point's name in the object.
+const PROGRAM: &str = "xlb";
+/// `statfs` magic number of bpffs.
+const BPF_FS_MAGIC: i64 = 0xcafe_4a11;
 
 /// Attach mode: `native` (driver XDP) or `skb` (generic XDP, works on any interface).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum AttachMode {
     Native,
     Skb,
+}
+
+impl AttachMode {
+    fn flags(self) -> XdpMode {
+        match self {
+            AttachMode::Native => XdpMode::Driver,
+            AttachMode::Skb => XdpMode::Skb,
+        }
+    }
 }
 
 /// What `xlbd` asks of the loader.
@@ -42,4 +75,355 @@ pub enum LoadError {
     },
     #[error("cannot pin maps under {path}: {reason}")]
     Pin { path: PathBuf, reason: String },
+    #[error("invalid size: {0}")]
+    Size(String),
+}
+
+/// The loaded, attached XDP program and its maps.
+pub struct BpfDataplane {
+    /// Owns the program and its XDP links: dropping it detaches.
+    _ebpf: Ebpf,
+    services: HashMap<MapData, ServiceKey, ServiceValue>,
+    backends: Array<MapData, Backend>,
+    tables: Array<MapData, u32>,
+    flows: HashMap<MapData, FlowKey, FlowValue>,
+    stats: PerCpuArray<MapData, Counter>,
+    backend_stats: PerCpuArray<MapData, Counter>,
+    pin_dir: PathBuf,
+    pins: Vec<PathBuf>,
+}
+
+impl BpfDataplane {
+    /// Checks the preconditions, loads the object, attaches it to every interface and pins
+    /// the maps. Nothing stays attached or pinned when this fails.
+    pub fn load(opts: &LoadOptions) -> Result<BpfDataplane, LoadError> {
+        // SAFETY: geteuid has no preconditions.
+        if unsafe { libc::geteuid() } != 0 {
+            return Err(LoadError::NotRoot);
+        }
+        for iface in &opts.ifaces {
+            if_index(iface)?;
+        }
+        if opts.flow_entries < 2 || opts.table_area < 2 {
+            return Err(LoadError::Size(
+                "--flow-entries and --table-area must be at least 2".into(),
+            ));
+        }
+        let bpffs = opts.pin_dir.parent().unwrap_or(Path::new("/"));
+        if !is_bpffs(bpffs) {
+            return Err(LoadError::BpffsMissing(bpffs.to_path_buf()));
+        }
+        clear_pin_dir(&opts.pin_dir)?;
+
+        let mut ebpf = EbpfLoader::new()
+            .map_max_entries(MAP_FLOWS, opts.flow_entries)
+            .map_max_entries(MAP_TABLES, opts.table_area)
+            .load(XDP_OBJECT)
+            .map_err(|e| LoadError::Rejected(one_line(&e.to_string())))?;
+        let program: &mut Xdp = ebpf
+            .program_mut(PROGRAM)
+            .ok_or_else(|| LoadError::Rejected(format!("no program {PROGRAM} in the object")))?
+            .try_into()
+            .map_err(|e: ProgramError| LoadError::Rejected(e.to_string()))?;
+        program.load().map_err(|e| {
+            if let ProgramError::LoadError { verifier_log, .. } = &e {
+                tracing::debug!("verifier log:\n{verifier_log}");
+            }
+            LoadError::Rejected(one_line(&e.to_string()))
+        })?;
+        for iface in &opts.ifaces {
+            program
+                .attach(iface, opts.mode.flags())
+                .map_err(|e| LoadError::Attach {
+                    iface: iface.clone(),
+                    mode: opts.mode,
+                    reason: one_line(&error_chain(&e)),
+                })?;
+        }
+
+        let mut pins = Vec::new();
+        let pin_err = |e: String| LoadError::Pin {
+            path: opts.pin_dir.clone(),
+            reason: e,
+        };
+        for (name, map) in ebpf.maps() {
+            let path = opts.pin_dir.join(name.to_lowercase());
+            map.pin(&path).map_err(|e| pin_err(e.to_string()))?;
+            pins.push(path);
+        }
+        let mut take = |name: &str| -> Result<Map, LoadError> {
+            ebpf.take_map(name)
+                .ok_or_else(|| LoadError::Rejected(format!("no map {name} in the object")))
+        };
+        let conv = |e: MapError| LoadError::Rejected(e.to_string());
+        let services = HashMap::try_from(take(MAP_SERVICES)?).map_err(conv)?;
+        let backends = Array::try_from(take(MAP_BACKENDS)?).map_err(conv)?;
+        let tables = Array::try_from(take(MAP_TABLES)?).map_err(conv)?;
+        let flows = HashMap::try_from(take(MAP_FLOWS)?).map_err(conv)?;
+        let stats = PerCpuArray::try_from(take(MAP_STATS)?).map_err(conv)?;
+        let backend_stats = PerCpuArray::try_from(take(MAP_BACKEND_STATS)?).map_err(conv)?;
+        Ok(BpfDataplane {
+            _ebpf: ebpf,
+            services,
+            backends,
+            tables,
+            flows,
+            stats,
+            backend_stats,
+            pin_dir: opts.pin_dir.clone(),
+            pins,
+        })
+    }
+}
+
+impl Drop for BpfDataplane {
+    fn drop(&mut self) {
+        for pin in &self.pins {
+            let _ = std::fs::remove_file(pin);
+        }
+        let _ = std::fs::remove_dir(&self.pin_dir);
+    }
+}
+
+fn if_index(iface: &str) -> Result<u32, LoadError> {
+    let name = CString::new(iface).map_err(|_| LoadError::NoSuchInterface(iface.into()))?;
+    // SAFETY: `name` is a valid NUL-terminated string.
+    match unsafe { libc::if_nametoindex(name.as_ptr()) } {
+        0 => Err(LoadError::NoSuchInterface(iface.into())),
+        i => Ok(i),
+    }
+}
+
+fn is_bpffs(path: &Path) -> bool {
+    let Ok(c) = CString::new(path.as_os_str().as_encoded_bytes()) else {
+        return false;
+    };
+    // SAFETY: `st` is written by statfs; `c` is NUL-terminated.
+    unsafe {
+        let mut st: libc::statfs = std::mem::zeroed();
+        libc::statfs(c.as_ptr(), &mut st) == 0 && st.f_type as i64 == BPF_FS_MAGIC
+    }
+}
+
+/// Makes `dir` and removes pins a previous daemon left there (the caller has made sure no
+/// other daemon is running).
+fn clear_pin_dir(dir: &Path) -> Result<(), LoadError> {
+    let err = |e: std::io::Error| LoadError::Pin {
+        path: dir.to_path_buf(),
+        reason: e.to_string(),
+    };
+    std::fs::create_dir_all(dir).map_err(err)?;
+    for entry in std::fs::read_dir(dir).map_err(err)? {
+        std::fs::remove_file(entry.map_err(err)?.path()).map_err(err)?;
+    }
+    Ok(())
+}
+
+/// An error and its sources, as one line.
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut src = e.source();
+    while let Some(cause) = src {
+        s.push_str(": ");
+        s.push_str(&cause.to_string());
+        src = cause.source();
+    }
+    s
+}
+
+/// Folds a multi-line message (a verifier log) into one line: its first line and the last
+/// two non-empty lines, where the verifier states its reason.
+fn one_line(msg: &str) -> String {
+    let lines: Vec<&str> = msg.lines().map(str::trim).filter(|l| !l.is_empty()).collect();
+    match lines.as_slice() {
+        [] => String::new(),
+        [one] => (*one).to_string(),
+        [first, .., a, b] if lines.len() > 3 => format!("{first} ... {a} | {b}"),
+        _ => lines.join(" | "),
+    }
+}
+
+fn map_err(map: &'static str) -> impl Fn(MapError) -> DataplaneError {
+    move |source| DataplaneError::Map { map, source }
+}
+
+fn sum(values: &[Counter]) -> Counter {
+    values.iter().fold(Counter::default(), |a, c| Counter {
+        packets: a.packets + c.packets,
+        bytes: a.bytes + c.bytes,
+    })
+}
+
+impl Dataplane for BpfDataplane {
+    fn put_service(
+        &mut self,
+        key: &ServiceKey,
+        value: &ServiceValue,
+    ) -> Result<(), DataplaneError> {
+        self.services
+            .insert(key, value, 0)
+            .map_err(map_err(MAP_SERVICES))
+    }
+
+    fn remove_service(&mut self, key: &ServiceKey) -> Result<(), DataplaneError> {
+        match self.services.remove(key) {
+            Err(MapError::KeyNotFound) | Ok(()) => Ok(()),
+            Err(e) => Err(map_err(MAP_SERVICES)(e)),
+        }
+    }
+
+    fn put_backend(&mut self, index: u32, backend: &Backend) -> Result<(), DataplaneError> {
+        self.backends
+            .set(index, backend, 0)
+            .map_err(map_err(MAP_BACKENDS))
+    }
+
+    fn write_table(&mut self, offset: u32, slots: &[u32]) -> Result<(), DataplaneError> {
+        let size = self.tables.len();
+        if offset as u64 + slots.len() as u64 > size as u64 {
+            return Err(DataplaneError::OutOfRange {
+                map: MAP_TABLES,
+                index: offset + slots.len() as u32 - 1,
+                size,
+            });
+        }
+        for (i, slot) in slots.iter().enumerate() {
+            self.tables
+                .set(offset + i as u32, slot, 0)
+                .map_err(map_err(MAP_TABLES))?;
+        }
+        Ok(())
+    }
+
+    fn table_area(&self) -> u32 {
+        self.tables.len()
+    }
+
+    fn stats(&self) -> Result<Vec<Counter>, DataplaneError> {
+        (0..STAT_COUNT)
+            .map(|i| {
+                let v = self.stats.get(&i, 0).map_err(map_err(MAP_STATS))?;
+                Ok(sum(&v))
+            })
+            .collect()
+    }
+
+    fn backend_stats(&self, index: u32) -> Result<Counter, DataplaneError> {
+        let v = self
+            .backend_stats
+            .get(&index, 0)
+            .map_err(map_err(MAP_BACKEND_STATS))?;
+        Ok(sum(&v))
+    }
+
+    fn flow_counts(&self) -> Result<StdHashMap<u32, u64>, DataplaneError> {
+        let mut counts = StdHashMap::new();
+        for entry in self.flows.iter() {
+            let (_, v) = match entry {
+                Ok(kv) => kv,
+                // An entry evicted while we walk the table: skip it.
+                Err(MapError::KeyNotFound) => continue,
+                Err(e) => return Err(map_err(MAP_FLOWS)(e)),
+            };
+            if v.direction == DIR_REQUEST {
+                *counts.entry(v.backend).or_insert(0) += 1;
+            }
+        }
+        Ok(counts)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn verifier_logs_fold_into_one_line() {
+        assert_eq!(one_line("a"), "a");
+        assert_eq!(one_line("a\n\nb"), "a | b");
+        let log = "load failed\n0: r1 = 0\n1: r2 = 0\ninvalid access to packet\nprocessed 3 insns";
+        assert_eq!(
+            one_line(log),
+            "load failed ... invalid access to packet | processed 3 insns"
+        );
+    }
+
+    #[test]
+    fn missing_interface_and_non_bpffs_are_detected() {
+        assert!(matches!(
+            if_index("xlb-no-such-if0"),
+            Err(LoadError::NoSuchInterface(_))
+        ));
+        assert!(if_index("lo").is_ok());
+        assert!(!is_bpffs(Path::new("/tmp")));
+    }
+}
+
+/// Loading needs root; these run in a private network namespace (a thread's own), so the
+/// program attaches to that namespace's loopback and nothing else.
+#[cfg(test)]
+mod root_tests {
+    use super::*;
+
+    fn in_private_netns<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
+        std::thread::spawn(move || {
+            // SAFETY: unshare affects only this thread's network namespace.
+            assert_eq!(unsafe { libc::unshare(libc::CLONE_NEWNET) }, 0, "unshare");
+            f()
+        })
+        .join()
+        .unwrap()
+    }
+
+    fn opts(pin_dir: &str) -> LoadOptions {
+        LoadOptions {
+            ifaces: vec!["lo".into()],
+            mode: AttachMode::Skb,
+            pin_dir: PathBuf::from(pin_dir),
+            flow_entries: 1024,
+            table_area: 4096,
+        }
+    }
+
+    #[test]
+    fn loads_attaches_pins_and_cleans_up() {
+        // SAFETY: geteuid has no preconditions.
+        if unsafe { libc::geteuid() } != 0 {
+            eprintln!("SKIPPED (needs root): loads_attaches_pins_and_cleans_up");
+            return;
+        }
+        if !is_bpffs(Path::new("/sys/fs/bpf")) {
+            panic!("bpffs is not mounted at /sys/fs/bpf: run `cargo xtask setup`");
+        }
+        let dir = format!("/sys/fs/bpf/xlb-unit-{}", std::process::id());
+        let d = dir.clone();
+        in_private_netns(move || {
+            let mut dp = BpfDataplane::load(&opts(&d)).expect("load");
+            assert!(Path::new(&d).join("flows").exists());
+            assert_eq!(dp.table_area(), 4096);
+            let key = ServiceKey::default();
+            dp.put_service(&key, &ServiceValue::default()).unwrap();
+            dp.write_table(4090, &[1, 2, 3, 4, 5, 6]).unwrap();
+            assert!(dp.write_table(4095, &[1, 2]).is_err());
+            assert_eq!(dp.stats().unwrap().len(), STAT_COUNT as usize);
+            assert!(dp.flow_counts().unwrap().is_empty());
+            dp.remove_service(&key).unwrap();
+        });
+        assert!(!Path::new(&dir).exists(), "pins left behind");
+    }
+
+    #[test]
+    fn refuses_a_missing_interface_and_a_non_bpffs_pin_dir() {
+        // SAFETY: geteuid has no preconditions.
+        if unsafe { libc::geteuid() } != 0 {
+            eprintln!("SKIPPED (needs root): refuses_a_missing_interface");
+            return;
+        }
+        let mut o = opts("/sys/fs/bpf/xlb-unused");
+        o.ifaces = vec!["nosuchif0".into()];
+        let e = BpfDataplane::load(&o).err().unwrap();
+        assert_eq!(e.to_string(), "no such interface: nosuchif0");
+        let e = BpfDataplane::load(&opts("/tmp/xlb-pins")).err().unwrap();
+        assert!(matches!(e, LoadError::BpffsMissing(_)), "{e}");
+    }
 }
