@@ -9,7 +9,7 @@ use std::{
 
 use aya::{
     Ebpf, EbpfLoader,
-    maps::{Array, HashMap, Map, MapData, MapError, PerCpuArray},
+    maps::{Array, HashMap, IterableMap as _, Map, MapData, MapError, PerCpuArray},
     programs::{ProgramError, Xdp, XdpMode},
 };
 use lb_common::{
@@ -82,14 +82,9 @@ pub enum LoadError {
 /// The loaded, attached XDP program and its maps.
 pub struct BpfDataplane {
     /// Owns the program and its XDP links: dropping it detaches.
-    _ebpf: Ebpf,
-    services: HashMap<MapData, ServiceKey, ServiceValue>,
-    backends: Array<MapData, Backend>,
-    tables: Array<MapData, u32>,
-    flows: HashMap<MapData, FlowKey, FlowValue>,
-    stats: PerCpuArray<MapData, Counter>,
-    backend_stats: PerCpuArray<MapData, Counter>,
-    pin_dir: PathBuf,
+    ebpf: Ebpf,
+    maps: Maps,
+    pin_dir: Option<PathBuf>,
     pins: Vec<PathBuf>,
 }
 
@@ -104,22 +99,47 @@ impl BpfDataplane {
         for iface in &opts.ifaces {
             if_index(iface)?;
         }
-        if opts.flow_entries < 2 || opts.table_area < 2 {
-            return Err(LoadError::Size(
-                "--flow-entries and --table-area must be at least 2".into(),
-            ));
-        }
         let bpffs = opts.pin_dir.parent().unwrap_or(Path::new("/"));
         if !is_bpffs(bpffs) {
             return Err(LoadError::BpffsMissing(bpffs.to_path_buf()));
         }
+        let mut dp = Self::load_detached(opts.flow_entries, opts.table_area)?;
         clear_pin_dir(&opts.pin_dir)?;
+        dp.pin_dir = Some(opts.pin_dir.clone());
+        let program = dp.program();
+        for iface in &opts.ifaces {
+            program
+                .attach(iface, opts.mode.flags())
+                .map_err(|e| LoadError::Attach {
+                    iface: iface.clone(),
+                    mode: opts.mode,
+                    reason: one_line(&error_chain(&e)),
+                })?;
+        }
+        for (map, name) in dp.maps.all() {
+            let path = opts.pin_dir.join(name.to_lowercase());
+            map.pin(&path).map_err(|e| LoadError::Pin {
+                path: path.clone(),
+                reason: e.to_string(),
+            })?;
+            dp.pins.push(path);
+        }
+        Ok(dp)
+    }
 
+    /// Loads the object and its maps without attaching or pinning anything: for running
+    /// the program on crafted packets with BPF_PROG_TEST_RUN (see [`BpfDataplane::program`]).
+    pub fn load_detached(flow_entries: u32, table_area: u32) -> Result<BpfDataplane, LoadError> {
+        if flow_entries < 2 || table_area < 2 {
+            return Err(LoadError::Size(
+                "--flow-entries and --table-area must be at least 2".into(),
+            ));
+        }
         let mut ebpf = EbpfLoader::new()
-            .map_max_entries(MAP_FLOWS, opts.flow_entries)
-            .map_max_entries(MAP_TABLES, opts.table_area)
+            .map_max_entries(MAP_FLOWS, flow_entries)
+            .map_max_entries(MAP_TABLES, table_area)
             .load(XDP_OBJECT)
-            .map_err(|e| LoadError::Rejected(one_line(&e.to_string())))?;
+            .map_err(|e| LoadError::Rejected(one_line(&error_chain(&e))))?;
         let program: &mut Xdp = ebpf
             .program_mut(PROGRAM)
             .ok_or_else(|| LoadError::Rejected(format!("no program {PROGRAM} in the object")))?
@@ -131,48 +151,69 @@ impl BpfDataplane {
             }
             LoadError::Rejected(one_line(&e.to_string()))
         })?;
-        for iface in &opts.ifaces {
-            program
-                .attach(iface, opts.mode.flags())
-                .map_err(|e| LoadError::Attach {
-                    iface: iface.clone(),
-                    mode: opts.mode,
-                    reason: one_line(&error_chain(&e)),
-                })?;
-        }
-
-        let mut pins = Vec::new();
-        let pin_err = |e: String| LoadError::Pin {
-            path: opts.pin_dir.clone(),
-            reason: e,
-        };
-        for (name, map) in ebpf.maps() {
-            let path = opts.pin_dir.join(name.to_lowercase());
-            map.pin(&path).map_err(|e| pin_err(e.to_string()))?;
-            pins.push(path);
-        }
-        let mut take = |name: &str| -> Result<Map, LoadError> {
-            ebpf.take_map(name)
-                .ok_or_else(|| LoadError::Rejected(format!("no map {name} in the object")))
-        };
-        let conv = |e: MapError| LoadError::Rejected(e.to_string());
-        let services = HashMap::try_from(take(MAP_SERVICES)?).map_err(conv)?;
-        let backends = Array::try_from(take(MAP_BACKENDS)?).map_err(conv)?;
-        let tables = Array::try_from(take(MAP_TABLES)?).map_err(conv)?;
-        let flows = HashMap::try_from(take(MAP_FLOWS)?).map_err(conv)?;
-        let stats = PerCpuArray::try_from(take(MAP_STATS)?).map_err(conv)?;
-        let backend_stats = PerCpuArray::try_from(take(MAP_BACKEND_STATS)?).map_err(conv)?;
+        let maps = Maps::take(&mut ebpf)?;
         Ok(BpfDataplane {
-            _ebpf: ebpf,
-            services,
-            backends,
-            tables,
-            flows,
-            stats,
-            backend_stats,
-            pin_dir: opts.pin_dir.clone(),
-            pins,
+            ebpf,
+            maps,
+            pin_dir: None,
+            pins: Vec::new(),
         })
+    }
+
+    /// The XDP program, e.g. for `test_run`.
+    pub fn program(&mut self) -> &mut Xdp {
+        self.ebpf
+            .program_mut(PROGRAM)
+            .and_then(|p| p.try_into().ok())
+            .expect("the program was found at load")
+    }
+
+    /// The connection-table entry of one flow direction, if present.
+    pub fn flow(&self, key: &FlowKey) -> Option<FlowValue> {
+        self.maps.flows.get(key, 0).ok()
+    }
+}
+
+/// The maps, taken out of the object so they can be held typed.
+struct Maps {
+    services: HashMap<MapData, ServiceKey, ServiceValue>,
+    backends: Array<MapData, Backend>,
+    tables: Array<MapData, u32>,
+    flows: HashMap<MapData, FlowKey, FlowValue>,
+    stats: PerCpuArray<MapData, Counter>,
+    backend_stats: PerCpuArray<MapData, Counter>,
+}
+
+impl Maps {
+    fn take(ebpf: &mut Ebpf) -> Result<Maps, LoadError> {
+        fn typed<T: TryFrom<Map, Error = MapError>>(
+            ebpf: &mut Ebpf,
+            name: &str,
+        ) -> Result<T, LoadError> {
+            let map = ebpf
+                .take_map(name)
+                .ok_or_else(|| LoadError::Rejected(format!("no map {name} in the object")))?;
+            T::try_from(map).map_err(|e| LoadError::Rejected(format!("map {name}: {e}")))
+        }
+        Ok(Maps {
+            services: typed(ebpf, MAP_SERVICES)?,
+            backends: typed(ebpf, MAP_BACKENDS)?,
+            tables: typed(ebpf, MAP_TABLES)?,
+            flows: typed(ebpf, MAP_FLOWS)?,
+            stats: typed(ebpf, MAP_STATS)?,
+            backend_stats: typed(ebpf, MAP_BACKEND_STATS)?,
+        })
+    }
+
+    fn all(&self) -> [(&MapData, &'static str); 6] {
+        [
+            (self.services.map(), MAP_SERVICES),
+            (self.backends.map(), MAP_BACKENDS),
+            (self.tables.map(), MAP_TABLES),
+            (self.flows.map(), MAP_FLOWS),
+            (self.stats.map(), MAP_STATS),
+            (self.backend_stats.map(), MAP_BACKEND_STATS),
+        ]
     }
 }
 
@@ -181,7 +222,9 @@ impl Drop for BpfDataplane {
         for pin in &self.pins {
             let _ = std::fs::remove_file(pin);
         }
-        let _ = std::fs::remove_dir(&self.pin_dir);
+        if let Some(dir) = &self.pin_dir {
+            let _ = std::fs::remove_dir(dir);
+        }
     }
 }
 
@@ -260,26 +303,26 @@ impl Dataplane for BpfDataplane {
         key: &ServiceKey,
         value: &ServiceValue,
     ) -> Result<(), DataplaneError> {
-        self.services
+        self.maps.services
             .insert(key, value, 0)
             .map_err(map_err(MAP_SERVICES))
     }
 
     fn remove_service(&mut self, key: &ServiceKey) -> Result<(), DataplaneError> {
-        match self.services.remove(key) {
+        match self.maps.services.remove(key) {
             Err(MapError::KeyNotFound) | Ok(()) => Ok(()),
             Err(e) => Err(map_err(MAP_SERVICES)(e)),
         }
     }
 
     fn put_backend(&mut self, index: u32, backend: &Backend) -> Result<(), DataplaneError> {
-        self.backends
+        self.maps.backends
             .set(index, backend, 0)
             .map_err(map_err(MAP_BACKENDS))
     }
 
     fn write_table(&mut self, offset: u32, slots: &[u32]) -> Result<(), DataplaneError> {
-        let size = self.tables.len();
+        let size = self.maps.tables.len();
         if offset as u64 + slots.len() as u64 > size as u64 {
             return Err(DataplaneError::OutOfRange {
                 map: MAP_TABLES,
@@ -288,7 +331,7 @@ impl Dataplane for BpfDataplane {
             });
         }
         for (i, slot) in slots.iter().enumerate() {
-            self.tables
+            self.maps.tables
                 .set(offset + i as u32, slot, 0)
                 .map_err(map_err(MAP_TABLES))?;
         }
@@ -296,13 +339,13 @@ impl Dataplane for BpfDataplane {
     }
 
     fn table_area(&self) -> u32 {
-        self.tables.len()
+        self.maps.tables.len()
     }
 
     fn stats(&self) -> Result<Vec<Counter>, DataplaneError> {
         (0..STAT_COUNT)
             .map(|i| {
-                let v = self.stats.get(&i, 0).map_err(map_err(MAP_STATS))?;
+                let v = self.maps.stats.get(&i, 0).map_err(map_err(MAP_STATS))?;
                 Ok(sum(&v))
             })
             .collect()
@@ -310,6 +353,7 @@ impl Dataplane for BpfDataplane {
 
     fn backend_stats(&self, index: u32) -> Result<Counter, DataplaneError> {
         let v = self
+            .maps
             .backend_stats
             .get(&index, 0)
             .map_err(map_err(MAP_BACKEND_STATS))?;
@@ -318,7 +362,7 @@ impl Dataplane for BpfDataplane {
 
     fn flow_counts(&self) -> Result<StdHashMap<u32, u64>, DataplaneError> {
         let mut counts = StdHashMap::new();
-        for entry in self.flows.iter() {
+        for entry in self.maps.flows.iter() {
             let (_, v) = match entry {
                 Ok(kv) => kv,
                 // An entry evicted while we walk the table: skip it.
