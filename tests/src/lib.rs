@@ -1,1 +1,30 @@
+//! xlb's netns testbed (DESIGN.md section 5): namespaces, veths and addresses; xlbd and the
+//! CLI; id servers, TCP/UDP clients, ping and iperf3. Used by the integration tests in
+//! `tests/tests/` and by `cargo xtask demo`. Everything it makes is removed when the
+//! [`Testbed`] drops, also when a test panics.
 
+mod clients;
+mod daemon;
+mod iperf;
+mod netns;
+mod proc;
+mod servers;
+mod topology;
+
+pub use clients::{Flow, Proto, flows_per_backend, tcp_flow, udp_flow};
+pub use daemon::{bin_dir, bin_path};
+pub use iperf::{IperfResult, ping};
+pub use netns::Netns;
+pub use servers::backend_id;
+pub use topology::{AddrPair, Link, Node, Role, Testbed, VIP, link_addrs};
+
+/// Whether the test may run: true as root. Otherwise prints a loud skip line and returns
+/// false, so a test starts with `if !xlb_testbed::require_root("name") { return; }`.
+pub fn require_root(test_name: &str) -> bool {
+    // SAFETY: geteuid(2) cannot fail and touches no memory.
+    if unsafe { libc::geteuid() } == 0 {
+        return true;
+    }
+    eprintln!("SKIPPED (needs root): {test_name}");
+    false
+}

@@ -1,0 +1,282 @@
+//! The testbed's topology (DESIGN.md section 5): client namespaces and backend namespaces,
+//! each joined to one LB namespace by its own point-to-point veth pair, with the address
+//! plan from 198.18.0.0/15. Everything it made is removed when the [`Testbed`] drops.
+
+use std::net::{IpAddr, Ipv4Addr};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+
+use anyhow::{Context as _, Result, bail};
+
+use crate::netns::Netns;
+use crate::proc::Tracked;
+
+/// The VIP the tests and the demo use. VIPs (198.18.0.0/24) are on no interface.
+pub const VIP: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 10);
+
+/// IFNAMSIZ - 1.
+const MAX_IFNAME: usize = 15;
+
+/// Which side of the LB a namespace is on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    Client,
+    Backend,
+}
+
+impl Role {
+    fn letter(self) -> char {
+        match self {
+            Role::Client => 'c',
+            Role::Backend => 'b',
+        }
+    }
+}
+
+/// One address on each end of a link, and the prefix they share.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AddrPair {
+    pub lb: IpAddr,
+    pub peer: IpAddr,
+    pub prefix_len: u8,
+}
+
+/// The address plan: client k's link is 198.18.(10+k).0/24, backend j's is 198.19.j.0/24;
+/// the LB side is .1, the other side .2. (IPv6 from 2001:2::/48 is to be added here.)
+pub fn link_addrs(role: Role, idx: usize) -> Result<Vec<AddrPair>> {
+    let (b, c) = match role {
+        Role::Client if idx <= 245 => (18, 10 + idx as u8),
+        Role::Backend if idx <= 255 => (19, idx as u8),
+        _ => bail!("{role:?} index {idx} is outside the address plan"),
+    };
+    Ok(vec![AddrPair {
+        lb: Ipv4Addr::new(198, b, c, 1).into(),
+        peer: Ipv4Addr::new(198, b, c, 2).into(),
+        prefix_len: 24,
+    }])
+}
+
+/// The veth pair between the LB namespace and one client or backend namespace.
+#[derive(Debug, Clone)]
+pub struct Link {
+    /// The veth end in the LB namespace (xlbd attaches here).
+    pub lb_if: String,
+    /// The veth end in the client's or backend's namespace.
+    pub peer_if: String,
+    pub addrs: Vec<AddrPair>,
+}
+
+impl Link {
+    fn v4(&self) -> AddrPair {
+        *self
+            .addrs
+            .iter()
+            .find(|a| a.peer.is_ipv4())
+            .expect("every link has an IPv4 pair")
+    }
+}
+
+/// A client or backend namespace and its link to the LB.
+#[derive(Debug)]
+pub struct Node {
+    pub ns: Netns,
+    pub link: Link,
+}
+
+impl Node {
+    /// This node's own IPv4 address.
+    pub fn addr(&self) -> Ipv4Addr {
+        as_v4(self.link.v4().peer)
+    }
+
+    /// The LB's IPv4 address on this node's link (this node's default gateway).
+    pub fn lb_addr(&self) -> Ipv4Addr {
+        as_v4(self.link.v4().lb)
+    }
+}
+
+fn as_v4(a: IpAddr) -> Ipv4Addr {
+    match a {
+        IpAddr::V4(v4) => v4,
+        IpAddr::V6(_) => unreachable!("v4() returns IPv4 pairs"),
+    }
+}
+
+/// A directory for this testbed's files (xlbd's socket and log), removed on drop.
+#[derive(Debug)]
+pub(crate) struct RunDir(PathBuf);
+
+impl RunDir {
+    pub(crate) fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for RunDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// The whole testbed. Dropping it stops the servers and processes it started, then deletes
+/// its namespaces (which destroys their veths) and its run directory.
+#[derive(Debug)]
+pub struct Testbed {
+    pub(crate) stop: Arc<AtomicBool>,
+    pub(crate) threads: Mutex<Vec<JoinHandle<()>>>,
+    pub(crate) children: Mutex<Vec<Tracked>>,
+    pub(crate) xlbd: Option<Tracked>,
+    /// Print every `xlb` command (and its output) that [`Testbed::xlb_ok`] runs.
+    pub(crate) echo: bool,
+    // Dropped in this order, after `Drop::drop` below.
+    pub(crate) lb: Netns,
+    pub(crate) clients: Vec<Node>,
+    pub(crate) backends: Vec<Node>,
+    pub(crate) dir: RunDir,
+}
+
+static COUNTER: AtomicU32 = AtomicU32::new(0);
+
+impl Testbed {
+    /// Builds the LB namespace plus `clients` client and `backends` backend namespaces.
+    pub fn new(clients: usize, backends: usize) -> Result<Testbed> {
+        let pid = std::process::id();
+        let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+        let tag = format!("{pid}-{n}");
+        let short = format!("{pid:x}{n:x}");
+        let dir = PathBuf::from(format!("/tmp/xlbt-{tag}"));
+        std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+        let dir = RunDir(dir);
+
+        let lb = Netns::create(&format!("xlbt-{tag}-lb"))?;
+        lb.sysctl("net/ipv4/ip_forward", "1")?;
+        let make = |role: Role, count: usize| -> Result<Vec<Node>> {
+            (0..count)
+                .map(|i| make_node(&lb, &tag, &short, role, i))
+                .collect()
+        };
+        let clients = make(Role::Client, clients)?;
+        let backends = make(Role::Backend, backends)?;
+        Ok(Testbed {
+            stop: Arc::new(AtomicBool::new(false)),
+            threads: Mutex::new(Vec::new()),
+            children: Mutex::new(Vec::new()),
+            xlbd: None,
+            echo: false,
+            lb,
+            clients,
+            backends,
+            dir,
+        })
+    }
+
+    pub fn lb(&self) -> &Netns {
+        &self.lb
+    }
+
+    pub fn clients(&self) -> &[Node] {
+        &self.clients
+    }
+
+    pub fn backends(&self) -> &[Node] {
+        &self.backends
+    }
+
+    /// Client `k`; panics when out of range (a bug in the test).
+    pub fn client(&self, k: usize) -> &Node {
+        &self.clients[k]
+    }
+
+    /// Backend `j`; panics when out of range (a bug in the test).
+    pub fn backend(&self, j: usize) -> &Node {
+        &self.backends[j]
+    }
+
+    /// The LB-side interfaces of all links (what xlbd attaches to).
+    pub fn lb_ifaces(&self) -> Vec<String> {
+        self.clients
+            .iter()
+            .chain(&self.backends)
+            .map(|n| n.link.lb_if.clone())
+            .collect()
+    }
+
+    /// Registers a child process so that drop stops it.
+    pub(crate) fn track(&self, child: Tracked) {
+        self.children.lock().expect("children lock").push(child);
+    }
+}
+
+fn make_node(lb: &Netns, tag: &str, short: &str, role: Role, idx: usize) -> Result<Node> {
+    let r = role.letter();
+    let ns = Netns::create(&format!("xlbt-{tag}-{r}{idx}"))?;
+    let link = Link {
+        lb_if: format!("{r}{idx}-{short}"),
+        peer_if: format!("{r}{idx}p-{short}"),
+        addrs: link_addrs(role, idx)?,
+    };
+    if link.peer_if.len() > MAX_IFNAME {
+        bail!(
+            "interface name {} is longer than {MAX_IFNAME}",
+            link.peer_if
+        );
+    }
+    let (lb_if, peer_if) = (link.lb_if.as_str(), link.peer_if.as_str());
+    // Both ends are created directly in their namespaces: nothing appears in the root ns.
+    lb.ip(&[
+        "link",
+        "add",
+        "name",
+        lb_if,
+        "type",
+        "veth",
+        "peer",
+        "name",
+        peer_if,
+        "netns",
+        ns.name(),
+    ])?;
+    for a in &link.addrs {
+        lb.ip(&["addr", "add", &cidr(a.lb, a.prefix_len), "dev", lb_if])?;
+        ns.ip(&["addr", "add", &cidr(a.peer, a.prefix_len), "dev", peer_if])?;
+    }
+    lb.ip(&["link", "set", "dev", lb_if, "up"])?;
+    ns.ip(&["link", "set", "dev", peer_if, "up"])?;
+    for a in &link.addrs {
+        let family = if a.lb.is_ipv4() { "-4" } else { "-6" };
+        // Backends too: replies must go back through the LB (NAT mode).
+        ns.ip(&[family, "route", "add", "default", "via", &a.lb.to_string()])?;
+    }
+    // The XDP program updates checksums incrementally, which needs full checksums rather
+    // than CHECKSUM_PARTIAL; XDP_REDIRECT into a veth needs GRO on the receiving peer.
+    ns.exec("ethtool", &["-K", peer_if, "tx", "off", "gro", "on"])?;
+    lb.exec("ethtool", &["-K", lb_if, "tx", "off"])?;
+    Ok(Node { ns, link })
+}
+
+fn cidr(a: IpAddr, prefix_len: u8) -> String {
+    format!("{a}/{prefix_len}")
+}
+
+impl Drop for Testbed {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        for t in self
+            .threads
+            .get_mut()
+            .map(std::mem::take)
+            .unwrap_or_default()
+        {
+            let _ = t.join();
+        }
+        if let Ok(children) = self.children.get_mut() {
+            children.clear(); // Tracked::drop stops each one
+        }
+        if std::thread::panicking() && self.xlbd.is_some() {
+            eprintln!("{}", self.xlbd_log_tail(40));
+        }
+        self.xlbd = None;
+    }
+}
