@@ -1,0 +1,114 @@
+//! NAT load balancing through xlbd: connections and UDP flows to a VIP spread over the
+//! backends and stay on one; traffic not for a VIP is left alone; removed backends get no
+//! new connections.
+
+use std::collections::BTreeSet;
+use std::net::SocketAddr;
+
+use xlb_testbed::{Flow, Proto, Testbed, VIP, backend_id, flows_per_backend, ping, require_root};
+
+const BACKEND_PORT: u16 = 8080;
+
+/// 3 clients, 3 backends with id servers, xlbd running with `service` over all backends.
+fn lb_testbed(service: &str) -> Testbed {
+    let mut tb = Testbed::new(3, 3).expect("testbed");
+    for j in 0..3 {
+        tb.spawn_id_server(j, BACKEND_PORT).expect("id server");
+    }
+    tb.start_xlbd(&[]).expect("start xlbd");
+    tb.add_service_with_backends(service, BACKEND_PORT)
+        .expect("configure service");
+    tb
+}
+
+/// 10 flows from each client, 4 messages each; all must succeed and be sticky.
+fn spread(tb: &Testbed, proto: Proto, vip: SocketAddr) -> Vec<Flow> {
+    let flows: Vec<Flow> = tb
+        .flows(proto, vip, 10, 4)
+        .into_iter()
+        .map(|(k, r)| r.unwrap_or_else(|e| panic!("{proto:?} flow from client {k}: {e:#}")))
+        .collect();
+    assert_eq!(flows.len(), 30);
+    for f in &flows {
+        assert!(
+            f.backend().is_some(),
+            "flow {} switched backends: {:?}",
+            f.local,
+            f.ids
+        );
+    }
+    flows
+}
+
+fn backends_used(flows: &[Flow]) -> BTreeSet<String> {
+    flows_per_backend(flows).into_keys().collect()
+}
+
+fn ids(js: &[usize]) -> BTreeSet<String> {
+    js.iter().map(|&j| backend_id(j)).collect()
+}
+
+#[test]
+fn tcp_connections_spread_and_stick() {
+    if !require_root("tcp_connections_spread_and_stick") {
+        return;
+    }
+    let tb = lb_testbed("198.18.0.10:80/tcp");
+    let flows = spread(&tb, Proto::Tcp, SocketAddr::new(VIP.into(), 80));
+    eprintln!("per backend: {:?}", flows_per_backend(&flows));
+    assert_eq!(backends_used(&flows), ids(&[0, 1, 2]));
+}
+
+#[test]
+fn udp_flows_spread_and_stick() {
+    if !require_root("udp_flows_spread_and_stick") {
+        return;
+    }
+    let tb = lb_testbed("198.18.0.10:53/udp");
+    let flows = spread(&tb, Proto::Udp, SocketAddr::new(VIP.into(), 53));
+    eprintln!("per backend: {:?}", flows_per_backend(&flows));
+    assert_eq!(backends_used(&flows), ids(&[0, 1, 2]));
+}
+
+#[test]
+fn non_vip_traffic_untouched() {
+    if !require_root("non_vip_traffic_untouched") {
+        return;
+    }
+    let tb = lb_testbed("198.18.0.10:80/tcp");
+    let lb_addr = tb.client(0).lb_addr();
+    tb.spawn_id_server_in(tb.lb(), "lb", 7000)
+        .expect("server in the LB ns");
+    let flow = tb
+        .flow(Proto::Tcp, 0, SocketAddr::new(lb_addr.into(), 7000), 3)
+        .expect("TCP to the LB's own address");
+    assert_eq!(flow.ids, vec!["lb"; 3]);
+    let direct = SocketAddr::new(tb.backend(1).addr().into(), BACKEND_PORT);
+    let flow = tb
+        .flow(Proto::Tcp, 2, direct, 3)
+        .expect("TCP straight to a backend");
+    assert_eq!(flow.ids, vec![backend_id(1); 3]);
+    let client = &tb.client(0).ns;
+    assert!(ping(client, lb_addr.into()).unwrap(), "ping {lb_addr}");
+    let backend = tb.backend(2).addr();
+    assert!(ping(client, backend.into()).unwrap(), "ping {backend}");
+}
+
+#[test]
+fn backend_remove_moves_new_connections() {
+    if !require_root("backend_remove_moves_new_connections") {
+        return;
+    }
+    let service = "198.18.0.10:80/tcp";
+    let tb = lb_testbed(service);
+    let vip = SocketAddr::new(VIP.into(), 80);
+    let removed = format!("{}:{BACKEND_PORT}", tb.backend(2).addr());
+    tb.xlb_ok(&["backend", "remove", service, &removed])
+        .expect("backend remove");
+    let flows = spread(&tb, Proto::Tcp, vip);
+    eprintln!(
+        "per backend after removing {removed}: {:?}",
+        flows_per_backend(&flows)
+    );
+    assert_eq!(backends_used(&flows), ids(&[0, 1]));
+}
