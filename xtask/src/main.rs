@@ -1,1 +1,63 @@
-fn main(){}
+//! xlb's orchestration: `cargo xtask setup | test | demo`.
+
+mod cmd;
+mod demo;
+mod setup;
+
+use anyhow::Result;
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "cargo xtask", about = "xlb's orchestration tasks")]
+struct Cli {
+    #[command(subcommand)]
+    task: Task,
+}
+
+#[derive(Subcommand)]
+enum Task {
+    /// Install what builds, tests and the demo need (idempotent; some steps need root)
+    Setup,
+    /// Setup, fmt and clippy checks, build the binaries, then `cargo test` (extra args are
+    /// passed on to it, e.g. `cargo xtask test -- --nocapture`)
+    Test {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+    /// Setup, build, then drive 30 connections through a VIP in a netns testbed (needs root)
+    Demo,
+}
+
+/// Workspace packages built and tested on the host: all but `lb-ebpf`, which is built for
+/// the BPF target by lb-userspace's build.rs (and has a bin named `xlb` too).
+const HOST: &[&str] = &["--workspace", "--exclude", "lb-ebpf"];
+
+/// `cargo build` of xlbd and xlb.
+pub fn build_bins() -> Result<()> {
+    cmd::run(cmd::cargo(&["build"]).args(HOST).arg("--bins"))
+}
+
+fn test(args: &[String]) -> Result<()> {
+    setup::setup()?;
+    cmd::run(&mut cmd::cargo(&["fmt", "--all", "--", "--check"]))?;
+    cmd::run(
+        cmd::cargo(&["clippy"])
+            .args(HOST)
+            .args(["--all-targets", "--", "-D", "warnings"]),
+    )?;
+    build_bins()?;
+    cmd::run(cmd::cargo(&["test"]).args(HOST).args(args))
+}
+
+fn main() {
+    let cli = Cli::parse();
+    let result = match cli.task {
+        Task::Setup => setup::setup(),
+        Task::Test { args } => test(&args),
+        Task::Demo => demo::demo(),
+    };
+    if let Err(e) = result {
+        eprintln!("xtask: error: {e:#}");
+        std::process::exit(1);
+    }
+}
