@@ -25,6 +25,13 @@ pub fn require_root(test_name: &str) -> bool {
     if unsafe { libc::geteuid() } == 0 {
         return true;
     }
-    eprintln!("SKIPPED (needs root): {test_name}");
+    report(&format!("SKIPPED (needs root): {test_name}"));
     false
+}
+
+/// Writes a line straight to stderr, past the test harness's output capture, so that it
+/// shows in a normal `cargo test` run (skips, measured figures).
+pub fn report(line: &str) {
+    use std::io::Write as _;
+    let _ = writeln!(std::io::stderr().lock(), "{line}");
 }

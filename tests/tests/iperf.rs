@@ -3,7 +3,7 @@
 
 use std::net::IpAddr;
 
-use xlb_testbed::{Testbed, VIP, require_root};
+use xlb_testbed::{Testbed, VIP, report, require_root};
 
 const PORT: u16 = 5201;
 const SECS: u32 = 3;
@@ -30,7 +30,10 @@ fn iperf_through_vip_both_ways() {
             } else {
                 "client->backend"
             };
-            eprintln!("iperf3 {label:8} {dir}: {:.2} Gbit/s", r.received_gbps());
+            report(&format!(
+                "iperf3 {label:8} {dir}: {:.2} Gbit/s",
+                r.received_gbps()
+            ));
             assert!(
                 r.sent_bps > 0.0 && r.received_bps > 0.0,
                 "{label} {dir}: {r:?}"
