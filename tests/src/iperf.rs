@@ -49,8 +49,8 @@ impl Testbed {
     /// Starts `iperf3 -s -p <port>` in backend `j`'s namespace and waits until it listens.
     pub fn iperf_server(&self, j: usize, port: u16) -> Result<()> {
         let ns = &self.backend(j).ns;
-        let child = ns
-            .cmd("iperf3")
+        let mut cmd = ns.cmd("iperf3");
+        let child = proc::die_with_parent(&mut cmd)
             .args(["-s", "-p", &port.to_string()])
             .stdin(Stdio::null())
             .stdout(Stdio::null())

@@ -2,6 +2,7 @@
 //! are tracked by pid and stopped (only them) when their owner is dropped.
 
 use std::io::Read;
+use std::os::unix::process::CommandExt as _;
 use std::process::{Child, Command, Output, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
@@ -82,6 +83,20 @@ pub fn run(cmd: &mut Command) -> Result<String> {
 pub struct Tracked {
     name: String,
     child: Child,
+}
+
+/// Makes `cmd`'s process get SIGTERM if the thread that spawns it dies (e.g. the test
+/// process is killed before its `Drop`s run). Spawn from the thread that owns the testbed.
+pub fn die_with_parent(cmd: &mut Command) -> &mut Command {
+    // SAFETY: the closure only calls prctl(2), which is async-signal-safe.
+    unsafe {
+        cmd.pre_exec(|| {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        })
+    }
 }
 
 impl Tracked {

@@ -11,7 +11,7 @@ use std::thread::JoinHandle;
 use anyhow::{Context as _, Result, bail};
 
 use crate::netns::Netns;
-use crate::proc::Tracked;
+use crate::proc::{self, Tracked};
 
 /// The VIP the tests and the demo use. VIPs (198.18.0.0/24) are on no interface.
 pub const VIP: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 10);
@@ -142,6 +142,7 @@ static COUNTER: AtomicU32 = AtomicU32::new(0);
 impl Testbed {
     /// Builds the LB namespace plus `clients` client and `backends` backend namespaces.
     pub fn new(clients: usize, backends: usize) -> Result<Testbed> {
+        sweep_stale();
         let pid = std::process::id();
         let n = COUNTER.fetch_add(1, Ordering::Relaxed);
         let tag = format!("{pid}-{n}");
@@ -206,6 +207,29 @@ impl Testbed {
     /// Registers a child process so that drop stops it.
     pub(crate) fn track(&self, child: Tracked) {
         self.children.lock().expect("children lock").push(child);
+    }
+}
+
+/// Removes namespaces and run directories left by testbeds of processes that no longer
+/// exist (killed before their `Drop` ran). Names are `xlbt-<pid>-...`.
+fn sweep_stale() {
+    let dead = |name: &str| {
+        let pid = name.strip_prefix("xlbt-").and_then(|r| r.split('-').next());
+        pid.and_then(|p| p.parse::<u32>().ok())
+            .is_some_and(|p| !Path::new(&format!("/proc/{p}")).exists())
+    };
+    let names = |dir: &str| -> Vec<String> {
+        let entries = std::fs::read_dir(dir).into_iter().flatten().flatten();
+        entries
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|n| dead(n))
+            .collect()
+    };
+    for ns in names("/var/run/netns") {
+        let _ = proc::run(std::process::Command::new("ip").args(["netns", "del", &ns]));
+    }
+    for dir in names("/tmp") {
+        let _ = std::fs::remove_dir_all(Path::new("/tmp").join(dir));
     }
 }
 
