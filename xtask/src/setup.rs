@@ -64,18 +64,24 @@ fn nightly_llvm() -> Result<(PathBuf, u32)> {
         .context("`rustc +nightly --print sysroot` failed: is the nightly toolchain installed?")?;
     let vv = probe(Command::new("rustc").args(["+nightly", "-vV"]))
         .context("`rustc +nightly -vV` failed")?;
-    let major = vv
-        .lines()
-        .find_map(|l| l.strip_prefix("LLVM version: "))
-        .and_then(|v| v.split('.').next()?.trim().parse().ok())
-        .context("no `LLVM version: N.x` line in `rustc +nightly -vV`")?;
+    let major =
+        llvm_major_of_rustc(&vv).context("no `LLVM version: N.x` line in `rustc +nightly -vV`")?;
     Ok((PathBuf::from(sysroot.trim()), major))
+}
+
+/// From `rustc -vV`'s `LLVM version: 22.1.4`.
+fn llvm_major_of_rustc(vv: &str) -> Option<u32> {
+    let v = vv.lines().find_map(|l| l.strip_prefix("LLVM version: "))?;
+    v.split('.').next()?.trim().parse().ok()
 }
 
 /// The LLVM major that the installed bpf-linker is dynamically linked against, from ldd;
 /// `None` when it is linked statically or ldd cannot tell.
 fn linker_llvm_major(linker: &Path) -> Option<u32> {
-    let ldd = probe(Command::new("ldd").arg(linker))?;
+    llvm_major_of_ldd(&probe(Command::new("ldd").arg(linker))?)
+}
+
+fn llvm_major_of_ldd(ldd: &str) -> Option<u32> {
     let name = ldd.split_whitespace().find(|w| w.starts_with("libLLVM"))?;
     // libLLVM.so.22.1-rust-..., libLLVM-22.so, libLLVM.so.22
     let digits = name.trim_start_matches(|c: char| !c.is_ascii_digit());
@@ -184,4 +190,26 @@ fn bpffs(root: bool) -> Result<()> {
         report(step, "mounted");
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_llvm_majors() {
+        let vv = "rustc 1.97.0-nightly (e50aa6fba 2026-05-19)\nhost: x\nLLVM version: 22.1.4\n";
+        assert_eq!(llvm_major_of_rustc(vv), Some(22));
+        assert_eq!(llvm_major_of_rustc("rustc 1.97.0\n"), None);
+        let ldd = "\tlinux-vdso.so.1 (0x1)\n\tlibLLVM.so.22.1-rust-1.97.0-nightly => /x/lib/libLLVM.so.22.1-rust-1.97.0-nightly (0x2)\n";
+        assert_eq!(llvm_major_of_ldd(ldd), Some(22));
+        assert_eq!(
+            llvm_major_of_ldd("\tlibLLVM-21.so => /usr/lib/libLLVM-21.so (0x3)"),
+            Some(21)
+        );
+        assert_eq!(
+            llvm_major_of_ldd("\tlibc.so.6 => /lib/libc.so.6 (0x4)"),
+            None
+        );
+    }
 }
