@@ -73,6 +73,7 @@ impl Testbed {
             .arg(self.socket())
             .args(["--pin-dir", "/sys/fs/bpf/xlb"])
             .args(extra)
+            .env("NO_COLOR", "1") // a log file, not a terminal
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log);

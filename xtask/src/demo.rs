@@ -91,6 +91,7 @@ fn run(summary: &mut Summary) -> Result<()> {
             }
         }
     }
+    tb.xlb_ok(&["backend", "list", &service])?; // the data path's own counters
     let per_backend: BTreeMap<String, usize> = flows_per_backend(&flows);
     summary.backends_used = per_backend.len();
     println!("per backend:");
