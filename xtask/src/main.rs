@@ -21,8 +21,12 @@ enum Task {
     /// Setup, fmt and clippy checks, build the binaries, then `cargo test` (extra args are
     /// passed on to it, e.g. `cargo xtask test -- --nocapture`)
     Test {
-        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
-        args: Vec<String>,
+        #[arg(
+            trailing_var_arg = true,
+            allow_hyphen_values = true,
+            value_name = "CARGO_TEST_ARGS"
+        )]
+        _args: Vec<String>,
     },
     /// Setup, build, then drive 30 connections through a VIP in a netns testbed (needs root)
     Demo,
@@ -46,14 +50,21 @@ fn test(args: &[String]) -> Result<()> {
             .args(["--all-targets", "--", "-D", "warnings"]),
     )?;
     build_bins()?;
-    cmd::run(cmd::cargo(&["test"]).args(HOST).args(args))
+    // All test binaries run even when one fails, so one run shows every failure.
+    cmd::run(
+        cmd::cargo(&["test", "--no-fail-fast"])
+            .args(HOST)
+            .args(args),
+    )
 }
 
 fn main() {
     let cli = Cli::parse();
     let result = match cli.task {
         Task::Setup => setup::setup(),
-        Task::Test { args } => test(&args),
+        // clap drops a `--` from trailing args; cargo test needs it (`-- --nocapture`), so
+        // pass on everything after `test` as given (xtask has no options before it).
+        Task::Test { .. } => test(&std::env::args().skip(2).collect::<Vec<_>>()),
         Task::Demo => demo::demo(),
     };
     if let Err(e) = result {
