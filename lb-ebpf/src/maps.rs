@@ -13,8 +13,7 @@ use lb_common::{
 
 /// Virtual services: `VIP:port/proto` to the service's live table.
 #[map]
-pub static SERVICES: HashMap<ServiceKey, ServiceValue> =
-    HashMap::with_max_entries(MAX_SERVICES, 0);
+pub static SERVICES: HashMap<ServiceKey, ServiceValue> = HashMap::with_max_entries(MAX_SERVICES, 0);
 
 /// Backends by index; table slots hold these indexes.
 #[map]

@@ -21,7 +21,7 @@ use lb_common::{
 use crate::dataplane::{Dataplane, DataplaneError};
 
 /// The XDP object built by build.rs from `lb-ebpf`.
-static XDP_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/xlb"));
+static XDP_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/xlb-xdp"));
 /// The XDP entry point's name in the object.
 const PROGRAM: &str = "xlb";
 /// `statfs` magic number of bpffs.
@@ -277,7 +277,11 @@ fn error_chain(e: &dyn std::error::Error) -> String {
 /// Folds a multi-line message (a verifier log) into one line: its first line and the last
 /// two non-empty lines, where the verifier states its reason.
 fn one_line(msg: &str) -> String {
-    let lines: Vec<&str> = msg.lines().map(str::trim).filter(|l| !l.is_empty()).collect();
+    let lines: Vec<&str> = msg
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect();
     match lines.as_slice() {
         [] => String::new(),
         [one] => (*one).to_string(),
@@ -303,7 +307,8 @@ impl Dataplane for BpfDataplane {
         key: &ServiceKey,
         value: &ServiceValue,
     ) -> Result<(), DataplaneError> {
-        self.maps.services
+        self.maps
+            .services
             .insert(key, value, 0)
             .map_err(map_err(MAP_SERVICES))
     }
@@ -316,7 +321,8 @@ impl Dataplane for BpfDataplane {
     }
 
     fn put_backend(&mut self, index: u32, backend: &Backend) -> Result<(), DataplaneError> {
-        self.maps.backends
+        self.maps
+            .backends
             .set(index, backend, 0)
             .map_err(map_err(MAP_BACKENDS))
     }
@@ -331,7 +337,8 @@ impl Dataplane for BpfDataplane {
             });
         }
         for (i, slot) in slots.iter().enumerate() {
-            self.maps.tables
+            self.maps
+                .tables
                 .set(offset + i as u32, slot, 0)
                 .map_err(map_err(MAP_TABLES))?;
         }

@@ -115,7 +115,10 @@ impl Dataplane for FakeDataplane {
     }
 
     fn stats(&self) -> Result<Vec<Counter>, DataplaneError> {
-        Ok(vec![Counter::default(); lb_common::stats::STAT_COUNT as usize])
+        Ok(vec![
+            Counter::default();
+            lb_common::stats::STAT_COUNT as usize
+        ])
     }
 
     fn backend_stats(&self, _index: u32) -> Result<Counter, DataplaneError> {

@@ -260,7 +260,10 @@ fn fixtures() -> Vec<Fixture> {
         fixture(
             "IPv4 with options (IHL 7) is balanced, options kept",
             with_options.bytes(),
-            Expect::Out(XDP_REDIRECT, with_options.forwarded_to(BACKEND, 8080).bytes()),
+            Expect::Out(
+                XDP_REDIRECT,
+                with_options.forwarded_to(BACKEND, 8080).bytes(),
+            ),
         ),
         fixture(
             "VLAN-tagged request: rewritten, then passed for the kernel to route",
@@ -484,11 +487,7 @@ fn xdp_packet_fixtures() {
             (rep.direction, rep.nat_addr, rep.nat_port_be),
             (DIR_REPLY, Addr::from_v4_octets(VIP), 80u16.to_be())
         );
-        eprintln!(
-            "{} fixtures, {} failed",
-            all.len(),
-            failures.len()
-        );
+        eprintln!("{} fixtures, {} failed", all.len(), failures.len());
         assert!(failures.is_empty(), "\n{}", failures.join("\n"));
     })
     .join()
