@@ -1,4 +1,7 @@
 //! xlb's userspace: the daemon's and the CLI's shared library.
 
+pub mod addr;
+pub mod alloc;
 pub mod bpf;
 pub mod dataplane;
+pub mod table;
