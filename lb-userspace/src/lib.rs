@@ -4,4 +4,8 @@ pub mod addr;
 pub mod alloc;
 pub mod bpf;
 pub mod dataplane;
+pub mod state;
 pub mod table;
+
+#[cfg(test)]
+mod testing;

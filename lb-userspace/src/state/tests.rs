@@ -1,0 +1,446 @@
+use lb_common::{Backend, NO_BACKEND};
+
+use super::*;
+use crate::testing::{Fail, Op, Recorder};
+
+fn svc(s: &str) -> ServiceAddr {
+    s.parse().unwrap()
+}
+
+fn be(s: &str) -> BackendAddr {
+    s.parse().unwrap()
+}
+
+/// A state over a table area of `2 * half` slots.
+fn state(half: u32) -> ControlState<Recorder> {
+    ControlState::new(Recorder::new(2 * half))
+}
+
+const WEB: &str = "198.18.0.10:80/tcp";
+
+/// What the data path holds, to compare before and after a refused request.
+type Snapshot = (Vec<ServiceInfo>, usize, Vec<u32>, Vec<(u32, Backend)>);
+
+fn snapshot(st: &ControlState<Recorder>) -> Snapshot {
+    let fake = &st.dataplane().fake;
+    let mut backends: Vec<_> = fake.backends.iter().map(|(i, b)| (*i, *b)).collect();
+    backends.sort_by_key(|b| b.0);
+    (
+        st.services(),
+        fake.services.len(),
+        fake.tables.clone(),
+        backends,
+    )
+}
+
+fn live(st: &ControlState<Recorder>, s: &str) -> Vec<u32> {
+    st.dataplane()
+        .fake
+        .live_table(&svc(s).key())
+        .unwrap()
+        .to_vec()
+}
+
+#[test]
+fn new_service_gets_an_empty_table_then_the_service_entry() {
+    let mut st = state(lb_common::DEFAULT_TABLE_AREA / 2);
+    let info = st.add_service(svc(WEB), None).unwrap();
+    assert_eq!(
+        (
+            info.id,
+            info.table_size,
+            info.generation,
+            info.table_offset,
+            info.backends
+        ),
+        (0, DEFAULT_TABLE_SIZE, 1, 0, 0)
+    );
+    let value = ServiceValue {
+        id: 0,
+        table_offset: 0,
+        table_size: 65537,
+        generation: 1,
+    };
+    assert_eq!(
+        st.dataplane().ops,
+        [
+            Op::WriteTable(0, 65537),
+            Op::PutService(svc(WEB).key(), value)
+        ]
+    );
+    assert!(live(&st, WEB).iter().all(|&s| s == NO_BACKEND));
+}
+
+#[test]
+fn every_change_flips_to_the_other_half_and_bumps_generation() {
+    let mut st = state(16);
+    st.add_service(svc(WEB), Some(7)).unwrap();
+    let b1 = be("198.19.0.2:8080");
+    let b2 = be("198.19.0.3:8080");
+    st.add_backend(&svc(WEB), b1, None).unwrap();
+    st.add_backend(&svc(WEB), b2, Some(100)).unwrap();
+    st.set_weight(&svc(WEB), &b2, 0).unwrap();
+    st.remove_backend(&svc(WEB), &b1).unwrap();
+    let flips: Vec<(u32, u32)> = st
+        .dataplane()
+        .ops
+        .iter()
+        .filter_map(|op| match op {
+            Op::PutService(_, v) => Some((v.generation, v.table_offset)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(flips, [(1, 0), (2, 16), (3, 0), (4, 16), (5, 0)]);
+    // Each flip points at the table written just before it.
+    for pair in st.dataplane().ops.windows(2) {
+        if let [first, Op::PutService(_, v)] = pair {
+            assert_eq!(first, &Op::WriteTable(v.table_offset, 7));
+        }
+    }
+    // Only b2 is left, drained: the live table is empty.
+    assert_eq!(live(&st, WEB), [NO_BACKEND; 7]);
+    assert_eq!(st.services()[0].generation, 5);
+}
+
+#[test]
+fn backend_entry_is_written_before_any_table_naming_it() {
+    let mut st = state(16);
+    st.add_service(svc(WEB), Some(7)).unwrap();
+    let before = st.dataplane().ops.len();
+    let info = st
+        .add_backend(&svc(WEB), be("198.19.0.2:8080"), None)
+        .unwrap();
+    let ops = &st.dataplane().ops[before..];
+    assert_eq!(ops.len(), 3);
+    assert_eq!(
+        ops[0],
+        Op::PutBackend(info.index, be("198.19.0.2:8080").backend())
+    );
+    assert!(matches!(ops[1], Op::WriteTable(16, 7)));
+    assert!(matches!(ops[2], Op::PutService(..)));
+    assert_eq!(live(&st, WEB), [info.index; 7]);
+    assert_eq!(
+        st.dataplane().fake.backends[&info.index],
+        be("198.19.0.2:8080").backend()
+    );
+}
+
+#[test]
+fn refused_requests_change_nothing() {
+    let mut st = state(16);
+    st.add_service(svc(WEB), Some(7)).unwrap();
+    st.add_backend(&svc(WEB), be("198.19.0.2:8080"), None)
+        .unwrap();
+    let before = snapshot(&st);
+    let ops = st.dataplane().ops.len();
+
+    let b = be("198.19.0.3:8080");
+    let other = svc("198.18.0.11:80/tcp");
+    let errors = [
+        st.add_service(svc(WEB), Some(7)).unwrap_err(),
+        st.add_service(other, Some(8)).unwrap_err(),
+        st.add_service(other, Some(17)).unwrap_err(),
+        st.add_service(other, Some(13)).unwrap_err(),
+        st.add_backend(&svc(WEB), be("198.19.0.2:8080"), None)
+            .unwrap_err(),
+        st.add_backend(&svc(WEB), be("[2001:2::2]:8080"), None)
+            .unwrap_err(),
+        st.add_backend(&svc(WEB), b, Some(MAX_WEIGHT + 1))
+            .unwrap_err(),
+        st.add_backend(&other, b, None).unwrap_err(),
+        st.remove_backend(&svc(WEB), &b).unwrap_err(),
+        st.set_weight(&svc(WEB), &be("198.19.0.2:8080"), 70000)
+            .unwrap_err(),
+        st.set_weight(&svc(WEB), &b, 1).unwrap_err(),
+        st.remove_service(&other).unwrap_err(),
+        st.backends(Some(&other)).unwrap_err(),
+    ];
+    let messages: Vec<String> = errors.iter().map(|e| e.to_string()).collect();
+    assert_eq!(
+        messages,
+        [
+            "service 198.18.0.10:80/tcp already exists",
+            "table size 8 is not a prime number",
+            "table size 17 does not fit in half the table area (16 slots; see xlbd --table-area)",
+            "no room for a table of 13 slots (largest free region: 9 slots; remove a service or raise xlbd --table-area)",
+            "backend 198.19.0.2:8080 is already in service 198.18.0.10:80/tcp",
+            "backend [2001:2::2]:8080 is IPv6 but service 198.18.0.10:80/tcp is IPv4 (no NAT between IPv4 and IPv6)",
+            "weight 65536 out of range (0-65535)",
+            "no such service: 198.18.0.11:80/tcp",
+            "backend 198.19.0.3:8080 is not in service 198.18.0.10:80/tcp",
+            "weight 70000 out of range (0-65535)",
+            "backend 198.19.0.3:8080 is not in service 198.18.0.10:80/tcp",
+            "no such service: 198.18.0.11:80/tcp",
+            "no such service: 198.18.0.11:80/tcp",
+        ]
+    );
+    let kinds: Vec<ErrorKind> = errors.iter().map(|e| e.kind()).collect();
+    use ErrorKind::*;
+    assert_eq!(
+        kinds,
+        [
+            AlreadyExists,
+            InvalidArgument,
+            InvalidArgument,
+            ResourceExhausted,
+            AlreadyExists,
+            InvalidArgument,
+            InvalidArgument,
+            NotFound,
+            NotFound,
+            InvalidArgument,
+            NotFound,
+            NotFound,
+            NotFound,
+        ]
+    );
+    assert_eq!(snapshot(&st), before);
+    assert_eq!(st.dataplane().ops.len(), ops);
+}
+
+#[test]
+fn a_failed_write_leaves_the_state_as_it_was() {
+    let mut st = state(16);
+    st.add_service(svc(WEB), Some(7)).unwrap();
+    let b1 = be("198.19.0.2:8080");
+    for fail in [Fail::PutBackend, Fail::WriteTable, Fail::PutService] {
+        st.dataplane_mut_for_tests().fail = Some(fail);
+        let e = st.add_backend(&svc(WEB), b1, None).unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::Internal);
+        assert_eq!(st.services()[0].backends, 0);
+        assert_eq!(st.services()[0].generation, 1);
+        assert_eq!(live(&st, WEB), [NO_BACKEND; 7]);
+    }
+    st.dataplane_mut_for_tests().fail = Some(Fail::PutService);
+    assert!(st.add_service(svc("198.18.0.11:80/tcp"), Some(7)).is_err());
+    st.dataplane_mut_for_tests().fail = Some(Fail::RemoveService);
+    assert!(st.remove_service(&svc(WEB)).is_err());
+    assert_eq!(st.services().len(), 1);
+
+    st.dataplane_mut_for_tests().fail = None;
+    // Nothing was used up by the failed attempts: the first index and the next id and
+    // region are still free.
+    assert_eq!(st.add_backend(&svc(WEB), b1, None).unwrap().index, 0);
+    let other = st.add_service(svc("198.18.0.11:80/tcp"), Some(7)).unwrap();
+    assert_eq!((other.id, other.table_offset), (1, 7));
+}
+
+#[test]
+fn regions_are_first_fit_and_reused_in_both_halves() {
+    let mut st = state(30);
+    let a = svc("198.18.0.10:80/tcp");
+    let b = svc("198.18.0.10:81/tcp");
+    let c = svc("198.18.0.10:82/tcp");
+    assert_eq!(st.add_service(a, Some(11)).unwrap().table_offset, 0);
+    assert_eq!(st.add_service(b, Some(11)).unwrap().table_offset, 11);
+    assert!(matches!(
+        st.add_service(c, Some(11)),
+        Err(StateError::TableAreaFull {
+            size: 11,
+            largest: 8
+        })
+    ));
+    st.remove_service(&a).unwrap();
+    let info = st.add_service(c, Some(7)).unwrap();
+    assert_eq!((info.id, info.table_offset), (0, 0));
+    // The second generation of the same region is in the other half.
+    st.add_backend(&c, be("198.19.0.2:80"), None).unwrap();
+    let info = st.services().into_iter().find(|i| i.service == c).unwrap();
+    assert_eq!(info.table_offset, 30);
+    // 4 slots left between c and b, 8 at the end.
+    assert_eq!(st.add_service(a, Some(5)).unwrap().table_offset, 22);
+    assert_eq!(
+        st.add_service(svc("198.18.0.10:83/tcp"), Some(3))
+            .unwrap()
+            .table_offset,
+        7
+    );
+}
+
+#[test]
+fn removing_a_service_frees_everything_it_held() {
+    let mut st = state(16);
+    st.add_service(svc(WEB), Some(7)).unwrap();
+    st.add_backend(&svc(WEB), be("198.19.0.2:80"), None)
+        .unwrap();
+    st.add_backend(&svc(WEB), be("198.19.0.3:80"), None)
+        .unwrap();
+    st.remove_service(&svc(WEB)).unwrap();
+    assert_eq!(
+        st.dataplane().ops.last(),
+        Some(&Op::RemoveService(svc(WEB).key()))
+    );
+    assert!(st.dataplane().fake.services.is_empty());
+    assert_eq!(st.services(), []);
+    assert_eq!(st.counts(), (0, 0));
+    assert!(st.backends(None).unwrap().is_empty());
+    let again = st.add_service(svc(WEB), Some(13)).unwrap();
+    assert_eq!((again.id, again.table_offset, again.generation), (0, 0, 1));
+}
+
+#[test]
+fn service_ids_reuse_the_lowest_free() {
+    let mut st = state(64);
+    for port in 1..=3 {
+        st.add_service(svc(&format!("198.18.0.10:{port}/udp")), Some(2))
+            .unwrap();
+    }
+    st.remove_service(&svc("198.18.0.10:2/udp")).unwrap();
+    let info = st.add_service(svc("198.18.0.10:9/udp"), Some(2)).unwrap();
+    assert_eq!(info.id, 1);
+}
+
+#[test]
+fn service_ids_run_out() {
+    let mut st = state(2 * MAX_SERVICES);
+    for port in 1..=MAX_SERVICES {
+        st.add_service(svc(&format!("198.18.0.10:{port}/tcp")), Some(2))
+            .unwrap();
+    }
+    let e = st
+        .add_service(svc("198.18.0.11:80/tcp"), Some(2))
+        .unwrap_err();
+    assert_eq!(e.to_string(), "all 256 service ids are in use");
+    assert_eq!(e.kind(), ErrorKind::ResourceExhausted);
+}
+
+#[test]
+fn backend_indexes_are_global_and_reused_late() {
+    let mut st = state(16);
+    let a = svc(WEB);
+    let b = svc("198.18.0.10:443/tcp");
+    st.add_service(a, Some(2)).unwrap();
+    st.add_service(b, Some(2)).unwrap();
+    let b1 = be("198.19.0.2:80");
+    assert_eq!(st.add_backend(&a, b1, None).unwrap().index, 0);
+    // The same address in another service is another backend, with its own index.
+    assert_eq!(st.add_backend(&b, b1, None).unwrap().index, 1);
+    st.remove_backend(&a, &b1).unwrap();
+    assert_eq!(
+        st.add_backend(&a, be("198.19.0.3:80"), None).unwrap().index,
+        2
+    );
+    assert_eq!(st.counts(), (2, 2));
+}
+
+#[test]
+fn backend_indexes_run_out() {
+    let mut st = state(64);
+    let per_service = 256;
+    for s in 0..=MAX_BACKENDS / per_service {
+        st.add_service(svc(&format!("198.18.0.10:{}/tcp", s + 1)), Some(2))
+            .unwrap();
+    }
+    for i in 0..MAX_BACKENDS {
+        let s = svc(&format!("198.18.0.10:{}/tcp", i / per_service + 1));
+        let b = be(&format!("198.19.{}.{}:80", i / 256, i % 256));
+        st.add_backend(&s, b, None).unwrap();
+    }
+    let last = svc(&format!(
+        "198.18.0.10:{}/tcp",
+        MAX_BACKENDS / per_service + 1
+    ));
+    let e = st
+        .add_backend(&last, be("198.19.99.1:80"), None)
+        .unwrap_err();
+    assert_eq!(e.to_string(), "all 4096 backend indexes are in use");
+    assert_eq!(e.kind(), ErrorKind::ResourceExhausted);
+}
+
+#[test]
+fn tables_follow_weights_and_drain() {
+    let mut st = state(16);
+    let s = svc(WEB);
+    st.add_service(s, Some(11)).unwrap();
+    let b1 = be("198.19.0.2:80");
+    let b2 = be("198.19.0.3:80");
+    let i1 = st.add_backend(&s, b1, Some(1)).unwrap().index;
+    let i2 = st.add_backend(&s, b2, Some(1)).unwrap().index;
+    let count = |t: &[u32], i| t.iter().filter(|&&x| x == i).count();
+    let t = live(&st, WEB);
+    assert_eq!((count(&t, i1), count(&t, i2)), (6, 5));
+    st.set_weight(&s, &b2, 10).unwrap();
+    let t = live(&st, WEB);
+    assert_eq!((count(&t, i1), count(&t, i2)), (1, 10));
+    let info = st.set_weight(&s, &b2, 0).unwrap();
+    assert_eq!(info.weight, 0);
+    assert_eq!(live(&st, WEB), [i1; 11]);
+    st.set_weight(&s, &b1, 0).unwrap();
+    assert_eq!(live(&st, WEB), [NO_BACKEND; 11]);
+}
+
+#[test]
+fn listings_carry_counters_and_flows() {
+    let mut st = state(16);
+    let s = svc(WEB);
+    st.add_service(s, Some(7)).unwrap();
+    st.add_backend(&s, be("198.19.0.3:80"), Some(5)).unwrap();
+    st.add_backend(&s, be("198.19.0.2:80"), None).unwrap();
+    let dp = st.dataplane_mut_for_tests();
+    dp.backend_counters.insert(
+        0,
+        Counter {
+            packets: 10,
+            bytes: 1000,
+        },
+    );
+    dp.fake.flows.insert(0, 3);
+    dp.counters[lb_common::stats::STAT_RX as usize] = Counter {
+        packets: 7,
+        bytes: 700,
+    };
+
+    let list = st.backends(None).unwrap();
+    let rows: Vec<(String, u32, u32, u64, u64, u64)> = list
+        .iter()
+        .map(|b| {
+            (
+                b.backend.to_string(),
+                b.index,
+                b.weight,
+                b.packets,
+                b.bytes,
+                b.flows,
+            )
+        })
+        .collect();
+    assert_eq!(
+        rows,
+        [
+            ("198.19.0.2:80".to_string(), 1, 100, 0, 0, 0),
+            ("198.19.0.3:80".to_string(), 0, 5, 10, 1000, 3),
+        ]
+    );
+    assert_eq!(st.backends(Some(&s)).unwrap(), list);
+    let counters = st.counters().unwrap();
+    assert_eq!(counters.len(), STAT_NAMES.len());
+    assert_eq!(
+        counters[0],
+        (
+            "rx",
+            Counter {
+                packets: 7,
+                bytes: 700
+            }
+        )
+    );
+    assert_eq!(st.services()[0].backends, 2);
+}
+
+#[test]
+fn generations_alternate_halves_across_wrap_around() {
+    assert_eq!(table_offset(100, 5, 1), 5);
+    assert_eq!(table_offset(100, 5, 2), 105);
+    assert_eq!(table_offset(100, 5, u32::MAX), 5);
+    assert_eq!(table_offset(100, 5, u32::MAX.wrapping_add(1)), 105);
+}
+
+#[test]
+fn primes() {
+    let primes: Vec<u32> = (0..30).filter(|&n| is_prime(n)).collect();
+    assert_eq!(primes, [2, 3, 5, 7, 11, 13, 17, 19, 23, 29]);
+    assert!(is_prime(65537));
+    assert!(!is_prime(65536));
+    assert!(is_prime(4_294_967_291));
+    assert!(!is_prime(u32::MAX));
+}
