@@ -3,6 +3,8 @@
 pub mod addr;
 pub mod alloc;
 pub mod bpf;
+pub mod client;
+pub mod control;
 pub mod dataplane;
 pub mod state;
 pub mod table;

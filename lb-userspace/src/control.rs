@@ -1,0 +1,252 @@
+//! The control API's server side: the `xlb.v1.Control` gRPC service over a
+//! [`ControlState`], served on a Unix socket.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Instant;
+
+use tokio::net::UnixListener;
+use tokio::sync::Mutex;
+use tokio_stream::wrappers::UnixListenerStream;
+use tonic::{Request, Response, Status};
+use tracing::info;
+
+use crate::addr::{BackendAddr, ServiceAddr};
+use crate::bpf::AttachMode;
+use crate::dataplane::Dataplane;
+use crate::state::{BackendInfo, ControlState, ErrorKind, ServiceInfo, StateError};
+
+/// The generated gRPC code (`proto/xlb.proto`).
+pub mod proto {
+    tonic::include_proto!("xlb.v1");
+}
+
+use proto::control_server::{Control, ControlServer};
+
+/// The state, shared by the request handlers.
+pub type SharedState<D> = Arc<Mutex<ControlState<D>>>;
+
+/// What `Status` reports about the daemon itself.
+#[derive(Debug, Clone)]
+pub struct DaemonInfo {
+    pub interfaces: Vec<String>,
+    pub mode: AttachMode,
+    pub started: Instant,
+}
+
+/// Implements `xlb.v1.Control`.
+pub struct ControlService<D> {
+    state: SharedState<D>,
+    info: DaemonInfo,
+}
+
+impl<D: Dataplane> ControlService<D> {
+    pub fn new(state: SharedState<D>, info: DaemonInfo) -> Self {
+        ControlService { state, info }
+    }
+}
+
+/// Serves `service` on `listener` until `shutdown` completes, then lets the requests in
+/// flight finish.
+pub async fn serve<D: Dataplane>(
+    listener: UnixListener,
+    service: ControlService<D>,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), tonic::transport::Error> {
+    tonic::transport::Server::builder()
+        .add_service(ControlServer::new(service))
+        .serve_with_incoming_shutdown(UnixListenerStream::new(listener), shutdown)
+        .await
+}
+
+/// `"native"` or `"skb"`, as the flag is spelled.
+pub fn mode_name(mode: AttachMode) -> String {
+    use clap::ValueEnum as _;
+    mode.to_possible_value()
+        .map(|v| v.get_name().to_string())
+        .unwrap_or_default()
+}
+
+fn status(e: StateError) -> Status {
+    let msg = e.to_string();
+    match e.kind() {
+        ErrorKind::InvalidArgument => Status::invalid_argument(msg),
+        ErrorKind::NotFound => Status::not_found(msg),
+        ErrorKind::AlreadyExists => Status::already_exists(msg),
+        ErrorKind::ResourceExhausted => Status::resource_exhausted(msg),
+        ErrorKind::Internal => Status::internal(msg),
+    }
+}
+
+fn parse_service(s: &str) -> Result<ServiceAddr, Status> {
+    s.parse().map_err(|e| status(StateError::Addr(e)))
+}
+
+fn parse_backend(s: &str) -> Result<BackendAddr, Status> {
+    s.parse().map_err(|e| status(StateError::Addr(e)))
+}
+
+fn service_msg(s: ServiceInfo) -> proto::Service {
+    proto::Service {
+        service: s.service.to_string(),
+        id: s.id,
+        table_size: s.table_size,
+        table_offset: s.table_offset,
+        generation: s.generation,
+        backends: s.backends,
+    }
+}
+
+fn backend_msg(b: BackendInfo) -> proto::BackendEntry {
+    proto::BackendEntry {
+        service: b.service.to_string(),
+        backend: b.backend.to_string(),
+        index: b.index,
+        weight: b.weight,
+        packets: b.packets,
+        bytes: b.bytes,
+        flows: b.flows,
+    }
+}
+
+#[tonic::async_trait]
+impl<D: Dataplane> Control for ControlService<D> {
+    async fn add_service(
+        &self,
+        req: Request<proto::AddServiceRequest>,
+    ) -> Result<Response<proto::Service>, Status> {
+        let req = req.into_inner();
+        let service = parse_service(&req.service)?;
+        let info = self
+            .state
+            .lock()
+            .await
+            .add_service(service, req.table_size)
+            .map_err(status)?;
+        info!(%service, id = info.id, table_size = info.table_size, "service added");
+        Ok(Response::new(service_msg(info)))
+    }
+
+    async fn remove_service(
+        &self,
+        req: Request<proto::RemoveServiceRequest>,
+    ) -> Result<Response<proto::RemoveServiceReply>, Status> {
+        let service = parse_service(&req.into_inner().service)?;
+        self.state
+            .lock()
+            .await
+            .remove_service(&service)
+            .map_err(status)?;
+        info!(%service, "service removed");
+        Ok(Response::new(proto::RemoveServiceReply {}))
+    }
+
+    async fn list_services(
+        &self,
+        _req: Request<proto::ListServicesRequest>,
+    ) -> Result<Response<proto::ListServicesReply>, Status> {
+        let services = self.state.lock().await.services();
+        Ok(Response::new(proto::ListServicesReply {
+            services: services.into_iter().map(service_msg).collect(),
+        }))
+    }
+
+    async fn add_backend(
+        &self,
+        req: Request<proto::AddBackendRequest>,
+    ) -> Result<Response<proto::BackendEntry>, Status> {
+        let req = req.into_inner();
+        let service = parse_service(&req.service)?;
+        let backend = parse_backend(&req.backend)?;
+        let info = self
+            .state
+            .lock()
+            .await
+            .add_backend(&service, backend, req.weight)
+            .map_err(status)?;
+        info!(%service, %backend, index = info.index, weight = info.weight, "backend added");
+        Ok(Response::new(backend_msg(info)))
+    }
+
+    async fn remove_backend(
+        &self,
+        req: Request<proto::RemoveBackendRequest>,
+    ) -> Result<Response<proto::RemoveBackendReply>, Status> {
+        let req = req.into_inner();
+        let service = parse_service(&req.service)?;
+        let backend = parse_backend(&req.backend)?;
+        self.state
+            .lock()
+            .await
+            .remove_backend(&service, &backend)
+            .map_err(status)?;
+        info!(%service, %backend, "backend removed");
+        Ok(Response::new(proto::RemoveBackendReply {}))
+    }
+
+    async fn set_weight(
+        &self,
+        req: Request<proto::SetWeightRequest>,
+    ) -> Result<Response<proto::BackendEntry>, Status> {
+        let req = req.into_inner();
+        let service = parse_service(&req.service)?;
+        let backend = parse_backend(&req.backend)?;
+        let info = self
+            .state
+            .lock()
+            .await
+            .set_weight(&service, &backend, req.weight)
+            .map_err(status)?;
+        info!(%service, %backend, weight = info.weight, "backend weight set");
+        Ok(Response::new(backend_msg(info)))
+    }
+
+    async fn list_backends(
+        &self,
+        req: Request<proto::ListBackendsRequest>,
+    ) -> Result<Response<proto::ListBackendsReply>, Status> {
+        let req = req.into_inner();
+        let service = match req.service.as_str() {
+            "" => None,
+            s => Some(parse_service(s)?),
+        };
+        let backends = self
+            .state
+            .lock()
+            .await
+            .backends(service.as_ref())
+            .map_err(status)?;
+        Ok(Response::new(proto::ListBackendsReply {
+            backends: backends.into_iter().map(backend_msg).collect(),
+        }))
+    }
+
+    async fn status(
+        &self,
+        _req: Request<proto::StatusRequest>,
+    ) -> Result<Response<proto::StatusReply>, Status> {
+        let state = self.state.lock().await;
+        let counters = state.counters().map_err(status)?;
+        let (services, backends) = state.counts();
+        Ok(Response::new(proto::StatusReply {
+            version: env!("CARGO_PKG_VERSION").to_string(),
+            interfaces: self.info.interfaces.clone(),
+            mode: mode_name(self.info.mode),
+            uptime_seconds: self.info.started.elapsed().as_secs(),
+            services,
+            backends,
+            table_area: state.dataplane().table_area(),
+            counters: counters
+                .into_iter()
+                .map(|(name, c)| proto::Counter {
+                    name: name.to_string(),
+                    packets: c.packets,
+                    bytes: c.bytes,
+                })
+                .collect(),
+        }))
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,291 @@
+//! The server and the client together, over a Unix socket in a temp dir.
+
+use tonic::Code;
+
+use super::proto::*;
+use super::*;
+use crate::client;
+use crate::testing::{Recorder, TempDir};
+
+struct Harness {
+    _dir: TempDir,
+    state: SharedState<Recorder>,
+    client: control_client::ControlClient<tonic::transport::Channel>,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    server: tokio::task::JoinHandle<Result<(), tonic::transport::Error>>,
+}
+
+async fn start() -> Harness {
+    let dir = TempDir::new();
+    let sock = dir.0.join("xlbd.sock");
+    let listener = UnixListener::bind(&sock).unwrap();
+    let state = Arc::new(Mutex::new(ControlState::new(Recorder::new(1 << 10))));
+    let info = DaemonInfo {
+        interfaces: vec!["veth0".into(), "veth1".into()],
+        mode: AttachMode::Skb,
+        started: Instant::now(),
+    };
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let service = ControlService::new(state.clone(), info);
+    let server = tokio::spawn(serve(listener, service, async {
+        let _ = stopped.await;
+    }));
+    let client = client::connect(&sock).await.unwrap();
+    Harness {
+        _dir: dir,
+        state,
+        client,
+        stop: Some(stop),
+        server,
+    }
+}
+
+impl Harness {
+    async fn stop(mut self) {
+        drop(self.client);
+        self.stop.take().unwrap().send(()).unwrap();
+        self.server.await.unwrap().unwrap();
+    }
+}
+
+fn add_service(service: &str, table_size: Option<u32>) -> AddServiceRequest {
+    AddServiceRequest {
+        service: service.into(),
+        table_size,
+    }
+}
+
+fn add_backend(backend: &str, weight: Option<u32>) -> AddBackendRequest {
+    AddBackendRequest {
+        service: "198.18.0.10:80/tcp".into(),
+        backend: backend.into(),
+        weight,
+    }
+}
+
+#[tokio::test]
+async fn services_and_backends_round_trip() {
+    let mut h = start().await;
+    let c = &mut h.client;
+    let s = c
+        .add_service(add_service("198.18.0.10:80/TCP", Some(7)))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        s,
+        Service {
+            service: "198.18.0.10:80/tcp".into(),
+            id: 0,
+            table_size: 7,
+            table_offset: 0,
+            generation: 1,
+            backends: 0
+        }
+    );
+    let b = c
+        .add_backend(add_backend("198.19.0.2:8080", None))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        (b.index, b.weight, b.backend.as_str()),
+        (0, 100, "198.19.0.2:8080")
+    );
+    c.add_backend(add_backend("198.19.0.3:8080", Some(0)))
+        .await
+        .unwrap();
+    let req = SetWeightRequest {
+        service: "198.18.0.10:80/tcp".into(),
+        backend: "198.19.0.3:8080".into(),
+        weight: 50,
+    };
+    assert_eq!(c.set_weight(req).await.unwrap().into_inner().weight, 50);
+
+    h.state
+        .lock()
+        .await
+        .dataplane_mut_for_tests()
+        .fake
+        .flows
+        .insert(1, 4);
+    let all = c
+        .list_backends(ListBackendsRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+    let rows: Vec<(&str, u32, u64)> = all
+        .backends
+        .iter()
+        .map(|b| (b.backend.as_str(), b.weight, b.flows))
+        .collect();
+    assert_eq!(
+        rows,
+        [("198.19.0.2:8080", 100, 0), ("198.19.0.3:8080", 50, 4)]
+    );
+
+    let list = c
+        .list_services(ListServicesRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(list.services.len(), 1);
+    assert_eq!(
+        (list.services[0].backends, list.services[0].generation),
+        (2, 4)
+    );
+
+    let req = RemoveBackendRequest {
+        service: "198.18.0.10:80/tcp".into(),
+        backend: "198.19.0.2:8080".into(),
+    };
+    c.remove_backend(req).await.unwrap();
+    let req = RemoveServiceRequest {
+        service: "198.18.0.10:80/tcp".into(),
+    };
+    c.remove_service(req).await.unwrap();
+    let list = c
+        .list_services(ListServicesRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(list.services.is_empty());
+    assert!(h.state.lock().await.dataplane().fake.services.is_empty());
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn errors_carry_codes_and_one_line_messages() {
+    let mut h = start().await;
+    let c = &mut h.client;
+    c.add_service(add_service("198.18.0.10:80/tcp", Some(7)))
+        .await
+        .unwrap();
+    c.add_backend(add_backend("198.19.0.2:8080", None))
+        .await
+        .unwrap();
+    let cases = [
+        (
+            c.add_service(add_service("198.18.0.10:99999/tcp", None))
+                .await,
+            Code::InvalidArgument,
+            "invalid service \"198.18.0.10:99999/tcp\": port 99999 out of range (1-65535)",
+        ),
+        (
+            c.add_service(add_service("198.18.0.10:80/tcp", Some(7)))
+                .await,
+            Code::AlreadyExists,
+            "service 198.18.0.10:80/tcp already exists",
+        ),
+        (
+            c.add_service(add_service("198.18.0.11:80/tcp", Some(509)))
+                .await,
+            Code::ResourceExhausted,
+            "no room for a table of 509 slots (largest free region: 505 slots; remove a service or raise xlbd --table-area)",
+        ),
+        (
+            c.add_service(add_service("198.18.0.11:80/tcp", Some(9)))
+                .await,
+            Code::InvalidArgument,
+            "table size 9 is not a prime number",
+        ),
+    ];
+    for (result, code, message) in cases {
+        let e = result.unwrap_err();
+        assert_eq!((e.code(), e.message()), (code, message));
+    }
+    let cases = [
+        (
+            c.add_backend(add_backend("198.19.0.2:8080", None)).await,
+            Code::AlreadyExists,
+            "backend 198.19.0.2:8080 is already in service 198.18.0.10:80/tcp",
+        ),
+        (
+            c.add_backend(add_backend("[2001:2::2]:8080", None)).await,
+            Code::InvalidArgument,
+            "backend [2001:2::2]:8080 is IPv6 but service 198.18.0.10:80/tcp is IPv4 (no NAT between IPv4 and IPv6)",
+        ),
+        (
+            c.add_backend(add_backend("198.19.0.9", None)).await,
+            Code::InvalidArgument,
+            "invalid backend \"198.19.0.9\": expected ADDR:PORT, e.g. 198.19.0.2:8080 or [2001:2::2]:8080",
+        ),
+        (
+            c.add_backend(AddBackendRequest {
+                service: "198.18.0.12:80/udp".into(),
+                backend: "198.19.0.2:8080".into(),
+                weight: None,
+            })
+            .await,
+            Code::NotFound,
+            "no such service: 198.18.0.12:80/udp",
+        ),
+    ];
+    for (result, code, message) in cases {
+        let e = result.unwrap_err();
+        assert_eq!((e.code(), e.message()), (code, message));
+    }
+    let e = c
+        .list_backends(ListBackendsRequest {
+            service: "198.18.0.12:80/udp".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::NotFound);
+    let e = c
+        .remove_backend(RemoveBackendRequest {
+            service: "198.18.0.10:80/tcp".into(),
+            backend: "198.19.0.3:8080".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::NotFound);
+    // Nothing of the refused requests reached the data path.
+    let list = c
+        .list_services(ListServicesRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(list.services.len(), 1);
+    assert_eq!(list.services[0].generation, 2);
+    assert_eq!(h.state.lock().await.dataplane().fake.backends.len(), 1);
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn status_reports_the_daemon_and_counters() {
+    let mut h = start().await;
+    h.state.lock().await.dataplane_mut_for_tests().counters[0].packets = 42;
+    h.client
+        .add_service(add_service("[2001:2::10]:53/udp", Some(7)))
+        .await
+        .unwrap();
+    let s = h
+        .client
+        .status(StatusRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(s.version, env!("CARGO_PKG_VERSION"));
+    assert_eq!(s.interfaces, ["veth0", "veth1"]);
+    assert_eq!(s.mode, "skb");
+    assert_eq!((s.services, s.backends, s.table_area), (1, 0, 1024));
+    let names: Vec<&str> = s.counters.iter().map(|c| c.name.as_str()).collect();
+    assert_eq!(names, lb_common::stats::STAT_NAMES);
+    assert_eq!(s.counters[0].packets, 42);
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn connecting_to_nothing_says_why() {
+    let dir = TempDir::new();
+    let sock = dir.0.join("absent.sock");
+    let e = client::connect(&sock).await.unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        format!(
+            "cannot reach xlbd at {}: No such file or directory (os error 2)",
+            sock.display()
+        )
+    );
+}
