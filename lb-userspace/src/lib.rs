@@ -1,11 +1,21 @@
 //! xlb's userspace: the daemon's and the CLI's shared library.
+//!
+//! - [`addr`]: parsing `VIP:PORT/PROTO` and `ADDR:PORT`, conversion to the map types;
+//! - [`table`]: the backend-table builder; [`alloc`]: ids and table regions;
+//! - [`state`]: services and backends over a [`dataplane::Dataplane`] (the control logic);
+//! - [`control`]: the gRPC server on a Unix socket; [`client`]: its client;
+//! - [`daemon`]: `xlbd`; [`cli`] and [`output`]: `xlb`;
+//! - [`bpf`]: the XDP loader, `BpfDataplane`.
 
 pub mod addr;
 pub mod alloc;
 pub mod bpf;
+pub mod cli;
 pub mod client;
 pub mod control;
+pub mod daemon;
 pub mod dataplane;
+pub mod output;
 pub mod state;
 pub mod table;
 

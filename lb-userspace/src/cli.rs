@@ -1,0 +1,467 @@
+//! `xlb`, the command-line client of xlbd: arguments, and what each command asks the daemon.
+//!
+//! Addresses, weights and table sizes are checked here before the daemon is contacted, so a
+//! bad argument fails fast; the daemon checks them again with the same code.
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+use tonic::Code;
+
+use crate::addr::{AddrError, BackendAddr, ServiceAddr};
+use crate::client::{self, DEFAULT_SOCKET, Unreachable};
+use crate::control::proto;
+use crate::output;
+use crate::state::{self, StateError};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "xlb",
+    version,
+    about = "Control xlbd, the xlb L4 load balancer daemon"
+)]
+pub struct Cli {
+    /// xlbd's control socket.
+    #[arg(long, global = true, env = "XLB_SOCKET", default_value = DEFAULT_SOCKET, value_name = "PATH")]
+    pub socket: PathBuf,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Add, remove and list virtual services (VIP:PORT/PROTO).
+    #[command(subcommand)]
+    Service(ServiceCmd),
+    /// Add, remove, reweight, drain and list the backends of a service.
+    #[command(subcommand)]
+    Backend(BackendCmd),
+    /// The daemon: version, interfaces, mode, uptime, counts and counters.
+    Status {
+        /// One JSON document instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Global data-path counters, by name.
+    Stats {
+        /// One JSON document instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ServiceCmd {
+    /// Add a service, e.g. 198.18.0.10:80/tcp or [2001:2::10]:53/udp.
+    Add {
+        /// VIP:PORT/PROTO (proto: tcp or udp).
+        service: String,
+        /// Slots in the service's backend table; a prime [default: 65537].
+        #[arg(long, value_name = "M")]
+        table_size: Option<u32>,
+    },
+    /// Remove a service and all its backends.
+    Remove {
+        /// VIP:PORT/PROTO.
+        service: String,
+    },
+    /// List the services.
+    List {
+        /// One JSON document instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum BackendCmd {
+    /// Add a backend to a service.
+    Add {
+        /// VIP:PORT/PROTO.
+        service: String,
+        /// ADDR:PORT, e.g. 198.19.0.2:8080 or [2001:2::2]:8080.
+        backend: String,
+        /// Relative share of new flows, 0-65535 [default: 100].
+        #[arg(long, value_name = "N")]
+        weight: Option<u32>,
+    },
+    /// Remove a backend from a service.
+    Remove {
+        /// VIP:PORT/PROTO.
+        service: String,
+        /// ADDR:PORT.
+        backend: String,
+    },
+    /// Change a backend's weight (0 drains it).
+    SetWeight {
+        /// VIP:PORT/PROTO.
+        service: String,
+        /// ADDR:PORT.
+        backend: String,
+        /// Relative share of new flows, 0-65535.
+        weight: u32,
+    },
+    /// Drain a backend: no new flows, existing ones stay (weight 0).
+    Drain {
+        /// VIP:PORT/PROTO.
+        service: String,
+        /// ADDR:PORT.
+        backend: String,
+    },
+    /// List backends with their counters and live flows.
+    List {
+        /// Only this service's backends (VIP:PORT/PROTO).
+        service: Option<String>,
+        /// One JSON document instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// Why a command failed; the `Display` is the one line printed after `xlb: error: `.
+#[derive(Debug, thiserror::Error)]
+pub enum CliError {
+    #[error(transparent)]
+    Addr(#[from] AddrError),
+    #[error(transparent)]
+    Invalid(#[from] StateError),
+    #[error(transparent)]
+    Unreachable(#[from] Unreachable),
+    #[error("{0}")]
+    Daemon(String),
+    #[error("cannot write JSON: {0}")]
+    Json(#[from] serde_json::Error),
+}
+
+/// Runs one command; what it prints on success goes to stdout.
+pub async fn run(cli: Cli) -> Result<(), CliError> {
+    let request = Request::from_command(cli.command)?;
+    let mut client = client::connect(&cli.socket).await?;
+    let rpc = |e: tonic::Status| daemon_error(&cli.socket, e);
+    match request {
+        Request::AddService(service, table_size) => {
+            let req = proto::AddServiceRequest {
+                service: service.to_string(),
+                table_size,
+            };
+            let s = client.add_service(req).await.map_err(rpc)?.into_inner();
+            println!(
+                "added service {} (id {}, table size {})",
+                s.service, s.id, s.table_size
+            );
+        }
+        Request::RemoveService(service) => {
+            let req = proto::RemoveServiceRequest {
+                service: service.to_string(),
+            };
+            client.remove_service(req).await.map_err(rpc)?;
+            println!("removed service {service}");
+        }
+        Request::ListServices { json } => {
+            let req = proto::ListServicesRequest {};
+            let reply = client.list_services(req).await.map_err(rpc)?.into_inner();
+            print!("{}", output::services(&reply.services, json)?);
+        }
+        Request::AddBackend(service, backend, weight) => {
+            let req = proto::AddBackendRequest {
+                service: service.to_string(),
+                backend: backend.to_string(),
+                weight,
+            };
+            let b = client.add_backend(req).await.map_err(rpc)?.into_inner();
+            println!(
+                "added backend {} to {} (index {}, weight {})",
+                b.backend, b.service, b.index, b.weight
+            );
+        }
+        Request::RemoveBackend(service, backend) => {
+            let req = proto::RemoveBackendRequest {
+                service: service.to_string(),
+                backend: backend.to_string(),
+            };
+            client.remove_backend(req).await.map_err(rpc)?;
+            println!("removed backend {backend} from {service}");
+        }
+        Request::SetWeight(service, backend, weight) => {
+            let req = proto::SetWeightRequest {
+                service: service.to_string(),
+                backend: backend.to_string(),
+                weight,
+            };
+            let b = client.set_weight(req).await.map_err(rpc)?.into_inner();
+            if b.weight == 0 {
+                println!("draining backend {} of {} (weight 0)", b.backend, b.service);
+            } else {
+                println!(
+                    "set weight of backend {} of {} to {}",
+                    b.backend, b.service, b.weight
+                );
+            }
+        }
+        Request::ListBackends(service, json) => {
+            let req = proto::ListBackendsRequest {
+                service: service.map(|s| s.to_string()).unwrap_or_default(),
+            };
+            let reply = client.list_backends(req).await.map_err(rpc)?.into_inner();
+            print!("{}", output::backends(&reply.backends, json)?);
+        }
+        Request::Status {
+            json,
+            counters_only,
+        } => {
+            let reply = client
+                .status(proto::StatusRequest {})
+                .await
+                .map_err(rpc)?
+                .into_inner();
+            let text = if counters_only {
+                output::stats(&reply.counters, json)?
+            } else {
+                output::status(&reply, json)?
+            };
+            print!("{text}");
+        }
+    }
+    Ok(())
+}
+
+/// A command with its arguments parsed and checked.
+enum Request {
+    AddService(ServiceAddr, Option<u32>),
+    RemoveService(ServiceAddr),
+    ListServices { json: bool },
+    AddBackend(ServiceAddr, BackendAddr, Option<u32>),
+    RemoveBackend(ServiceAddr, BackendAddr),
+    SetWeight(ServiceAddr, BackendAddr, u32),
+    ListBackends(Option<ServiceAddr>, bool),
+    Status { json: bool, counters_only: bool },
+}
+
+impl Request {
+    fn from_command(command: Command) -> Result<Request, CliError> {
+        Ok(match command {
+            Command::Service(ServiceCmd::Add {
+                service,
+                table_size,
+            }) => {
+                if let Some(size) = table_size {
+                    state::check_table_size(size)?;
+                }
+                Request::AddService(service.parse()?, table_size)
+            }
+            Command::Service(ServiceCmd::Remove { service }) => {
+                Request::RemoveService(service.parse()?)
+            }
+            Command::Service(ServiceCmd::List { json }) => Request::ListServices { json },
+            Command::Backend(BackendCmd::Add {
+                service,
+                backend,
+                weight,
+            }) => {
+                let (s, b) = pair(&service, &backend)?;
+                if let Some(w) = weight {
+                    state::check_weight(w)?;
+                }
+                Request::AddBackend(s, b, weight)
+            }
+            Command::Backend(BackendCmd::Remove { service, backend }) => {
+                let (s, b) = pair(&service, &backend)?;
+                Request::RemoveBackend(s, b)
+            }
+            Command::Backend(BackendCmd::SetWeight {
+                service,
+                backend,
+                weight,
+            }) => {
+                let (s, b) = pair(&service, &backend)?;
+                Request::SetWeight(s, b, state::check_weight(weight)?)
+            }
+            Command::Backend(BackendCmd::Drain { service, backend }) => {
+                let (s, b) = pair(&service, &backend)?;
+                Request::SetWeight(s, b, 0)
+            }
+            Command::Backend(BackendCmd::List { service, json }) => {
+                let service = service.map(|s| s.parse()).transpose()?;
+                Request::ListBackends(service, json)
+            }
+            Command::Status { json } => Request::Status {
+                json,
+                counters_only: false,
+            },
+            Command::Stats { json } => Request::Status {
+                json,
+                counters_only: true,
+            },
+        })
+    }
+}
+
+/// A clap usage error as one line, e.g. `invalid value 'x' for '--weight <N>': invalid
+/// digit found in string (try --help)`: the message without clap's usage and tip paragraphs.
+pub fn usage_error_line(e: &clap::Error) -> String {
+    let text = e.render().to_string();
+    let message: Vec<&str> = text
+        .lines()
+        .map(str::trim)
+        .take_while(|l| !l.is_empty())
+        .map(|l| l.strip_prefix("error: ").unwrap_or(l))
+        .collect();
+    format!("{} (try --help)", message.join(" "))
+}
+
+/// A service and one of its backends, of the same address family.
+fn pair(service: &str, backend: &str) -> Result<(ServiceAddr, BackendAddr), AddrError> {
+    let s: ServiceAddr = service.parse()?;
+    let b: BackendAddr = backend.parse()?;
+    s.check_backend(&b)?;
+    Ok((s, b))
+}
+
+/// The daemon's one-line message, or why it could not answer.
+fn daemon_error(socket: &std::path::Path, e: tonic::Status) -> CliError {
+    if e.code() == Code::Unavailable {
+        let reason = std::error::Error::source(&e)
+            .map(client::innermost)
+            .unwrap_or_else(|| e.message().to_string());
+        return CliError::Unreachable(Unreachable {
+            path: socket.to_path_buf(),
+            reason,
+        });
+    }
+    CliError::Daemon(e.message().to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Result<Request, CliError> {
+        let cli = Cli::try_parse_from(std::iter::once("xlb").chain(args.iter().copied()))
+            .expect("clap accepts the arguments");
+        Request::from_command(cli.command)
+    }
+
+    fn err(args: &[&str]) -> String {
+        match parse(args) {
+            Err(e) => e.to_string(),
+            Ok(_) => panic!("{args:?} was accepted"),
+        }
+    }
+
+    #[test]
+    fn arguments_are_checked_before_contacting_the_daemon() {
+        assert_eq!(
+            err(&["service", "add", "198.18.0.10:99999/tcp"]),
+            "invalid service \"198.18.0.10:99999/tcp\": port 99999 out of range (1-65535)"
+        );
+        assert_eq!(
+            err(&[
+                "service",
+                "add",
+                "198.18.0.10:80/tcp",
+                "--table-size",
+                "100"
+            ]),
+            "table size 100 is not a prime number"
+        );
+        assert!(err(&["backend", "add", "198.18.0.10:80/tcp", "[2001:2::2]:80"]).contains("IPv6"));
+        assert!(err(&["backend", "add", "198.18.0.10:80/tcp", "198.19.0.2"]).contains("ADDR:PORT"));
+        assert_eq!(
+            err(&[
+                "backend",
+                "set-weight",
+                "198.18.0.10:80/tcp",
+                "198.19.0.2:80",
+                "70000"
+            ]),
+            "weight 70000 out of range (0-65535)"
+        );
+        assert!(err(&["backend", "list", "nope"]).starts_with("invalid service \"nope\""));
+    }
+
+    #[test]
+    fn commands_parse() {
+        assert!(matches!(
+            parse(&["backend", "drain", "198.18.0.10:80/tcp", "198.19.0.2:80"]),
+            Ok(Request::SetWeight(_, _, 0))
+        ));
+        assert!(matches!(
+            parse(&[
+                "backend",
+                "add",
+                "198.18.0.10:80/tcp",
+                "198.19.0.2:80",
+                "--weight",
+                "0"
+            ]),
+            Ok(Request::AddBackend(_, _, Some(0)))
+        ));
+        assert!(matches!(
+            parse(&[
+                "service",
+                "add",
+                "[2001:2::10]:53/udp",
+                "--table-size",
+                "251"
+            ]),
+            Ok(Request::AddService(_, Some(251)))
+        ));
+        assert!(matches!(
+            parse(&["stats", "--json"]),
+            Ok(Request::Status {
+                json: true,
+                counters_only: true
+            })
+        ));
+        assert!(matches!(
+            parse(&["backend", "list", "--json"]),
+            Ok(Request::ListBackends(None, true))
+        ));
+        let cli = Cli::try_parse_from(["xlb", "--socket", "/tmp/x.sock", "status"]).unwrap();
+        assert_eq!(cli.socket, PathBuf::from("/tmp/x.sock"));
+        let cli = Cli::try_parse_from(["xlb", "status", "--socket", "/tmp/y.sock"]).unwrap();
+        assert_eq!(cli.socket, PathBuf::from("/tmp/y.sock"));
+    }
+
+    #[test]
+    fn usage_errors_fit_on_one_line() {
+        let e = Cli::try_parse_from([
+            "xlb",
+            "backend",
+            "add",
+            "198.18.0.10:80/tcp",
+            "198.19.0.2:80",
+            "--weight",
+            "x",
+        ])
+        .unwrap_err();
+        assert_eq!(
+            usage_error_line(&e),
+            "invalid value 'x' for '--weight <N>': invalid digit found in string (try --help)"
+        );
+        let e =
+            Cli::try_parse_from(["xlb", "backend", "remove", "198.18.0.10:80/tcp"]).unwrap_err();
+        assert_eq!(
+            usage_error_line(&e),
+            "the following required arguments were not provided: <BACKEND> (try --help)"
+        );
+        let e = Cli::try_parse_from(["xlb", "sevice", "list"]).unwrap_err();
+        assert!(!usage_error_line(&e).contains('\n'));
+    }
+
+    #[test]
+    fn every_command_has_help() {
+        use clap::CommandFactory;
+        let cmd = Cli::command();
+        cmd.clone().debug_assert();
+        fn walk(c: &clap::Command) {
+            assert!(c.get_about().is_some(), "{} has no help", c.get_name());
+            for sub in c.get_subcommands() {
+                if sub.get_name() != "help" {
+                    walk(sub);
+                }
+            }
+        }
+        walk(&cmd);
+    }
+}

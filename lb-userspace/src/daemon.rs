@@ -1,0 +1,175 @@
+//! `xlbd`, the daemon: arguments, start-up (control socket, loading the data path) and the
+//! life until SIGINT/SIGTERM. Generic over the loader so the start-up is host-testable; the
+//! binary passes `BpfDataplane::load`.
+
+use std::io;
+use std::os::unix::fs::{FileTypeExt as _, PermissionsExt as _};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Instant;
+
+use clap::Parser;
+use tokio::net::UnixListener;
+use tokio::signal::unix::{SignalKind, signal};
+use tokio::sync::Mutex;
+use tracing::{info, warn};
+
+use crate::bpf::{AttachMode, LoadError, LoadOptions};
+use crate::client::DEFAULT_SOCKET;
+use crate::control::{self, ControlService, DaemonInfo};
+use crate::dataplane::Dataplane;
+use crate::state::ControlState;
+
+#[derive(Debug, Clone, Parser)]
+#[command(
+    name = "xlbd",
+    version,
+    about = "xlb's daemon: attaches the XDP load balancer to interfaces and serves the control API"
+)]
+pub struct Args {
+    /// Interface to attach to (repeatable, or comma-separated).
+    #[arg(long = "iface", value_name = "IF", required = true, value_delimiter = ',',
+          value_parser = clap::builder::NonEmptyStringValueParser::new())]
+    pub ifaces: Vec<String>,
+    /// XDP attach mode: native (driver) or skb (generic, any interface).
+    #[arg(long, value_enum, default_value_t = AttachMode::Native)]
+    pub mode: AttachMode,
+    /// Control socket (mode 0600).
+    #[arg(long, env = "XLB_SOCKET", default_value = DEFAULT_SOCKET, value_name = "PATH")]
+    pub socket: PathBuf,
+    /// Where the BPF maps are pinned; its parent must be a bpffs mount.
+    #[arg(long, default_value = "/sys/fs/bpf/xlb", value_name = "DIR")]
+    pub pin_dir: PathBuf,
+    /// Connection-table entries (each flow takes two).
+    #[arg(long, default_value_t = lb_common::DEFAULT_FLOW_ENTRIES, value_name = "N",
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub flow_entries: u32,
+    /// Slots of the backend-table area (two halves; each service's table takes its size in both).
+    #[arg(long, default_value_t = lb_common::DEFAULT_TABLE_AREA, value_name = "N",
+          value_parser = clap::value_parser!(u32).range(2..))]
+    pub table_area: u32,
+    /// Log filter, e.g. info or lb_userspace=debug [default: $RUST_LOG, else info].
+    #[arg(long, value_name = "FILTER")]
+    pub log_level: Option<String>,
+}
+
+impl Args {
+    pub fn load_options(&self) -> LoadOptions {
+        LoadOptions {
+            ifaces: self.ifaces.clone(),
+            mode: self.mode,
+            pin_dir: self.pin_dir.clone(),
+            flow_entries: self.flow_entries,
+            table_area: self.table_area,
+        }
+    }
+}
+
+/// Why the daemon could not start or stopped with an error; one line each.
+#[derive(Debug, thiserror::Error)]
+pub enum DaemonError {
+    #[error("another xlbd is running on {}", .0.display())]
+    AlreadyRunning(PathBuf),
+    #[error("{} exists and is not a socket; not removing it", .0.display())]
+    NotASocket(PathBuf),
+    #[error("control socket {}: {source}", path.display())]
+    Socket {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("cannot handle signals: {0}")]
+    Signals(io::Error),
+    #[error(transparent)]
+    Load(#[from] LoadError),
+    #[error("control API: {0}")]
+    Serve(#[from] tonic::transport::Error),
+}
+
+/// Runs the daemon: prepares the socket, loads the data path with `load`, serves the
+/// control API until SIGINT or SIGTERM, then detaches (drops the data path) and removes
+/// the socket.
+pub async fn run<D, L>(args: Args, load: L) -> Result<(), DaemonError>
+where
+    D: Dataplane,
+    L: FnOnce(&LoadOptions) -> Result<D, LoadError>,
+{
+    prepare_socket(&args.socket).await?;
+    let dp = load(&args.load_options())?;
+    let listener = bind(&args.socket)?;
+    let mut sigterm = signal(SignalKind::terminate()).map_err(DaemonError::Signals)?;
+    let mut sigint = signal(SignalKind::interrupt()).map_err(DaemonError::Signals)?;
+    info!(
+        "xlbd: attached to {} in {} mode, control socket {}",
+        args.ifaces.join(", "),
+        control::mode_name(args.mode),
+        args.socket.display()
+    );
+
+    let state = Arc::new(Mutex::new(ControlState::new(dp)));
+    let info = DaemonInfo {
+        interfaces: args.ifaces.clone(),
+        mode: args.mode,
+        started: Instant::now(),
+    };
+    let shutdown = async move {
+        tokio::select! {
+            _ = sigterm.recv() => info!("xlbd: SIGTERM, shutting down"),
+            _ = sigint.recv() => info!("xlbd: SIGINT, shutting down"),
+        }
+    };
+    let served = control::serve(listener, ControlService::new(state.clone(), info), shutdown).await;
+    remove_socket(&args.socket);
+    match Arc::try_unwrap(state) {
+        Ok(state) => drop(state.into_inner().into_dataplane()),
+        Err(_) => warn!("xlbd: a request still holds the state; detaching at exit"),
+    }
+    info!("xlbd: detached, exiting");
+    Ok(served?)
+}
+
+/// Refuses to start over a live daemon; removes a stale socket; creates the directory.
+async fn prepare_socket(path: &Path) -> Result<(), DaemonError> {
+    let err = |source| DaemonError::Socket {
+        path: path.to_path_buf(),
+        source,
+    };
+    match std::fs::symlink_metadata(path) {
+        Ok(meta) if !meta.file_type().is_socket() => {
+            return Err(DaemonError::NotASocket(path.to_path_buf()));
+        }
+        Ok(_) => {
+            if tokio::net::UnixStream::connect(path).await.is_ok() {
+                return Err(DaemonError::AlreadyRunning(path.to_path_buf()));
+            }
+            info!("xlbd: removing stale socket {}", path.display());
+            std::fs::remove_file(path).map_err(err)?;
+        }
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+        Err(e) => return Err(err(e)),
+    }
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).map_err(err)?;
+    }
+    Ok(())
+}
+
+/// Binds the control socket, readable and writable by its owner only.
+fn bind(path: &Path) -> Result<UnixListener, DaemonError> {
+    let err = |source| DaemonError::Socket {
+        path: path.to_path_buf(),
+        source,
+    };
+    let listener = UnixListener::bind(path).map_err(err)?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).map_err(err)?;
+    Ok(listener)
+}
+
+fn remove_socket(path: &Path) {
+    if let Err(e) = std::fs::remove_file(path) {
+        warn!("xlbd: cannot remove {}: {e}", path.display());
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,83 @@
+use super::*;
+use crate::testing::TempDir;
+
+fn parse(args: &[&str]) -> Result<Args, clap::Error> {
+    Args::try_parse_from(std::iter::once("xlbd").chain(args.iter().copied()))
+}
+
+#[test]
+fn interfaces_repeat_and_split_on_commas() {
+    let a = parse(&["--iface", "veth0,veth1", "--iface", "eth2"]).unwrap();
+    assert_eq!(a.ifaces, ["veth0", "veth1", "eth2"]);
+    assert_eq!(a.mode, AttachMode::Native);
+    assert_eq!(a.pin_dir, PathBuf::from("/sys/fs/bpf/xlb"));
+    assert_eq!(a.flow_entries, lb_common::DEFAULT_FLOW_ENTRIES);
+    assert_eq!(a.table_area, lb_common::DEFAULT_TABLE_AREA);
+    let o = a.load_options();
+    assert_eq!((o.ifaces.len(), o.mode), (3, AttachMode::Native));
+}
+
+#[test]
+fn arguments_are_checked() {
+    assert!(parse(&[]).is_err());
+    assert!(parse(&["--iface", ""]).is_err());
+    assert!(parse(&["--iface", "eth0", "--mode", "offload"]).is_err());
+    assert!(parse(&["--iface", "eth0", "--flow-entries", "0"]).is_err());
+    let a = parse(&["--iface", "eth0", "--mode", "skb", "--table-area", "1000"]).unwrap();
+    assert_eq!((a.mode, a.table_area), (AttachMode::Skb, 1000));
+}
+
+#[tokio::test]
+async fn prepare_socket_creates_the_directory() {
+    let tmp = TempDir::new();
+    let sock = tmp.0.join("run/xlb/xlbd.sock");
+    prepare_socket(&sock).await.unwrap();
+    assert!(sock.parent().unwrap().is_dir());
+    let listener = bind(&sock).unwrap();
+    let mode = std::fs::metadata(&sock).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o600);
+    drop(listener);
+}
+
+#[tokio::test]
+async fn prepare_socket_refuses_a_live_daemon_and_removes_a_stale_socket() {
+    let tmp = TempDir::new();
+    let sock = tmp.0.join("xlbd.sock");
+    let live = bind(&sock).unwrap();
+    let e = prepare_socket(&sock).await.unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        format!("another xlbd is running on {}", sock.display())
+    );
+    drop(live);
+    // The file stays behind, and nothing listens on it any more.
+    assert!(sock.exists());
+    prepare_socket(&sock).await.unwrap();
+    assert!(!sock.exists());
+}
+
+#[tokio::test]
+async fn prepare_socket_leaves_other_files_alone() {
+    let tmp = TempDir::new();
+    let path = tmp.0.join("not-a-socket");
+    std::fs::write(&path, "x").unwrap();
+    let e = prepare_socket(&path).await.unwrap_err();
+    assert!(
+        e.to_string()
+            .ends_with("exists and is not a socket; not removing it")
+    );
+    assert!(path.exists());
+}
+
+#[tokio::test]
+async fn a_failed_load_is_reported_and_binds_nothing() {
+    let tmp = TempDir::new();
+    let sock = tmp.0.join("xlbd.sock");
+    let args = parse(&["--iface", "nope0", "--socket", sock.to_str().unwrap()]).unwrap();
+    let load = |o: &LoadOptions| -> Result<crate::dataplane::FakeDataplane, LoadError> {
+        Err(LoadError::NoSuchInterface(o.ifaces[0].clone()))
+    };
+    let e = run(args, load).await.unwrap_err();
+    assert_eq!(e.to_string(), "no such interface: nope0");
+    assert!(!sock.exists());
+}

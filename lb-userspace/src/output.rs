@@ -1,0 +1,361 @@
+//! What `xlb` prints: aligned text tables, or with `--json` one JSON document.
+//!
+//! The JSON keys are stable (scripts, tests and the demo read them):
+//!
+//! - `xlb service list --json`:
+//!   `{"services":[{"service":"198.18.0.10:80/tcp","id":0,"table_size":65537,
+//!   "table_offset":0,"generation":1,"backends":3}]}`
+//! - `xlb backend list [SERVICE] --json`:
+//!   `{"backends":[{"service":"198.18.0.10:80/tcp","backend":"198.19.0.2:8080","index":0,
+//!   "weight":100,"packets":12,"bytes":1234,"flows":1}]}`
+//! - `xlb status --json`:
+//!   `{"version":"0.1.0","interfaces":["eth0"],"mode":"native","uptime_seconds":12,
+//!   "services":1,"backends":3,"table_area":1048576,"counters":{"rx":{"packets":1,"bytes":60},...}}`
+//! - `xlb stats --json`: `{"counters":{"rx":{"packets":1,"bytes":60},...}}`, the counters
+//!   in `lb_common::stats::STAT_NAMES` order.
+
+use serde::Serialize;
+use serde::ser::SerializeMap as _;
+
+use crate::control::proto;
+
+#[derive(Serialize)]
+struct ServiceJson<'a> {
+    service: &'a str,
+    id: u32,
+    table_size: u32,
+    table_offset: u32,
+    generation: u32,
+    backends: u32,
+}
+
+#[derive(Serialize)]
+struct BackendJson<'a> {
+    service: &'a str,
+    backend: &'a str,
+    index: u32,
+    weight: u32,
+    packets: u64,
+    bytes: u64,
+    flows: u64,
+}
+
+#[derive(Serialize)]
+struct CounterJson {
+    packets: u64,
+    bytes: u64,
+}
+
+/// Counters as a JSON object keyed by name, in the daemon's order.
+struct Counters<'a>(&'a [proto::Counter]);
+
+impl Serialize for Counters<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut map = s.serialize_map(Some(self.0.len()))?;
+        for c in self.0 {
+            let value = CounterJson {
+                packets: c.packets,
+                bytes: c.bytes,
+            };
+            map.serialize_entry(&c.name, &value)?;
+        }
+        map.end()
+    }
+}
+
+#[derive(Serialize)]
+struct StatusJson<'a> {
+    version: &'a str,
+    interfaces: &'a [String],
+    mode: &'a str,
+    uptime_seconds: u64,
+    services: u32,
+    backends: u32,
+    table_area: u32,
+    counters: Counters<'a>,
+}
+
+fn json(value: &impl Serialize) -> Result<String, serde_json::Error> {
+    Ok(serde_json::to_string_pretty(value)? + "\n")
+}
+
+pub fn services(list: &[proto::Service], as_json: bool) -> Result<String, serde_json::Error> {
+    if as_json {
+        let services: Vec<ServiceJson> = list
+            .iter()
+            .map(|s| ServiceJson {
+                service: &s.service,
+                id: s.id,
+                table_size: s.table_size,
+                table_offset: s.table_offset,
+                generation: s.generation,
+                backends: s.backends,
+            })
+            .collect();
+        #[derive(Serialize)]
+        struct List<'a> {
+            services: Vec<ServiceJson<'a>>,
+        }
+        return json(&List { services });
+    }
+    let rows = list.iter().map(|s| {
+        vec![
+            s.service.clone(),
+            s.id.to_string(),
+            s.table_size.to_string(),
+            s.generation.to_string(),
+            s.backends.to_string(),
+        ]
+    });
+    Ok(table(
+        &["SERVICE", "ID", "TABLE SIZE", "GENERATION", "BACKENDS"],
+        1,
+        rows,
+    ))
+}
+
+pub fn backends(list: &[proto::BackendEntry], as_json: bool) -> Result<String, serde_json::Error> {
+    if as_json {
+        let backends: Vec<BackendJson> = list
+            .iter()
+            .map(|b| BackendJson {
+                service: &b.service,
+                backend: &b.backend,
+                index: b.index,
+                weight: b.weight,
+                packets: b.packets,
+                bytes: b.bytes,
+                flows: b.flows,
+            })
+            .collect();
+        #[derive(Serialize)]
+        struct List<'a> {
+            backends: Vec<BackendJson<'a>>,
+        }
+        return json(&List { backends });
+    }
+    let rows = list.iter().map(|b| {
+        vec![
+            b.service.clone(),
+            b.backend.clone(),
+            b.weight.to_string(),
+            b.index.to_string(),
+            b.packets.to_string(),
+            b.bytes.to_string(),
+            b.flows.to_string(),
+        ]
+    });
+    Ok(table(
+        &[
+            "SERVICE", "BACKEND", "WEIGHT", "INDEX", "PACKETS", "BYTES", "FLOWS",
+        ],
+        2,
+        rows,
+    ))
+}
+
+pub fn stats(counters: &[proto::Counter], as_json: bool) -> Result<String, serde_json::Error> {
+    if as_json {
+        #[derive(Serialize)]
+        struct StatsJson<'a> {
+            counters: Counters<'a>,
+        }
+        return json(&StatsJson {
+            counters: Counters(counters),
+        });
+    }
+    Ok(counter_table(counters))
+}
+
+pub fn status(s: &proto::StatusReply, as_json: bool) -> Result<String, serde_json::Error> {
+    if as_json {
+        return json(&StatusJson {
+            version: &s.version,
+            interfaces: &s.interfaces,
+            mode: &s.mode,
+            uptime_seconds: s.uptime_seconds,
+            services: s.services,
+            backends: s.backends,
+            table_area: s.table_area,
+            counters: Counters(&s.counters),
+        });
+    }
+    let fields = [
+        ("version", s.version.clone()),
+        ("interfaces", s.interfaces.join(", ")),
+        ("mode", s.mode.clone()),
+        ("uptime", duration(s.uptime_seconds)),
+        ("services", s.services.to_string()),
+        ("backends", s.backends.to_string()),
+        ("table area", format!("{} slots", s.table_area)),
+    ];
+    let mut out = String::new();
+    for (name, value) in fields {
+        out += &format!("{:<12}{value}\n", format!("{name}:"));
+    }
+    Ok(out + "\n" + &counter_table(&s.counters))
+}
+
+fn counter_table(counters: &[proto::Counter]) -> String {
+    let rows = counters
+        .iter()
+        .map(|c| vec![c.name.clone(), c.packets.to_string(), c.bytes.to_string()]);
+    table(&["COUNTER", "PACKETS", "BYTES"], 1, rows)
+}
+
+/// `1d 2h 3m 4s`, leaving out the leading zero units.
+fn duration(secs: u64) -> String {
+    let parts = [
+        (secs / 86400, "d"),
+        (secs / 3600 % 24, "h"),
+        (secs / 60 % 60, "m"),
+        (secs % 60, "s"),
+    ];
+    let first = parts.iter().position(|p| p.0 > 0).unwrap_or(3);
+    parts[first..]
+        .iter()
+        .map(|(n, unit)| format!("{n}{unit}"))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// A text table: the first `left` columns left-aligned, the others (numbers) right-aligned,
+/// two spaces between columns.
+fn table(header: &[&str], left: usize, rows: impl Iterator<Item = Vec<String>>) -> String {
+    let mut all: Vec<Vec<String>> = vec![header.iter().map(|h| h.to_string()).collect()];
+    all.extend(rows);
+    let widths: Vec<usize> = (0..header.len())
+        .map(|c| all.iter().map(|r| r[c].len()).max().unwrap_or(0))
+        .collect();
+    let mut out = String::new();
+    for row in &all {
+        let cells: Vec<String> = row
+            .iter()
+            .zip(&widths)
+            .enumerate()
+            .map(|(c, (cell, &w))| {
+                if c < left {
+                    format!("{cell:<w$}")
+                } else {
+                    format!("{cell:>w$}")
+                }
+            })
+            .collect();
+        out += cells.join("  ").trim_end();
+        out.push('\n');
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn backend() -> proto::BackendEntry {
+        proto::BackendEntry {
+            service: "198.18.0.10:80/tcp".into(),
+            backend: "198.19.0.2:8080".into(),
+            index: 3,
+            weight: 100,
+            packets: 12,
+            bytes: 1234,
+            flows: 1,
+        }
+    }
+
+    fn counter(name: &str, packets: u64) -> proto::Counter {
+        proto::Counter {
+            name: name.into(),
+            packets,
+            bytes: packets * 100,
+        }
+    }
+
+    #[test]
+    fn service_json_has_the_documented_keys() {
+        let s = proto::Service {
+            service: "198.18.0.10:80/tcp".into(),
+            id: 0,
+            table_size: 65537,
+            table_offset: 0,
+            generation: 1,
+            backends: 3,
+        };
+        let v: serde_json::Value = serde_json::from_str(&services(&[s], true).unwrap()).unwrap();
+        assert_eq!(
+            v,
+            serde_json::json!({"services":[{"service":"198.18.0.10:80/tcp","id":0,
+                "table_size":65537,"table_offset":0,"generation":1,"backends":3}]})
+        );
+    }
+
+    #[test]
+    fn backend_json_has_the_documented_keys() {
+        let v: serde_json::Value =
+            serde_json::from_str(&backends(&[backend()], true).unwrap()).unwrap();
+        assert_eq!(
+            v,
+            serde_json::json!({"backends":[{"service":"198.18.0.10:80/tcp",
+                "backend":"198.19.0.2:8080","index":3,"weight":100,"packets":12,
+                "bytes":1234,"flows":1}]})
+        );
+        assert_eq!(backends(&[], true).unwrap(), "{\n  \"backends\": []\n}\n");
+    }
+
+    #[test]
+    fn counters_keep_their_order_in_json() {
+        let out = stats(&[counter("rx", 2), counter("forward", 1)], true).unwrap();
+        let rx = out.find("\"rx\"").unwrap();
+        assert!(rx < out.find("\"forward\"").unwrap());
+        let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+        assert_eq!(
+            v["counters"]["forward"],
+            serde_json::json!({"packets":1,"bytes":100})
+        );
+    }
+
+    #[test]
+    fn text_tables_are_aligned() {
+        let mut other = backend();
+        other.backend = "[2001:2::2]:8080".into();
+        other.packets = 7;
+        let out = backends(&[backend(), other], false).unwrap();
+        let lines: Vec<&str> = out.lines().collect();
+        assert_eq!(
+            lines,
+            [
+                "SERVICE             BACKEND           WEIGHT  INDEX  PACKETS  BYTES  FLOWS",
+                "198.18.0.10:80/tcp  198.19.0.2:8080      100      3       12   1234      1",
+                "198.18.0.10:80/tcp  [2001:2::2]:8080     100      3        7   1234      1",
+            ]
+        );
+    }
+
+    #[test]
+    fn status_text() {
+        let reply = proto::StatusReply {
+            version: "0.1.0".into(),
+            interfaces: vec!["veth0".into(), "veth1".into()],
+            mode: "native".into(),
+            uptime_seconds: 3723,
+            services: 1,
+            backends: 2,
+            table_area: 1024,
+            counters: vec![counter("rx", 5)],
+        };
+        let out = status(&reply, false).unwrap();
+        assert!(out.starts_with("version:    0.1.0\ninterfaces: veth0, veth1\nmode:       native\nuptime:     1h 2m 3s\n"));
+        assert!(out.ends_with("COUNTER  PACKETS  BYTES\nrx             5    500\n"));
+        let v: serde_json::Value = serde_json::from_str(&status(&reply, true).unwrap()).unwrap();
+        assert_eq!(v["interfaces"], serde_json::json!(["veth0", "veth1"]));
+        assert_eq!(v["counters"]["rx"]["packets"], 5);
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(duration(0), "0s");
+        assert_eq!(duration(59), "59s");
+        assert_eq!(duration(3600), "1h 0m 0s");
+        assert_eq!(duration(90061), "1d 1h 1m 1s");
+    }
+}
