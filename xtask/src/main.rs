@@ -3,6 +3,7 @@
 mod cmd;
 mod demo;
 mod setup;
+mod summary;
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};
@@ -33,7 +34,7 @@ enum Task {
 }
 
 /// Workspace packages built and tested on the host: all but `lb-ebpf`, which is built for
-/// the BPF target by lb-userspace's build.rs (and has a bin named `xlb` too).
+/// the BPF target by lb-userspace's build.rs.
 const HOST: &[&str] = &["--workspace", "--exclude", "lb-ebpf"];
 
 /// `cargo build` of xlbd and xlb.
@@ -51,11 +52,12 @@ fn test(args: &[String]) -> Result<()> {
     )?;
     build_bins()?;
     // All test binaries run even when one fails, so one run shows every failure.
-    cmd::run(
+    summary::run_tests(
         cmd::cargo(&["test", "--no-fail-fast"])
             .args(HOST)
             .args(args),
     )
+    .map(|_| ())
 }
 
 fn main() {
