@@ -5,6 +5,7 @@
 #![no_main]
 
 mod forward;
+mod limit;
 mod maps;
 mod nat;
 mod parse;

@@ -24,6 +24,13 @@ use crate::dataplane::{Dataplane, DataplaneError};
 static XDP_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/xlb-xdp"));
 /// The XDP entry point's name in the object.
 const PROGRAM: &str = "xlb";
+/// The object's yardstick program: swaps MACs and returns XDP_TX (for benchmarks).
+pub const LIMIT_PROGRAM: &str = "xdp_tx_limit";
+
+/// The XDP object's bytes, for tools that load its programs themselves (benchmarks).
+pub fn xdp_object() -> &'static [u8] {
+    XDP_OBJECT
+}
 /// `statfs` magic number of bpffs.
 const BPF_FS_MAGIC: i64 = 0xcafe_4a11;
 
