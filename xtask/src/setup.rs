@@ -9,7 +9,8 @@ use anyhow::{Context as _, Result, bail};
 use crate::cmd::{is_root, probe, run};
 
 /// Debian packages: iperf3 (benchmarks, tests), iproute2 (ip, ss), ethtool, iputils-ping,
-/// procps, util-linux (mount, mountpoint).
+/// procps, util-linux (mount, mountpoint); for `cargo xtask bench`, the balancers xlb is
+/// compared with: haproxy, nginx with its stream module, iptables (kube-proxy's DNAT).
 const PACKAGES: &[&str] = &[
     "iperf3",
     "iproute2",
@@ -17,6 +18,10 @@ const PACKAGES: &[&str] = &[
     "iputils-ping",
     "procps",
     "util-linux",
+    "haproxy",
+    "nginx-light",
+    "libnginx-mod-stream",
+    "iptables",
 ];
 
 pub fn setup() -> Result<()> {
