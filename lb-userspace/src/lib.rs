@@ -1,7 +1,7 @@
 //! xlb's userspace: the daemon's and the CLI's shared library.
 //!
 //! - [`addr`]: parsing `VIP:PORT/PROTO` and `ADDR:PORT`, conversion to the map types;
-//! - [`table`]: the backend-table builder; [`alloc`]: ids and table regions;
+//! - [`table`] and [`maglev`]: the backend-table builder; [`alloc`]: ids and table regions;
 //! - [`state`]: services and backends over a [`dataplane::Dataplane`] (the control logic);
 //! - [`control`]: the gRPC server on a Unix socket; [`client`]: its client;
 //! - [`daemon`]: `xlbd`; [`cli`] and [`output`]: `xlb`;
@@ -15,6 +15,7 @@ pub mod client;
 pub mod control;
 pub mod daemon;
 pub mod dataplane;
+pub mod maglev;
 pub mod output;
 pub mod state;
 pub mod table;
