@@ -89,11 +89,24 @@ impl Testbed {
         secs: u32,
         reverse: bool,
     ) -> Result<IperfResult> {
+        self.iperf_client_streams(k, addr, port, secs, reverse, 1)
+    }
+
+    /// [`Testbed::iperf_client`] with `-P <streams>` parallel streams (benchmarks).
+    pub fn iperf_client_streams(
+        &self,
+        k: usize,
+        addr: IpAddr,
+        port: u16,
+        secs: u32,
+        reverse: bool,
+        streams: u32,
+    ) -> Result<IperfResult> {
         let ns = &self.client(k).ns;
         let mut cmd = ns.cmd("iperf3");
         let (addr, port, secs_s) = (addr.to_string(), port.to_string(), secs.to_string());
         cmd.args(["-c", &addr, "-p", &port, "-t", &secs_s, "-J"])
-            .args(["--connect-timeout", "3000"]);
+            .args(["-P", &streams.to_string(), "--connect-timeout", "3000"]);
         if reverse {
             cmd.arg("-R");
         }

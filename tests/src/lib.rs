@@ -15,6 +15,7 @@ pub use clients::{Flow, Proto, flows_per_backend, tcp_flow, udp_flow};
 pub use daemon::{bin_dir, bin_path};
 pub use iperf::{IperfResult, ping};
 pub use netns::Netns;
+pub use proc::{Tracked, die_with_parent};
 pub use servers::backend_id;
 pub use topology::{AddrPair, Link, Node, Role, Testbed, VIP, link_addrs};
 
