@@ -111,6 +111,11 @@ impl Tracked {
         &self.name
     }
 
+    /// The process id (for reading its CPU time from /proc).
+    pub fn id(&self) -> u32 {
+        self.child.id()
+    }
+
     /// `Some(status)` once the process has exited.
     pub fn exited(&mut self) -> Option<std::process::ExitStatus> {
         self.child.try_wait().ok().flatten()
