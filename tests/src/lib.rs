@@ -3,7 +3,9 @@
 //! `tests/tests/` and by `cargo xtask demo`. Everything it makes is removed when the
 //! [`Testbed`] drops, also when a test panics.
 
+mod backends;
 mod clients;
+mod conn;
 mod daemon;
 mod iperf;
 mod netns;
@@ -11,7 +13,9 @@ mod proc;
 mod servers;
 mod topology;
 
+pub use backends::BackendRow;
 pub use clients::{Flow, Proto, flows_per_backend, tcp_flow, udp_flow};
+pub use conn::{TcpConn, UdpConn, ask_all};
 pub use daemon::{bin_dir, bin_path};
 pub use iperf::{IperfResult, ping};
 pub use netns::Netns;
