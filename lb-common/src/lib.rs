@@ -7,6 +7,7 @@
 //! The pure functions (flow hashing, checksum arithmetic) are unit-tested on the host.
 #![cfg_attr(not(test), no_std)]
 
+pub mod conntrack;
 pub mod csum;
 pub mod hash;
 pub mod maps;

@@ -129,7 +129,13 @@ pub const DIR_REQUEST: u8 = 0;
 /// `FlowValue::direction` of a reply-direction entry (backend to client).
 pub const DIR_REPLY: u8 = 1;
 
-/// Value of the `FLOWS` map: what the matching packets are rewritten to.
+/// `FlowValue::flags`: a TCP FIN was seen in this entry's direction.
+pub const FLOW_FIN: u8 = 1;
+/// `FlowValue::flags`: a TCP RST was seen in this entry's direction.
+pub const FLOW_RST: u8 = 2;
+
+/// Value of the `FLOWS` map: what the matching packets are rewritten to, and the little
+/// state userspace needs to expire the entry (see `conntrack`).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct FlowValue {
@@ -138,12 +144,16 @@ pub struct FlowValue {
     /// Network byte order; the backend's port or the VIP's port.
     pub nat_port_be: u16,
     pub direction: u8,
-    pub _pad: u8,
+    /// `FLOW_FIN` | `FLOW_RST` as seen in this direction.
+    pub flags: u8,
     /// Index of the backend in `BACKENDS` when the flow was made.
     pub backend: u32,
     /// `SERVICES` id of the flow's service.
     pub service: u32,
-    pub _pad2: u32,
+    pub _pad: u32,
+    /// `CLOCK_MONOTONIC` time of the last packet, in ns, kept to within a second (the data
+    /// path writes it at most once a second per entry).
+    pub last_seen_ns: u64,
 }
 
 #[cfg(feature = "user")]
@@ -170,7 +180,8 @@ mod tests {
         assert_eq!(size_of::<ServiceValue>(), 16);
         assert_eq!(size_of::<Backend>(), 20);
         assert_eq!(size_of::<FlowKey>(), 40);
-        assert_eq!(size_of::<FlowValue>(), 32);
+        assert_eq!(size_of::<FlowValue>(), 40);
+        assert_eq!(align_of::<FlowValue>(), 8);
         assert_eq!(align_of::<FlowKey>(), 4);
     }
 

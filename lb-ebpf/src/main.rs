@@ -56,7 +56,7 @@ fn try_xlb(ctx: &XdpContext) -> u32 {
     if let Some(svc) = unsafe { SERVICES.get(&service) }.copied() {
         return request(ctx, &p, &svc);
     }
-    if let Some(flow) = select::reply_for(&p.key) {
+    if let Some(flow) = select::reply_for(&p.key, p.tcp_flags) {
         if !forward::ttl_allows(&p) {
             return xdp_action::XDP_PASS;
         }
@@ -74,7 +74,7 @@ fn request(ctx: &XdpContext, p: &Packet, svc: &lb_common::ServiceValue) -> u32 {
     if !forward::ttl_allows(p) {
         return xdp_action::XDP_PASS;
     }
-    let flow = match select::backend_for(&p.key, svc, p.len) {
+    let flow = match select::backend_for(&p.key, svc, p.tcp_flags, p.len) {
         Ok(flow) => flow,
         Err(stat) => {
             count(stat, p.len);

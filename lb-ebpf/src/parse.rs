@@ -35,6 +35,8 @@ pub struct Packet {
     /// The L4 checksum field.
     pub l4_check: *mut [u8; 2],
     pub key: FlowKey,
+    /// The TCP header's flags byte (0 for UDP).
+    pub tcp_flags: u8,
     /// Frame length in bytes.
     pub len: u64,
     /// The frame carries a VLAN tag.
@@ -105,13 +107,19 @@ pub fn parse(ctx: &XdpContext) -> Result<Packet, Skip> {
     };
     let l4_ptr = l4_hdr as *mut u8;
     // SAFETY: the first `l4_len` bytes of the L4 header are within the frame.
-    let (sport, dport) = unsafe {
-        if proto == PROTO_TCP && ((*l4_ptr.add(12)) >> 4) < 5 {
-            return Err(Skip::Malformed);
-        }
+    let (sport, dport, tcp_flags) = unsafe {
+        let tcp_flags = if proto == PROTO_TCP {
+            if ((*l4_ptr.add(12)) >> 4) < 5 {
+                return Err(Skip::Malformed);
+            }
+            *l4_ptr.add(13)
+        } else {
+            0
+        };
         (
             u16::from_ne_bytes([*l4_ptr, *l4_ptr.add(1)]),
             u16::from_ne_bytes([*l4_ptr.add(2), *l4_ptr.add(3)]),
+            tcp_flags,
         )
     };
     let (src, dst) = unsafe { ((*ip).src_addr, (*ip).dst_addr) };
@@ -130,6 +138,7 @@ pub fn parse(ctx: &XdpContext) -> Result<Packet, Skip> {
             family: FAMILY_V4,
             _pad: [0; 2],
         },
+        tcp_flags,
         len: len as u64,
         tagged: l3 != ETH_HLEN,
     })

@@ -1,7 +1,9 @@
 //! Backend selection: the connection table first, then the service's backend table.
 
+use aya_ebpf::helpers::bpf_ktime_get_ns;
 use lb_common::{
     DIR_REPLY, DIR_REQUEST, FlowKey, FlowValue, NO_BACKEND, ServiceValue,
+    conntrack::{close_flags, is_syn},
     hash::{FLOW_HASH_SEED, flow_hash, slot},
     stats::{STAT_DROP_FLOW_TABLE, STAT_DROP_NO_BACKEND, STAT_NEW_FLOW},
 };
@@ -11,16 +13,42 @@ use crate::{
     stats::count,
 };
 
+/// Entries' last-seen times are rewritten at most this often (ns), so a busy flow does
+/// not dirty its entry's cache line on every packet.
+const TOUCH_NS: u64 = 1_000_000_000;
+
+/// Records a packet with TCP flags `tcp_flags` at `now` in an entry.
+#[inline(always)]
+fn touch(v: &mut FlowValue, tcp_flags: u8, now: u64) {
+    let closing = close_flags(tcp_flags);
+    if closing & !v.flags != 0 {
+        v.flags |= closing;
+    }
+    if now.wrapping_sub(v.last_seen_ns) > TOUCH_NS {
+        v.last_seen_ns = now;
+    }
+}
+
 /// The request-direction entry of the flow `key` to service `svc`: the existing one, or a
-/// new one (both directions recorded) for a backend taken from the service's table.
+/// new one (both directions recorded) for a backend taken from the service's table. A SYN
+/// on a flow that has closed starts a new flow.
 /// `Err(stat)` names the counter of the reason the packet is dropped.
 #[inline(always)]
-pub fn backend_for(key: &FlowKey, svc: &ServiceValue, len: u64) -> Result<FlowValue, u32> {
-    // SAFETY: the value is copied out at once; the LRU may evict it afterwards.
-    if let Some(v) = unsafe { FLOWS.get(key) }
-        && v.direction == DIR_REQUEST
-    {
-        return Ok(*v);
+pub fn backend_for(
+    key: &FlowKey,
+    svc: &ServiceValue,
+    tcp_flags: u8,
+    len: u64,
+) -> Result<FlowValue, u32> {
+    // SAFETY: monotonic clock read, no preconditions.
+    let now = unsafe { bpf_ktime_get_ns() };
+    if let Some(v) = FLOWS.get_ptr_mut(key) {
+        // SAFETY: a live map value; concurrent writers only set bits and times.
+        let v = unsafe { &mut *v };
+        if v.direction == DIR_REQUEST && !(v.flags != 0 && is_syn(tcp_flags)) {
+            touch(v, tcp_flags, now);
+            return Ok(*v);
+        }
     }
     if svc.table_size == 0 {
         return Err(STAT_DROP_NO_BACKEND);
@@ -37,10 +65,11 @@ pub fn backend_for(key: &FlowKey, svc: &ServiceValue, len: u64) -> Result<FlowVa
         nat_addr: b.addr,
         nat_port_be: b.port_be,
         direction: DIR_REQUEST,
-        _pad: 0,
+        flags: close_flags(tcp_flags),
         backend: index,
         service: svc.id,
-        _pad2: 0,
+        _pad: 0,
+        last_seen_ns: now,
     };
     let reply_key = FlowKey {
         src: b.addr,
@@ -68,10 +97,14 @@ pub fn backend_for(key: &FlowKey, svc: &ServiceValue, len: u64) -> Result<FlowVa
 
 /// The reply-direction entry for a packet from a backend, if it belongs to a balanced flow.
 #[inline(always)]
-pub fn reply_for(key: &FlowKey) -> Option<FlowValue> {
-    // SAFETY: copied out at once.
-    match unsafe { FLOWS.get(key) } {
-        Some(v) if v.direction == DIR_REPLY => Some(*v),
-        _ => None,
+pub fn reply_for(key: &FlowKey, tcp_flags: u8) -> Option<FlowValue> {
+    let v = FLOWS.get_ptr_mut(key)?;
+    // SAFETY: a live map value; concurrent writers only set bits and times.
+    let v = unsafe { &mut *v };
+    if v.direction != DIR_REPLY {
+        return None;
     }
+    // SAFETY: monotonic clock read, no preconditions.
+    touch(v, tcp_flags, unsafe { bpf_ktime_get_ns() });
+    Some(*v)
 }

@@ -2,7 +2,6 @@
 //! [`Dataplane`] over them. Dropping a [`BpfDataplane`] detaches XDP and removes the pins.
 
 use std::{
-    collections::HashMap as StdHashMap,
     ffi::CString,
     path::{Path, PathBuf},
 };
@@ -13,8 +12,8 @@ use aya::{
     programs::{ProgramError, Xdp, XdpMode},
 };
 use lb_common::{
-    Backend, DIR_REQUEST, FlowKey, FlowValue, MAP_BACKEND_STATS, MAP_BACKENDS, MAP_FLOWS,
-    MAP_SERVICES, MAP_STATS, MAP_TABLES, ServiceKey, ServiceValue,
+    Backend, FlowKey, FlowValue, MAP_BACKEND_STATS, MAP_BACKENDS, MAP_FLOWS, MAP_SERVICES,
+    MAP_STATS, MAP_TABLES, ServiceKey, ServiceValue,
     stats::{Counter, STAT_COUNT},
 };
 
@@ -374,20 +373,29 @@ impl Dataplane for BpfDataplane {
         Ok(sum(&v))
     }
 
-    fn flow_counts(&self) -> Result<StdHashMap<u32, u64>, DataplaneError> {
-        let mut counts = StdHashMap::new();
+    fn flows(&self) -> Result<Vec<(FlowKey, FlowValue)>, DataplaneError> {
+        let mut out = Vec::new();
         for entry in self.maps.flows.iter() {
-            let (_, v) = match entry {
-                Ok(kv) => kv,
+            match entry {
+                Ok(kv) => out.push(kv),
                 // An entry evicted while we walk the table: skip it.
                 Err(MapError::KeyNotFound) => continue,
                 Err(e) => return Err(map_err(MAP_FLOWS)(e)),
-            };
-            if v.direction == DIR_REQUEST {
-                *counts.entry(v.backend).or_insert(0) += 1;
             }
         }
-        Ok(counts)
+        Ok(out)
+    }
+
+    fn remove_flows(&mut self, keys: &[FlowKey]) -> Result<usize, DataplaneError> {
+        let mut removed = 0;
+        for key in keys {
+            match self.maps.flows.remove(key) {
+                Ok(()) => removed += 1,
+                Err(MapError::KeyNotFound) => {}
+                Err(e) => return Err(map_err(MAP_FLOWS)(e)),
+            }
+        }
+        Ok(removed)
     }
 }
 
@@ -464,7 +472,7 @@ mod root_tests {
             dp.write_table(4090, &[1, 2, 3, 4, 5, 6]).unwrap();
             assert!(dp.write_table(4095, &[1, 2]).is_err());
             assert_eq!(dp.stats().unwrap().len(), STAT_COUNT as usize);
-            assert!(dp.flow_counts().unwrap().is_empty());
+            assert!(dp.flows().unwrap().is_empty());
             dp.remove_service(&key).unwrap();
         });
         assert!(!Path::new(&dir).exists(), "pins left behind");

@@ -85,12 +85,15 @@ pub enum BackendCmd {
         #[arg(long, value_name = "N")]
         weight: Option<u32>,
     },
-    /// Remove a backend from a service.
+    /// Remove a backend from a service (refused while it has live flows: drain it first).
     Remove {
         /// VIP:PORT/PROTO.
         service: String,
         /// ADDR:PORT.
         backend: String,
+        /// Remove it even with live flows; they re-hash to the other backends.
+        #[arg(long)]
+        force: bool,
     },
     /// Change a backend's weight (0 drains it).
     SetWeight {
@@ -174,10 +177,11 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
                 b.backend, b.service, b.index, b.weight
             );
         }
-        Request::RemoveBackend(service, backend) => {
+        Request::RemoveBackend(service, backend, force) => {
             let req = proto::RemoveBackendRequest {
                 service: service.to_string(),
                 backend: backend.to_string(),
+                force,
             };
             client.remove_backend(req).await.map_err(rpc)?;
             println!("removed backend {backend} from {service}");
@@ -231,7 +235,7 @@ enum Request {
     RemoveService(ServiceAddr),
     ListServices { json: bool },
     AddBackend(ServiceAddr, BackendAddr, Option<u32>),
-    RemoveBackend(ServiceAddr, BackendAddr),
+    RemoveBackend(ServiceAddr, BackendAddr, bool),
     SetWeight(ServiceAddr, BackendAddr, u32),
     ListBackends(Option<ServiceAddr>, bool),
     Status { json: bool, counters_only: bool },
@@ -264,9 +268,13 @@ impl Request {
                 }
                 Request::AddBackend(s, b, weight)
             }
-            Command::Backend(BackendCmd::Remove { service, backend }) => {
+            Command::Backend(BackendCmd::Remove {
+                service,
+                backend,
+                force,
+            }) => {
                 let (s, b) = pair(&service, &backend)?;
-                Request::RemoveBackend(s, b)
+                Request::RemoveBackend(s, b, force)
             }
             Command::Backend(BackendCmd::SetWeight {
                 service,

@@ -74,6 +74,7 @@ fn status(e: StateError) -> Status {
         ErrorKind::NotFound => Status::not_found(msg),
         ErrorKind::AlreadyExists => Status::already_exists(msg),
         ErrorKind::ResourceExhausted => Status::resource_exhausted(msg),
+        ErrorKind::FailedPrecondition => Status::failed_precondition(msg),
         ErrorKind::Internal => Status::internal(msg),
     }
 }
@@ -178,7 +179,7 @@ impl<D: Dataplane> Control for ControlService<D> {
         self.state
             .lock()
             .await
-            .remove_backend(&service, &backend)
+            .remove_backend(&service, &backend, req.force)
             .map_err(status)?;
         info!(%service, %backend, "backend removed");
         Ok(Response::new(proto::RemoveBackendReply {}))

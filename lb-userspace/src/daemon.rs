@@ -14,6 +14,8 @@ use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::Mutex;
 use tracing::{info, warn};
 
+use lb_common::conntrack::Timeouts;
+
 use crate::bpf::{AttachMode, LoadError, LoadOptions};
 use crate::client::DEFAULT_SOCKET;
 use crate::control::{self, ControlService, DaemonInfo};
@@ -48,12 +50,35 @@ pub struct Args {
     #[arg(long, default_value_t = lb_common::DEFAULT_TABLE_AREA, value_name = "N",
           value_parser = clap::value_parser!(u32).range(2..))]
     pub table_area: u32,
+    /// Seconds an established TCP flow may idle before its entries expire.
+    #[arg(long, default_value_t = 3600, value_name = "SECS")]
+    pub tcp_timeout: u64,
+    /// Seconds the entries of a closed (FIN/RST) TCP connection are kept.
+    #[arg(long, default_value_t = 10, value_name = "SECS")]
+    pub tcp_closed_timeout: u64,
+    /// Seconds a UDP flow may idle before its entries expire.
+    #[arg(long, default_value_t = 30, value_name = "SECS")]
+    pub udp_timeout: u64,
+    /// Seconds between sweeps that delete expired connection-table entries.
+    #[arg(long, default_value_t = 2, value_name = "SECS",
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub gc_interval: u64,
     /// Log filter, e.g. info or lb_userspace=debug [default: $RUST_LOG, else info].
     #[arg(long, value_name = "FILTER")]
     pub log_level: Option<String>,
 }
 
 impl Args {
+    /// Connection-table timeouts, in the data path's nanoseconds.
+    pub fn timeouts(&self) -> Timeouts {
+        let ns = |secs: u64| secs.saturating_mul(1_000_000_000);
+        Timeouts {
+            tcp_idle_ns: ns(self.tcp_timeout),
+            tcp_closed_ns: ns(self.tcp_closed_timeout),
+            udp_idle_ns: ns(self.udp_timeout),
+        }
+    }
+
     pub fn load_options(&self) -> LoadOptions {
         LoadOptions {
             ifaces: self.ifaces.clone(),
@@ -106,7 +131,10 @@ where
         args.socket.display()
     );
 
-    let state = Arc::new(Mutex::new(ControlState::new(dp)));
+    let state = Arc::new(Mutex::new(
+        ControlState::new(dp).with_timeouts(args.timeouts()),
+    ));
+    let sweeper = tokio::spawn(sweep(state.clone(), args.gc_interval));
     let info = DaemonInfo {
         interfaces: args.ifaces.clone(),
         mode: args.mode,
@@ -119,6 +147,8 @@ where
         }
     };
     let served = control::serve(listener, ControlService::new(state.clone(), info), shutdown).await;
+    sweeper.abort();
+    let _ = sweeper.await;
     remove_socket(&args.socket);
     match Arc::try_unwrap(state) {
         Ok(state) => drop(state.into_inner().into_dataplane()),
@@ -126,6 +156,20 @@ where
     }
     info!("xlbd: detached, exiting");
     Ok(served?)
+}
+
+/// Deletes expired connection-table entries every `interval` seconds, for ever.
+async fn sweep<D: Dataplane>(state: Arc<Mutex<ControlState<D>>>, interval: u64) {
+    let mut tick = tokio::time::interval(std::time::Duration::from_secs(interval));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        match state.lock().await.sweep() {
+            Ok(0) => {}
+            Ok(n) => tracing::debug!("xlbd: swept {n} expired connection-table entries"),
+            Err(e) => warn!("xlbd: connection-table sweep: {e}"),
+        }
+    }
 }
 
 /// Refuses to start over a live daemon; removes a stale socket; creates the directory.

@@ -4,7 +4,7 @@
 
 use std::collections::HashMap;
 
-use lb_common::{Backend, ServiceKey, ServiceValue, stats::Counter};
+use lb_common::{Backend, FlowKey, FlowValue, ServiceKey, ServiceValue, stats::Counter};
 
 #[derive(Debug, thiserror::Error)]
 pub enum DataplaneError {
@@ -41,8 +41,10 @@ pub trait Dataplane: Send + 'static {
     fn stats(&self) -> Result<Vec<Counter>, DataplaneError>;
     /// Packets and bytes forwarded to the backend at `index`, summed over CPUs.
     fn backend_stats(&self, index: u32) -> Result<Counter, DataplaneError>;
-    /// Live request-direction flows in the connection table, by backend index.
-    fn flow_counts(&self) -> Result<HashMap<u32, u64>, DataplaneError>;
+    /// Every entry of the connection table (both directions of each flow).
+    fn flows(&self) -> Result<Vec<(FlowKey, FlowValue)>, DataplaneError>;
+    /// Deletes connection-table entries (absent ones are skipped); returns how many went.
+    fn remove_flows(&mut self, keys: &[FlowKey]) -> Result<usize, DataplaneError>;
 }
 
 /// An in-memory [`Dataplane`] for tests of the control plane on the host.
@@ -51,7 +53,7 @@ pub struct FakeDataplane {
     pub services: HashMap<ServiceKey, ServiceValue>,
     pub backends: HashMap<u32, Backend>,
     pub tables: Vec<u32>,
-    pub flows: HashMap<u32, u64>,
+    pub flows: HashMap<FlowKey, FlowValue>,
 }
 
 impl FakeDataplane {
@@ -59,6 +61,53 @@ impl FakeDataplane {
         FakeDataplane {
             tables: vec![lb_common::NO_BACKEND; table_area as usize],
             ..Default::default()
+        }
+    }
+
+    /// Adds `n` live TCP flows on backend `index` (both directions), as the data path would
+    /// for new connections now.
+    pub fn add_live_flows(&mut self, index: u32, n: u16) {
+        use lb_common::{Addr, DIR_REPLY, DIR_REQUEST, FAMILY_V4, PROTO_TCP};
+        let now = crate::conntrack::monotonic_ns();
+        let base = self.flows.len() as u16;
+        for i in 0..n {
+            let port = (10_000 + base + 2 * i).to_be();
+            let client = Addr::from_v4_octets([198, 18, 10, 2]);
+            let backend = Addr::from_v4_octets([198, 19, 0, index as u8]);
+            let request = FlowKey {
+                src: client,
+                dst: Addr::from_v4_octets([198, 18, 0, 10]),
+                src_port_be: port,
+                dst_port_be: 80u16.to_be(),
+                proto: PROTO_TCP,
+                family: FAMILY_V4,
+                _pad: [0; 2],
+            };
+            let value = FlowValue {
+                nat_addr: backend,
+                nat_port_be: 8080u16.to_be(),
+                direction: DIR_REQUEST,
+                backend: index,
+                last_seen_ns: now,
+                ..Default::default()
+            };
+            let reply = FlowKey {
+                src: backend,
+                dst: client,
+                src_port_be: 8080u16.to_be(),
+                dst_port_be: port,
+                ..request
+            };
+            self.flows.insert(request, value);
+            self.flows.insert(
+                reply,
+                FlowValue {
+                    nat_addr: request.dst,
+                    nat_port_be: request.dst_port_be,
+                    direction: DIR_REPLY,
+                    ..value
+                },
+            );
         }
     }
 
@@ -125,7 +174,14 @@ impl Dataplane for FakeDataplane {
         Ok(Counter::default())
     }
 
-    fn flow_counts(&self) -> Result<HashMap<u32, u64>, DataplaneError> {
-        Ok(self.flows.clone())
+    fn flows(&self) -> Result<Vec<(FlowKey, FlowValue)>, DataplaneError> {
+        Ok(self.flows.iter().map(|(k, v)| (*k, *v)).collect())
+    }
+
+    fn remove_flows(&mut self, keys: &[FlowKey]) -> Result<usize, DataplaneError> {
+        Ok(keys
+            .iter()
+            .filter(|k| self.flows.remove(k).is_some())
+            .count())
     }
 }

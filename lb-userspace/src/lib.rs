@@ -12,6 +12,7 @@ pub mod alloc;
 pub mod bpf;
 pub mod cli;
 pub mod client;
+pub mod conntrack;
 pub mod control;
 pub mod daemon;
 pub mod dataplane;

@@ -16,11 +16,13 @@
 
 use std::collections::BTreeMap;
 
+use lb_common::conntrack::Timeouts;
 use lb_common::stats::{Counter, STAT_NAMES};
 use lb_common::{MAX_BACKENDS, MAX_SERVICES, ServiceValue};
 
 use crate::addr::{AddrError, BackendAddr, ServiceAddr};
 use crate::alloc::{IdPool, Regions, Reuse};
+use crate::conntrack::{self, DEFAULT_TIMEOUTS, monotonic_ns};
 use crate::dataplane::{Dataplane, DataplaneError};
 use crate::table::{TableEntry, build_table};
 
@@ -58,6 +60,10 @@ pub enum StateError {
     TableSizeTooLarge { size: u32, half: u32 },
     #[error("weight {0} out of range (0-{MAX_WEIGHT})")]
     Weight(u32),
+    #[error(
+        "backend {backend} has {flows} live flows: drain it (xlb backend drain) and remove it when they are gone, or remove it with --force to re-hash them"
+    )]
+    LiveFlows { backend: BackendAddr, flows: u64 },
     #[error("all {MAX_SERVICES} service ids are in use")]
     TooManyServices,
     #[error("all {MAX_BACKENDS} backend indexes are in use")]
@@ -77,6 +83,7 @@ pub enum ErrorKind {
     NotFound,
     AlreadyExists,
     ResourceExhausted,
+    FailedPrecondition,
     Internal,
 }
 
@@ -92,6 +99,7 @@ impl StateError {
             TooManyServices | TooManyBackends | TableAreaFull { .. } => {
                 ErrorKind::ResourceExhausted
             }
+            LiveFlows { .. } => ErrorKind::FailedPrecondition,
             Dataplane(_) => ErrorKind::Internal,
         }
     }
@@ -148,6 +156,7 @@ pub struct ControlState<D> {
     service_ids: IdPool,
     backend_indexes: IdPool,
     regions: Regions,
+    timeouts: Timeouts,
 }
 
 impl<D: Dataplane> ControlState<D> {
@@ -160,7 +169,31 @@ impl<D: Dataplane> ControlState<D> {
             service_ids: IdPool::new(MAX_SERVICES, Reuse::Lowest),
             backend_indexes: IdPool::new(MAX_BACKENDS, Reuse::Oldest),
             regions: Regions::new(half),
+            timeouts: DEFAULT_TIMEOUTS,
         }
+    }
+
+    /// Sets how long connection-table entries live (see `lb_common::conntrack`).
+    pub fn with_timeouts(mut self, timeouts: Timeouts) -> Self {
+        self.timeouts = timeouts;
+        self
+    }
+
+    /// Deletes the connection-table entries that have expired; returns how many.
+    pub fn sweep(&mut self) -> Result<usize, StateError> {
+        let flows = self.dp.flows()?;
+        let gone = conntrack::expired(&flows, monotonic_ns(), &self.timeouts);
+        Ok(self.dp.remove_flows(&gone)?)
+    }
+
+    /// Live flows by backend index.
+    fn live_flows(&self) -> Result<std::collections::HashMap<u32, u64>, StateError> {
+        let flows = self.dp.flows()?;
+        Ok(conntrack::live_counts(
+            &flows,
+            monotonic_ns(),
+            &self.timeouts,
+        ))
     }
 
     pub fn dataplane(&self) -> &D {
@@ -261,12 +294,14 @@ impl<D: Dataplane> ControlState<D> {
         Ok(self.backend_info(service, &backend))
     }
 
-    /// Removes a backend: it gets no new flows; flows it has keep their NAT entry until
-    /// they expire from the connection table.
+    /// Removes a backend. Refused while it has live flows, unless `force`: then its
+    /// connection-table entries are deleted once no table names it, and its flows re-hash
+    /// to the remaining backends (their TCP connections break; UDP flows move).
     pub fn remove_backend(
         &mut self,
         service: &ServiceAddr,
         backend: &BackendAddr,
+        force: bool,
     ) -> Result<(), StateError> {
         let mut next = self.get(service)?;
         let slot = next
@@ -276,8 +311,20 @@ impl<D: Dataplane> ControlState<D> {
                 service: *service,
                 backend: *backend,
             })?;
+        let live = self.live_flows()?.get(&slot.index).copied().unwrap_or(0);
+        if live > 0 && !force {
+            return Err(StateError::LiveFlows {
+                backend: *backend,
+                flows: live,
+            });
+        }
         self.commit(service, next)?;
         self.backend_indexes.free(slot.index);
+        if force {
+            let flows = self.dp.flows()?;
+            self.dp
+                .remove_flows(&conntrack::of_backend(&flows, slot.index))?;
+        }
         Ok(())
     }
 
@@ -311,7 +358,7 @@ impl<D: Dataplane> ControlState<D> {
             }
             None => self.services.keys().collect(),
         };
-        let flows = self.dp.flow_counts()?;
+        let flows = self.live_flows()?;
         let mut out = Vec::new();
         for s in services {
             for b in self.services[s].backends.keys() {

@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 
 use lb_common::stats::{Counter, STAT_COUNT};
-use lb_common::{Backend, MAP_TABLES, ServiceKey, ServiceValue};
+use lb_common::{Backend, FlowKey, FlowValue, MAP_TABLES, ServiceKey, ServiceValue};
 
 use crate::dataplane::{Dataplane, DataplaneError, FakeDataplane};
 
@@ -104,8 +104,12 @@ impl Dataplane for Recorder {
             .unwrap_or_default())
     }
 
-    fn flow_counts(&self) -> Result<HashMap<u32, u64>, DataplaneError> {
-        self.fake.flow_counts()
+    fn flows(&self) -> Result<Vec<(FlowKey, FlowValue)>, DataplaneError> {
+        self.fake.flows()
+    }
+
+    fn remove_flows(&mut self, keys: &[FlowKey]) -> Result<usize, DataplaneError> {
+        self.fake.remove_flows(keys)
     }
 }
 

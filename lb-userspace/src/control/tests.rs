@@ -107,8 +107,7 @@ async fn services_and_backends_round_trip() {
         .await
         .dataplane_mut_for_tests()
         .fake
-        .flows
-        .insert(1, 4);
+        .add_live_flows(1, 4);
     let all = c
         .list_backends(ListBackendsRequest::default())
         .await
@@ -138,6 +137,7 @@ async fn services_and_backends_round_trip() {
     let req = RemoveBackendRequest {
         service: "198.18.0.10:80/tcp".into(),
         backend: "198.19.0.2:8080".into(),
+        force: false,
     };
     c.remove_backend(req).await.unwrap();
     let req = RemoveServiceRequest {
@@ -236,6 +236,7 @@ async fn errors_carry_codes_and_one_line_messages() {
         .remove_backend(RemoveBackendRequest {
             service: "198.18.0.10:80/tcp".into(),
             backend: "198.19.0.3:8080".into(),
+            force: false,
         })
         .await
         .unwrap_err();

@@ -80,7 +80,7 @@ fn every_change_flips_to_the_other_half_and_bumps_generation() {
     st.add_backend(&svc(WEB), b1, None).unwrap();
     st.add_backend(&svc(WEB), b2, Some(100)).unwrap();
     st.set_weight(&svc(WEB), &b2, 0).unwrap();
-    st.remove_backend(&svc(WEB), &b1).unwrap();
+    st.remove_backend(&svc(WEB), &b1, false).unwrap();
     let flips: Vec<(u32, u32)> = st
         .dataplane()
         .ops
@@ -148,7 +148,7 @@ fn refused_requests_change_nothing() {
         st.add_backend(&svc(WEB), b, Some(MAX_WEIGHT + 1))
             .unwrap_err(),
         st.add_backend(&other, b, None).unwrap_err(),
-        st.remove_backend(&svc(WEB), &b).unwrap_err(),
+        st.remove_backend(&svc(WEB), &b, false).unwrap_err(),
         st.set_weight(&svc(WEB), &be("198.19.0.2:8080"), 70000)
             .unwrap_err(),
         st.set_weight(&svc(WEB), &b, 1).unwrap_err(),
@@ -315,7 +315,7 @@ fn backend_indexes_are_global_and_reused_late() {
     assert_eq!(st.add_backend(&a, b1, None).unwrap().index, 0);
     // The same address in another service is another backend, with its own index.
     assert_eq!(st.add_backend(&b, b1, None).unwrap().index, 1);
-    st.remove_backend(&a, &b1).unwrap();
+    st.remove_backend(&a, &b1, false).unwrap();
     assert_eq!(
         st.add_backend(&a, be("198.19.0.3:80"), None).unwrap().index,
         2
@@ -384,7 +384,7 @@ fn listings_carry_counters_and_flows() {
             bytes: 1000,
         },
     );
-    dp.fake.flows.insert(0, 3);
+    dp.fake.add_live_flows(0, 3);
     dp.counters[lb_common::stats::STAT_RX as usize] = Counter {
         packets: 7,
         bytes: 700,
@@ -443,4 +443,50 @@ fn primes() {
     assert!(!is_prime(65536));
     assert!(is_prime(4_294_967_291));
     assert!(!is_prime(u32::MAX));
+}
+
+#[test]
+fn removing_a_backend_with_live_flows_is_refused_unless_forced() {
+    let mut st = state(64);
+    let s = svc(WEB);
+    st.add_service(s, Some(7)).unwrap();
+    let (b0, b1) = (be("198.19.0.2:80"), be("198.19.1.2:80"));
+    let i0 = st.add_backend(&s, b0, None).unwrap().index;
+    st.add_backend(&s, b1, None).unwrap();
+    st.dataplane_mut_for_tests().fake.add_live_flows(i0, 3);
+    assert_eq!(st.backends(Some(&s)).unwrap()[0].flows, 3);
+
+    let before = snapshot(&st);
+    let e = st.remove_backend(&s, &b0, false).unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::FailedPrecondition);
+    assert!(e.to_string().contains("3 live flows") && e.to_string().contains("--force"));
+    assert_eq!(
+        snapshot(&st),
+        before,
+        "a refused remove changed the data path"
+    );
+
+    // Draining does not end the flows; forcing removes the backend and its entries.
+    st.set_weight(&s, &b0, 0).unwrap();
+    assert_eq!(st.backends(Some(&s)).unwrap()[0].flows, 3);
+    st.remove_backend(&s, &b0, true).unwrap();
+    assert!(st.dataplane().fake.flows.is_empty());
+    assert!(live(&st, WEB).iter().all(|&i| i != i0));
+    assert_eq!(st.backends(Some(&s)).unwrap().len(), 1);
+}
+
+#[test]
+fn sweep_keeps_live_flows() {
+    let mut st = state(64);
+    st.dataplane_mut_for_tests().fake.add_live_flows(0, 2);
+    assert_eq!(st.sweep().unwrap(), 0);
+    assert_eq!(st.dataplane().fake.flows.len(), 4);
+    // With a zero UDP/TCP idle timeout, one nanosecond later everything has expired.
+    let mut st = st.with_timeouts(Timeouts {
+        tcp_idle_ns: 0,
+        tcp_closed_ns: 0,
+        udp_idle_ns: 0,
+    });
+    std::thread::sleep(std::time::Duration::from_millis(1));
+    assert_eq!(st.sweep().unwrap(), 4);
 }
