@@ -15,6 +15,7 @@ pub const MAP_TABLES: &str = "TABLES";
 pub const MAP_FLOWS: &str = "FLOWS";
 pub const MAP_STATS: &str = "STATS";
 pub const MAP_BACKEND_STATS: &str = "BACKEND_STATS";
+pub const MAP_FRAGS: &str = "FRAGS";
 
 /// Default sizes; userspace may change the resizable ones at load time.
 pub const MAX_SERVICES: u32 = 256;
@@ -23,6 +24,8 @@ pub const MAX_BACKENDS: u32 = 4096;
 pub const DEFAULT_TABLE_AREA: u32 = 1 << 20;
 /// Connection-table entries (one per direction of each flow).
 pub const DEFAULT_FLOW_ENTRIES: u32 = 1 << 18;
+/// Datagrams whose later fragments can be followed at once.
+pub const FRAG_ENTRIES: u32 = 8192;
 
 /// A slot in a backend table that holds no backend (an empty service).
 pub const NO_BACKEND: u32 = u32::MAX;
@@ -156,6 +159,31 @@ pub struct FlowValue {
     pub last_seen_ns: u64,
 }
 
+/// Key of the `FRAGS` LRU map: one fragmented datagram as its fragments arrive (addresses
+/// before rewriting, the IPv4 or IPv6 identification).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct FragKey {
+    pub src: Addr,
+    pub dst: Addr,
+    pub id: u32,
+    pub proto: u8,
+    pub family: u8,
+    pub _pad: [u8; 2],
+}
+
+/// Value of the `FRAGS` map: the rewrite the datagram's first fragment got, which its
+/// later fragments (carrying no L4 header) get too: the address only.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FragValue {
+    pub nat_addr: Addr,
+    /// `DIR_REQUEST`: the destination is rewritten; `DIR_REPLY`: the source.
+    pub direction: u8,
+    pub _pad: [u8; 3],
+    pub backend: u32,
+}
+
 #[cfg(feature = "user")]
 mod pod {
     // SAFETY: all of these are repr(C), Copy, with explicit padding and every bit pattern valid.
@@ -165,6 +193,8 @@ mod pod {
     unsafe impl aya::Pod for super::Backend {}
     unsafe impl aya::Pod for super::FlowKey {}
     unsafe impl aya::Pod for super::FlowValue {}
+    unsafe impl aya::Pod for super::FragKey {}
+    unsafe impl aya::Pod for super::FragValue {}
     unsafe impl aya::Pod for crate::stats::Counter {}
 }
 
@@ -183,6 +213,8 @@ mod tests {
         assert_eq!(size_of::<FlowValue>(), 40);
         assert_eq!(align_of::<FlowValue>(), 8);
         assert_eq!(align_of::<FlowKey>(), 4);
+        assert_eq!(size_of::<FragKey>(), 40);
+        assert_eq!(size_of::<FragValue>(), 24);
     }
 
     #[test]

@@ -29,8 +29,16 @@ pub const STAT_PASS_TTL: u32 = 7;
 pub const STAT_PASS_MALFORMED: u32 = 8;
 /// Dropped: the connection table could not take a new flow.
 pub const STAT_DROP_FLOW_TABLE: u32 = 9;
+/// Later fragments of a balanced datagram, forwarded like its first fragment.
+pub const STAT_FRAGMENT: u32 = 10;
+/// Passed untouched: a later fragment of a datagram whose first fragment was not seen.
+pub const STAT_PASS_FRAGMENT: u32 = 11;
+/// ICMP/ICMPv6 errors about a balanced flow, translated and forwarded.
+pub const STAT_ICMP_ERROR: u32 = 12;
+/// Passed untouched: IPv6 with an extension header other than a fragment header.
+pub const STAT_PASS_EXTHDR: u32 = 13;
 
-pub const STAT_COUNT: u32 = 10;
+pub const STAT_COUNT: u32 = 14;
 
 /// Names of the counters, by index, as userspace prints them.
 pub const STAT_NAMES: [&str; STAT_COUNT as usize] = [
@@ -44,4 +52,8 @@ pub const STAT_NAMES: [&str; STAT_COUNT as usize] = [
     "pass_ttl",
     "pass_malformed",
     "drop_flow_table",
+    "fragment",
+    "pass_fragment",
+    "icmp_error",
+    "pass_exthdr",
 ];
