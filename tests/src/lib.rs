@@ -7,6 +7,7 @@ mod backends;
 mod clients;
 mod conn;
 mod daemon;
+mod grpc;
 mod iperf;
 mod netns;
 mod proc;
