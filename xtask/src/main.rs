@@ -2,11 +2,12 @@
 
 mod cmd;
 mod demo;
+mod demo_grpc;
 mod setup;
 mod summary;
 
 use anyhow::Result;
-use clap::{Parser, Subcommand};
+use clap::{Parser, Subcommand, ValueEnum};
 
 #[derive(Parser)]
 #[command(name = "cargo xtask", about = "xlb's orchestration tasks")]
@@ -29,8 +30,18 @@ enum Task {
         )]
         _args: Vec<String>,
     },
-    /// Setup, build, then drive 30 connections through a VIP in a netns testbed (needs root)
-    Demo,
+    /// Setup, build, then drive 30 connections through a VIP in a netns testbed (needs root);
+    /// `demo grpc`: unary calls, streams and a connection pool through a gRPC VIP
+    Demo {
+        #[arg(value_enum)]
+        which: Option<DemoKind>,
+    },
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum DemoKind {
+    /// gRPC clients (unary, stream, pool) and three gRPC backends behind one VIP
+    Grpc,
 }
 
 /// Workspace packages built and tested on the host: all but `lb-ebpf`, which is built for
@@ -67,7 +78,10 @@ fn main() {
         // clap drops a `--` from trailing args; cargo test needs it (`-- --nocapture`), so
         // pass on everything after `test` as given (xtask has no options before it).
         Task::Test { .. } => test(&std::env::args().skip(2).collect::<Vec<_>>()),
-        Task::Demo => demo::demo(),
+        Task::Demo { which: None } => demo::demo(),
+        Task::Demo {
+            which: Some(DemoKind::Grpc),
+        } => demo_grpc::demo(),
     };
     if let Err(e) = result {
         eprintln!("xtask: error: {e:#}");
