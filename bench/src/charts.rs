@@ -1,0 +1,151 @@
+//! PNG bar charts of the results (plotters, bitmap backend, DejaVu Sans through ab_glyph).
+
+use std::path::Path;
+
+use anyhow::{Context as _, Result, anyhow};
+use plotters::coord::ranged1d::SegmentValue;
+use plotters::prelude::*;
+use plotters::style::FontStyle;
+
+use crate::balancers::Kind;
+use crate::report::{self, Results};
+
+/// From the Debian package fonts-dejavu-core (installed by `cargo xtask setup`).
+const FONT: &str = "/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf";
+const COLORS: [RGBColor; 5] = [
+    RGBColor(0x1f, 0x77, 0xb4),
+    RGBColor(0xd6, 0x27, 0x28),
+    RGBColor(0x2c, 0xa0, 0x2c),
+    RGBColor(0xff, 0x7f, 0x0e),
+    RGBColor(0x94, 0x67, 0xbd),
+];
+
+/// A bar chart's data: a title and one labelled value (or none) per bar.
+struct Bars<'a> {
+    title: &'a str,
+    bars: Vec<(&'a str, Option<f64>)>,
+}
+
+/// Registers the font once per process.
+fn font() -> Result<()> {
+    static ONCE: std::sync::OnceLock<Result<(), String>> = std::sync::OnceLock::new();
+    ONCE.get_or_init(|| {
+        let bytes = std::fs::read(FONT).map_err(|e| format!("{FONT}: {e}"))?;
+        let bytes: &'static [u8] = Box::leak(bytes.into_boxed_slice());
+        plotters::style::register_font("sans-serif", FontStyle::Normal, bytes)
+            .map_err(|_| format!("{FONT} is not a font"))
+    })
+    .clone()
+    .map_err(|e| anyhow!(e))
+}
+
+/// `per_packet.png` and `e2e.png` in `dir`.
+pub fn draw(r: &Results, dir: &Path) -> Result<()> {
+    font()?;
+    let p = &r.per_packet_ns;
+    let per_packet = Bars {
+        title: "ns per packet (BPF_PROG_TEST_RUN), lower is better",
+        bars: vec![
+            ("XDP_TX limit", Some(p.xdp_tx_limit)),
+            ("established", Some(p.xlb_established)),
+            ("new flow", Some(p.xlb_new_flow)),
+            ("reply", Some(p.xlb_reply)),
+            ("pass", Some(p.xlb_pass)),
+        ],
+    };
+    let path = dir.join("per_packet.png");
+    let root = BitMapBackend::new(&path, (900, 420)).into_drawing_area();
+    root.fill(&WHITE).map_err(plot_err)?;
+    bar_chart(&root, &per_packet)?;
+    root.present().map_err(plot_err)?;
+
+    let path = dir.join("e2e.png");
+    let root = BitMapBackend::new(&path, (1500, 820)).into_drawing_area();
+    root.fill(&WHITE).map_err(plot_err)?;
+    for (area, f) in root.split_evenly((2, 3)).iter().zip(&report::FIGURES) {
+        let bars = Bars {
+            title: f.chart,
+            bars: r
+                .e2e
+                .0
+                .iter()
+                .map(|(k, s)| (short(*k), (f.get)(s)))
+                .collect(),
+        };
+        bar_chart(area, &bars)?;
+    }
+    root.present().map_err(plot_err)?;
+    Ok(())
+}
+
+fn short(k: Kind) -> &'static str {
+    match k {
+        Kind::Xlb => "xlb",
+        Kind::IptablesDnat => "iptables",
+        Kind::Haproxy => "HAProxy",
+        Kind::Nginx => "nginx",
+    }
+}
+
+fn bar_chart<DB: DrawingBackend>(
+    area: &DrawingArea<DB, plotters::coord::Shift>,
+    b: &Bars,
+) -> Result<()> {
+    let max = b.bars.iter().filter_map(|(_, v)| *v).fold(0.0, f64::max);
+    let top = if max > 0.0 { max * 1.2 } else { 1.0 };
+    let n = b.bars.len() as u32;
+    let mut chart = ChartBuilder::on(area)
+        .caption(b.title, ("sans-serif", 20))
+        .margin(12)
+        .x_label_area_size(30)
+        .y_label_area_size(60)
+        .build_cartesian_2d((0..n).into_segmented(), 0.0..top)
+        .map_err(plot_err)?;
+    let names: Vec<&str> = b.bars.iter().map(|(name, _)| *name).collect();
+    chart
+        .configure_mesh()
+        .disable_x_mesh()
+        .x_labels(b.bars.len())
+        .x_label_formatter(&|v| match v {
+            SegmentValue::CenterOf(i) => names.get(*i as usize).copied().unwrap_or("").into(),
+            _ => String::new(),
+        })
+        .label_style(("sans-serif", 15))
+        .draw()
+        .map_err(plot_err)?;
+    let label = ("sans-serif", 15).into_font();
+    for (i, (_, v)) in b.bars.iter().enumerate() {
+        let i = i as u32;
+        let (text, height) = match v {
+            Some(v) => (report::num(*v), *v),
+            None => ("n/a".to_string(), 0.0),
+        };
+        let color = COLORS[i as usize % COLORS.len()];
+        chart
+            .draw_series([Rectangle::new(
+                [
+                    (SegmentValue::Exact(i), 0.0),
+                    (SegmentValue::Exact(i + 1), height),
+                ],
+                color.mix(0.85).filled(),
+            )])
+            .map_err(plot_err)?;
+        chart
+            .draw_series([Text::new(
+                text,
+                (SegmentValue::CenterOf(i), height + top * 0.02),
+                label.clone(),
+            )])
+            .map_err(plot_err)?;
+    }
+    Ok(())
+}
+
+fn plot_err<E: std::fmt::Display>(e: E) -> anyhow::Error {
+    anyhow!("drawing a chart: {e}")
+}
+
+/// For callers that want to check the font before a long run.
+pub fn check_font() -> Result<()> {
+    font().context("charts need the DejaVu Sans font (run `cargo xtask setup`)")
+}

@@ -1,0 +1,109 @@
+//! The frames the per-packet benchmark feeds the XDP program, built with etherparse, and the
+//! private network namespace links that make `bpf_fib_lookup` answer for them.
+
+use std::process::Command;
+
+use anyhow::{Context as _, Result, bail};
+use etherparse::PacketBuilder;
+
+pub const CLIENT_IF_MAC: [u8; 6] = [2, 0, 0, 0, 0x0c, 1];
+pub const CLIENT_MAC: [u8; 6] = [2, 0, 0, 0, 0x0c, 2];
+pub const BACKEND_IF_MAC: [u8; 6] = [2, 0, 0, 0, 0x0b, 1];
+pub const BACKEND_MAC: [u8; 6] = [2, 0, 0, 0, 0x0b, 2];
+pub const CLIENT: [u8; 4] = [198, 18, 10, 2];
+pub const LB_CLIENT_SIDE: [u8; 4] = [198, 18, 10, 1];
+pub const VIP: [u8; 4] = [198, 18, 0, 10];
+pub const BACKEND: [u8; 4] = [198, 19, 0, 2];
+pub const VIP_PORT: u16 = 80;
+pub const BACKEND_PORT: u16 = 8080;
+pub const CLIENT_PORT: u16 = 40000;
+/// The LB's client-side and backend-side veths in the private namespace.
+pub const CLIENT_IF: &str = "xbc0";
+pub const BACKEND_IF: &str = "xbb0";
+
+const PAYLOAD: &[u8] = b"a small request";
+
+/// The TCP segments of one client flow through the VIP, and one packet for the box itself.
+pub struct Frames {
+    /// The client's SYN to VIP:80 (opens the flow).
+    pub syn: Vec<u8>,
+    /// A later segment of the same flow, with a small payload.
+    pub data: Vec<u8>,
+    /// The backend's answer, backend:8080 -> client, to be rewritten back to VIP:80.
+    pub reply: Vec<u8>,
+    /// TCP to the LB's own address, port 22: not a service, passed to the kernel.
+    pub pass: Vec<u8>,
+}
+
+impl Frames {
+    pub fn new() -> Result<Frames> {
+        let from_client =
+            || PacketBuilder::ethernet2(CLIENT_MAC, CLIENT_IF_MAC).ipv4(CLIENT, VIP, 64);
+        let mut syn = Vec::new();
+        from_client()
+            .tcp(CLIENT_PORT, VIP_PORT, 1000, 64240)
+            .syn()
+            .write(&mut syn, &[])?;
+        let mut data = Vec::new();
+        from_client()
+            .tcp(CLIENT_PORT, VIP_PORT, 1001, 64240)
+            .ack(1)
+            .write(&mut data, PAYLOAD)?;
+        let mut reply = Vec::new();
+        PacketBuilder::ethernet2(BACKEND_MAC, BACKEND_IF_MAC)
+            .ipv4(BACKEND, CLIENT, 64)
+            .tcp(BACKEND_PORT, CLIENT_PORT, 1, 64240)
+            .ack(1001 + PAYLOAD.len() as u32)
+            .write(&mut reply, PAYLOAD)?;
+        let mut pass = Vec::new();
+        PacketBuilder::ethernet2(CLIENT_MAC, CLIENT_IF_MAC)
+            .ipv4(CLIENT, LB_CLIENT_SIDE, 64)
+            .tcp(CLIENT_PORT, 22, 1000, 64240)
+            .ack(1)
+            .write(&mut pass, PAYLOAD)?;
+        Ok(Frames {
+            syn,
+            data,
+            reply,
+            pass,
+        })
+    }
+}
+
+/// Makes, in the calling thread's (private) network namespace, the LB's two links with
+/// fixed MACs and permanent neighbours for the client and the backend, and turns on
+/// forwarding. Commands spawned from this thread inherit its namespace.
+pub fn make_links() -> Result<()> {
+    let mac = |m: [u8; 6]| m.map(|b| format!("{b:02x}")).join(":");
+    let script = format!(
+        "ip link set lo up
+         ip link add {CLIENT_IF} address {cif} type veth peer name {CLIENT_IF}p address {c}
+         ip link add {BACKEND_IF} address {bif} type veth peer name {BACKEND_IF}p address {b}
+         ip addr add 198.18.10.1/24 dev {CLIENT_IF}
+         ip addr add 198.19.0.1/24 dev {BACKEND_IF}
+         for d in {CLIENT_IF} {CLIENT_IF}p {BACKEND_IF} {BACKEND_IF}p; do ip link set $d up; done
+         ip neigh replace 198.18.10.2 lladdr {c} dev {CLIENT_IF} nud permanent
+         ip neigh replace 198.19.0.2 lladdr {b} dev {BACKEND_IF} nud permanent",
+        cif = mac(CLIENT_IF_MAC),
+        c = mac(CLIENT_MAC),
+        bif = mac(BACKEND_IF_MAC),
+        b = mac(BACKEND_MAC),
+    );
+    let status = Command::new("sh")
+        .args(["-ec", &script])
+        .status()
+        .context("running sh")?;
+    if !status.success() {
+        bail!("making the benchmark's links failed ({status})");
+    }
+    std::fs::write("/proc/sys/net/ipv4/ip_forward", "1").context("enabling ip_forward")
+}
+
+pub fn ifindex(name: &str) -> Result<u32> {
+    let c = std::ffi::CString::new(name)?;
+    // SAFETY: a NUL-terminated name; if_nametoindex reads it only.
+    match unsafe { libc::if_nametoindex(c.as_ptr()) } {
+        0 => bail!("no interface {name}"),
+        i => Ok(i),
+    }
+}
