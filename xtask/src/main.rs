@@ -1,5 +1,6 @@
-//! xlb's orchestration: `cargo xtask setup | test | demo`.
+//! xlb's orchestration: `cargo xtask setup | test | demo | bench`.
 
+mod bench;
 mod cmd;
 mod demo;
 mod demo_grpc;
@@ -35,6 +36,17 @@ enum Task {
     Demo {
         #[arg(value_enum)]
         which: Option<DemoKind>,
+    },
+    /// Setup, build, then the benchmarks: xlb per packet against the XDP_TX limit, and end
+    /// to end against iptables DNAT, HAProxy and nginx (needs root; writes bench/results/;
+    /// extra args go to xlb-bench, e.g. `cargo xtask bench --runs 5`)
+    Bench {
+        #[arg(
+            trailing_var_arg = true,
+            allow_hyphen_values = true,
+            value_name = "XLB_BENCH_ARGS"
+        )]
+        args: Vec<String>,
     },
 }
 
@@ -82,6 +94,7 @@ fn main() {
         Task::Demo {
             which: Some(DemoKind::Grpc),
         } => demo_grpc::demo(),
+        Task::Bench { args } => bench::bench(&args),
     };
     if let Err(e) = result {
         eprintln!("xtask: error: {e:#}");

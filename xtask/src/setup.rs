@@ -10,7 +10,8 @@ use crate::cmd::{is_root, probe, run};
 
 /// Debian packages: iperf3 (benchmarks, tests), iproute2 (ip, ss), ethtool, iputils-ping,
 /// procps, util-linux (mount, mountpoint); for `cargo xtask bench`, the balancers xlb is
-/// compared with: haproxy, nginx with its stream module, iptables (kube-proxy's DNAT).
+/// compared with: haproxy, nginx with its stream module, iptables (kube-proxy's DNAT), and
+/// the font its charts are drawn with.
 const PACKAGES: &[&str] = &[
     "iperf3",
     "iproute2",
@@ -22,6 +23,7 @@ const PACKAGES: &[&str] = &[
     "nginx-light",
     "libnginx-mod-stream",
     "iptables",
+    "fonts-dejavu-core",
 ];
 
 pub fn setup() -> Result<()> {

@@ -1,0 +1,17 @@
+//! `cargo xtask bench`: setup (which installs HAProxy, nginx, iptables and iperf3), builds
+//! xlbd and xlb for the testbed, then runs the benchmark binary `xlb-bench` (crate
+//! `bench/`) in release. It lives outside xtask because it links lb-userspace, whose build
+//! needs the bpf-linker that setup installs. Results go to `bench/results/`.
+
+use anyhow::{Result, bail};
+
+use crate::cmd;
+
+pub fn bench(args: &[String]) -> Result<()> {
+    crate::setup::setup()?;
+    if !cmd::is_root() {
+        bail!("the benchmark loads XDP programs and makes network namespaces: run it as root");
+    }
+    crate::build_bins()?;
+    cmd::run(cmd::cargo(&["run", "--release", "--quiet", "-p", "xlb-bench", "--"]).args(args))
+}
