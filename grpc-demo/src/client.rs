@@ -231,3 +231,41 @@ pub fn health(addr: SocketAddr, service: &str) -> Result<String, Error> {
         Ok(reply.into_inner().status().as_str_name().to_owned())
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn reply(id: &str) -> Result<HelloReply, Status> {
+        Ok(HelloReply {
+            message: String::new(),
+            backend_id: id.to_owned(),
+        })
+    }
+
+    #[test]
+    fn a_report_is_sticky_only_with_one_backend_and_no_errors() {
+        let mut r = Report::default();
+        assert!(!r.sticky(), "no replies at all");
+        r.add(reply("backend-1"));
+        r.add(reply("backend-1"));
+        assert!(r.sticky());
+        assert_eq!(r.to_string(), "backend-1=2");
+        r.add(Err(Status::unavailable("gone")));
+        assert!(!r.sticky());
+        assert_eq!(r.to_string(), "backend-1=2 errors=1 (Unavailable: gone)");
+        let mut two = Report::default();
+        two.add(reply("backend-0"));
+        two.add(reply("backend-2"));
+        assert!(!two.sticky());
+        assert_eq!((two.backends(), two.replies()), (2, 2));
+    }
+
+    #[test]
+    fn a_pool_has_k_connections_the_others_one() {
+        assert_eq!(Mode::Pool(12).connections(), 12);
+        assert_eq!(Mode::Unary.connections(), 1);
+        assert_eq!(Mode::Stream.connections(), 1);
+        assert_eq!(Mode::Pool(12).to_string(), "pool 12");
+    }
+}
