@@ -97,7 +97,15 @@ pub fn start(kind: Kind, tb: &mut Testbed, dir: &Path) -> Result<Running> {
                 )?
             };
             r.procs.push(child);
-            wait_listening(tb, &mut r)?;
+            wait_listening(tb, &mut r).map_err(|e| {
+                let name = if kind == Kind::Haproxy {
+                    "haproxy"
+                } else {
+                    "nginx"
+                };
+                let log = std::fs::read_to_string(dir.join(format!("{name}.log")));
+                e.context(log.unwrap_or_default().trim().to_owned())
+            })?;
             if kind == Kind::Nginx {
                 let master = r.pids[0];
                 r.pids.extend(cpu::children_of(master));
@@ -149,7 +157,7 @@ fn wait_listening(tb: &Testbed, r: &mut Running) -> Result<()> {
     loop {
         let proc = r.procs.last_mut().expect("a proxy was started");
         if let Some(status) = proc.exited() {
-            bail!("{} exited ({status}); see its log", proc.name());
+            bail!("{} exited ({status})", proc.name());
         }
         let ss = tb.lb().exec("ss", &["-Hltn"])?;
         if want.iter().all(|w| ss.contains(w.as_str())) {
@@ -228,7 +236,7 @@ pub fn kube_proxy_rules(tb: &Testbed) -> String {
 /// HAProxy `mode tcp`, `balance roundrobin` over the three servers.
 fn haproxy_config(tb: &Testbed, dir: &Path) -> String {
     let mut c = format!(
-        "global\n    maxconn 60000\n    pidfile {}\n\n\
+        "global\n    maxconn 9000\n    pidfile {}\n\n\
          defaults\n    mode tcp\n    timeout connect 5s\n    timeout client 60s\n    \
          timeout server 60s\n\n\
          frontend web\n    bind {VIP}:{VIP_PORT}\n    default_backend web\n\n\
@@ -256,9 +264,9 @@ fn nginx_config(tb: &Testbed, dir: &Path) -> String {
         .collect();
     format!(
         "load_module /usr/lib/nginx/modules/ngx_stream_module.so;\n\
-         daemon off;\nworker_processes auto;\nworker_rlimit_nofile 65536;\npid {pid};\n\
+         daemon off;\nworker_processes auto;\nworker_rlimit_nofile 20000;\npid {pid};\n\
          error_log {dir}/nginx-error.log warn;\n\
-         events {{\n    worker_connections 30000;\n}}\n\
+         events {{\n    worker_connections 9000;\n}}\n\
          stream {{\n\
          \x20   upstream web {{\n{servers}    }}\n\
          \x20   upstream iperf3 {{\n        server {b0}:{IPERF_PORT};\n    }}\n\

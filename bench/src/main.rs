@@ -35,6 +35,10 @@ struct Args {
     /// Shorter loads (1 s each), for trying the benchmark out, not for results
     #[arg(long)]
     quick: bool,
+    /// Only these balancers (xlb, iptables_dnat, haproxy, nginx; comma-separated), for
+    /// trying the benchmark out
+    #[arg(long, value_delimiter = ',')]
+    only: Vec<String>,
 }
 
 fn main() {
@@ -72,8 +76,13 @@ fn run(args: &Args) -> Result<()> {
     eprintln!("bench: {per_packet:?}");
 
     let tmp = TempDir::new()?;
-    let mut runs: ByBalancer<Vec<Figures>> =
-        ByBalancer(balancers::ALL.iter().map(|k| (*k, Vec::new())).collect());
+    let mut runs: ByBalancer<Vec<Figures>> = ByBalancer(
+        balancers::ALL
+            .iter()
+            .filter(|k| args.only.is_empty() || args.only.iter().any(|o| o == k.key()))
+            .map(|k| (*k, Vec::new()))
+            .collect(),
+    );
     for run in 0..args.runs {
         for (kind, figs) in &mut runs.0 {
             let dir = tmp.0.join(format!("{}-{run}", kind.key()));
