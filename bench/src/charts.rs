@@ -6,6 +6,7 @@ use anyhow::{Context as _, Result, anyhow};
 use plotters::coord::ranged1d::SegmentValue;
 use plotters::prelude::*;
 use plotters::style::FontStyle;
+use plotters::style::text_anchor::{HPos, Pos, VPos};
 
 use crate::balancers::Kind;
 use crate::report::{self, Results};
@@ -99,12 +100,14 @@ fn bar_chart<DB: DrawingBackend>(
         .margin(12)
         .x_label_area_size(30)
         .y_label_area_size(60)
-        .build_cartesian_2d((0..n).into_segmented(), 0.0..top)
+        .build_cartesian_2d((0..n - 1).into_segmented(), 0.0..top)
         .map_err(plot_err)?;
     let names: Vec<&str> = b.bars.iter().map(|(name, _)| *name).collect();
     chart
         .configure_mesh()
         .disable_x_mesh()
+        .light_line_style(WHITE)
+        .y_label_formatter(&|v| report::num(*v))
         .x_labels(b.bars.len())
         .x_label_formatter(&|v| match v {
             SegmentValue::CenterOf(i) => names.get(*i as usize).copied().unwrap_or("").into(),
@@ -113,7 +116,10 @@ fn bar_chart<DB: DrawingBackend>(
         .label_style(("sans-serif", 15))
         .draw()
         .map_err(plot_err)?;
-    let label = ("sans-serif", 15).into_font();
+    let label = ("sans-serif", 15)
+        .into_font()
+        .into_text_style(area)
+        .pos(Pos::new(HPos::Center, VPos::Bottom));
     for (i, (_, v)) in b.bars.iter().enumerate() {
         let i = i as u32;
         let (text, height) = match v {
@@ -148,4 +154,33 @@ fn plot_err<E: std::fmt::Display>(e: E) -> anyhow::Error {
 /// For callers that want to check the font before a long run.
 pub fn check_font() -> Result<()> {
     font().context("charts need the DejaVu Sans font (run `cargo xtask setup`)")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Draws one chart with a missing bar (as HAProxy's UDP) to a file under /tmp.
+    #[test]
+    fn draws_a_bar_chart() {
+        if font().is_err() {
+            eprintln!("SKIPPED: no {FONT}");
+            return;
+        }
+        let path = std::env::temp_dir().join(format!("xlb-chart-{}.png", std::process::id()));
+        {
+            let root = BitMapBackend::new(&path, (500, 300)).into_drawing_area();
+            root.fill(&WHITE).unwrap();
+            let bars = Bars {
+                title: "test",
+                bars: vec![("a", Some(3.0)), ("b", None), ("c", Some(1234.0))],
+            };
+            bar_chart(&root, &bars).unwrap();
+            root.present().unwrap();
+        }
+        assert!(std::fs::metadata(&path).unwrap().len() > 1000);
+        if std::env::var_os("XLB_KEEP_CHART").is_none() {
+            std::fs::remove_file(&path).unwrap();
+        }
+    }
 }
