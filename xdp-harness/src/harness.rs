@@ -1,0 +1,150 @@
+//! The loaded XDP program with its maps filled as [`crate::plan`] says, and one call to
+//! run a packet through it.
+
+use anyhow::{Context as _, Result};
+use aya::programs::{TestRun as _, TestRunOptions};
+use lb_common::{
+    Backend, FlowKey, FlowValue, NO_BACKEND, PROTO_TCP, PROTO_UDP, ServiceKey, ServiceValue,
+    stats::Counter,
+};
+use lb_userspace::{bpf::BpfDataplane, dataplane::Dataplane};
+
+use crate::fixture::Side;
+use crate::netns::{self, BACKEND_IF, CLIENT_IF};
+use crate::pkt::Ip;
+use crate::plan::{PLANS, Plan, TCP_BACKEND_PORT, TCP_PORT, UDP_BACKEND_PORT, UDP_PORT};
+
+/// Slots of each service's backend table.
+const TABLE_SIZE: u32 = 7;
+
+pub struct Harness {
+    dp: BpfDataplane,
+    client_if: u32,
+    backend_if: u32,
+}
+
+impl Harness {
+    /// Makes the links, loads the program (connection table of `flow_entries` entries) and
+    /// fills its maps. Call inside [`netns::in_private_netns`]; needs root.
+    pub fn new(flow_entries: u32) -> Result<Harness> {
+        netns::make_links()?;
+        let mut dp = BpfDataplane::load_detached(flow_entries, 1024).context("loading xlb")?;
+        fill_maps(&mut dp)?;
+        Ok(Harness {
+            dp,
+            client_if: netns::ifindex(CLIENT_IF)?,
+            backend_if: netns::ifindex(BACKEND_IF)?,
+        })
+    }
+
+    /// Runs `input` through the program as if received on `side`'s link; returns the
+    /// verdict and the frame as the program left it.
+    pub fn run(&mut self, input: &[u8], side: Side) -> Result<(u32, Vec<u8>)> {
+        let ingress = match side {
+            Side::Client => self.client_if,
+            Side::Backend => self.backend_if,
+        };
+        let mut out = vec![0u8; input.len() + 256];
+        let md = xdp_md(input.len(), ingress);
+        let mut opts = TestRunOptions::new();
+        opts.data_in = Some(input);
+        opts.data_out = Some(&mut out);
+        opts.ctx_in = Some(&md);
+        let r = self
+            .dp
+            .program()
+            .test_run(opts)
+            .with_context(|| format!("test_run of {} bytes", input.len()))?;
+        out.truncate(r.data_size_out as usize);
+        Ok((r.return_value, out))
+    }
+
+    /// The connection-table entry of one flow direction.
+    pub fn flow(&self, key: &FlowKey) -> Option<FlowValue> {
+        self.dp.flow(key)
+    }
+
+    /// Entries in the connection table.
+    pub fn flow_count(&self) -> Result<usize> {
+        Ok(self.dp.flows()?.len())
+    }
+
+    /// Global counters, indexed by `lb_common::stats::STAT_*`.
+    pub fn stats(&self) -> Result<Vec<Counter>> {
+        Ok(self.dp.stats()?)
+    }
+}
+
+/// `struct xdp_md` for test_run: the packet arrives on `ifindex`.
+fn xdp_md(len: usize, ifindex: u32) -> [u8; 24] {
+    let mut md = [0u8; 24];
+    md[4..8].copy_from_slice(&(len as u32).to_ne_bytes());
+    md[12..16].copy_from_slice(&ifindex.to_ne_bytes());
+    md
+}
+
+fn service(vip: Ip, port: u16, proto: u8) -> ServiceKey {
+    ServiceKey {
+        vip: vip.addr(),
+        port_be: port.to_be(),
+        proto,
+        family: vip.family(),
+    }
+}
+
+fn backend(addr: Ip, port: u16) -> Backend {
+    Backend {
+        addr: addr.addr(),
+        port_be: port.to_be(),
+        family: addr.family(),
+        _pad: 0,
+    }
+}
+
+/// The services of one family and the backend each table's slots all hold.
+fn services(plan: &Plan) -> [(ServiceKey, Option<Backend>); 4] {
+    [
+        (
+            service(plan.vip, TCP_PORT, PROTO_TCP),
+            Some(backend(plan.backend, TCP_BACKEND_PORT)),
+        ),
+        (
+            service(plan.vip, UDP_PORT, PROTO_UDP),
+            Some(backend(plan.backend, UDP_BACKEND_PORT)),
+        ),
+        (service(plan.vip_empty, TCP_PORT, PROTO_TCP), None),
+        (
+            service(plan.vip_no_neigh, TCP_PORT, PROTO_TCP),
+            Some(backend(plan.backend_no_neigh, TCP_BACKEND_PORT)),
+        ),
+    ]
+}
+
+/// The index in `BACKENDS` of `plan`'s backend for the TCP service (V4: 0, V6: 4).
+pub fn tcp_backend_index(plan: &Plan) -> u32 {
+    if plan.is_v6() { 4 } else { 0 }
+}
+
+fn fill_maps(dp: &mut BpfDataplane) -> Result<()> {
+    let all = PLANS.iter().flat_map(|p| services(p));
+    for (id, (key, be)) in all.enumerate() {
+        let id = id as u32;
+        let slot = match be {
+            Some(be) => {
+                dp.put_backend(id, &be)?;
+                id
+            }
+            None => NO_BACKEND,
+        };
+        let offset = id * TABLE_SIZE;
+        dp.write_table(offset, &[slot; TABLE_SIZE as usize])?;
+        let value = ServiceValue {
+            id,
+            table_offset: offset,
+            table_size: TABLE_SIZE,
+            generation: 1,
+        };
+        dp.put_service(&key, &value)?;
+    }
+    Ok(())
+}
