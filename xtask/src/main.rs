@@ -1,9 +1,10 @@
-//! xlb's orchestration: `cargo xtask setup | test | demo | bench`.
+//! xlb's orchestration: `cargo xtask setup | test | demo | bench | fuzz`.
 
 mod bench;
 mod cmd;
 mod demo;
 mod demo_grpc;
+mod fuzz;
 mod setup;
 mod summary;
 
@@ -47,6 +48,15 @@ enum Task {
             value_name = "XLB_BENCH_ARGS"
         )]
         args: Vec<String>,
+    },
+    /// Setup, then N seeded random and mutated packets through the XDP program
+    /// (BPF_PROG_TEST_RUN; needs root): never ABORTED, valid outputs, maps untouched by
+    /// packets not for a VIP. Prints the figures; fails on any failed check
+    Fuzz {
+        #[arg(long, default_value_t = 100_000)]
+        count: u64,
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
     },
 }
 
@@ -95,6 +105,7 @@ fn main() {
             which: Some(DemoKind::Grpc),
         } => demo_grpc::demo(),
         Task::Bench { args } => bench::bench(&args),
+        Task::Fuzz { count, seed } => fuzz::fuzz(count, seed),
     };
     if let Err(e) = result {
         eprintln!("xtask: error: {e:#}");
