@@ -50,6 +50,12 @@ impl Delta {
             .u32(old[3], new[3])
     }
 
+    /// Both deltas' changes together.
+    #[inline(always)]
+    pub const fn add(self, other: Delta) -> Self {
+        Delta(fold(self.0 + other.0) as u32)
+    }
+
     /// The checksum `check` updated for every recorded change.
     #[inline(always)]
     pub const fn apply(self, check: u16) -> u16 {
@@ -154,6 +160,11 @@ mod tests {
         let d2 = Delta::new().u32(1, 5).u32(2, 6).u32(3, 7).u32(4, 8);
         assert_eq!(d1.apply(0x1234), d2.apply(0x1234));
         assert_eq!(Delta::new().words(&a, &a).apply(0xbeef), 0xbeef);
+        let split = Delta::new()
+            .u32(1, 5)
+            .u32(2, 6)
+            .add(Delta::new().u32(3, 7).u32(4, 8));
+        assert_eq!(split.apply(0x1234), d2.apply(0x1234));
     }
 
     #[test]

@@ -3,7 +3,7 @@
 //! When the FIB has no answer (no neighbour entry yet, no route) the rewritten packet is
 //! passed to the kernel, which routes it (and resolves the neighbour) itself.
 
-use core::mem::{size_of, zeroed};
+use core::{mem::size_of, ptr::write_bytes};
 
 use aya_ebpf::{
     EbpfContext as _,
@@ -13,15 +13,21 @@ use aya_ebpf::{
 };
 use lb_common::stats::{STAT_PASS_FIB, STAT_PASS_TTL};
 
-use crate::{nat, parse::Packet, stats::count};
+use crate::{
+    maps::scratch,
+    nat,
+    parse::{self, Packet},
+    stats::count,
+};
 
 const AF_INET: u8 = 2;
+const AF_INET6: u8 = 10;
 
-/// Whether the packet may be forwarded here at all: a TTL of 0 or 1 would expire, so the
-/// kernel gets it untouched and answers as a router does.
+/// Whether the packet may be forwarded here at all: a TTL or hop limit of 0 or 1 would
+/// expire, so the kernel gets it untouched and answers as a router does.
 #[inline(always)]
-pub fn ttl_allows(p: &Packet) -> bool {
-    if nat::ttl(p) <= 1 {
+pub fn ttl_allows<const V6: bool>(p: &Packet) -> bool {
+    if nat::ttl::<V6>(p) <= 1 {
         count(STAT_PASS_TTL, p.len);
         return false;
     }
@@ -29,31 +35,41 @@ pub fn ttl_allows(p: &Packet) -> bool {
 }
 
 /// Forwards the (already rewritten) packet toward its new destination.
-#[inline(always)]
-pub fn forward(ctx: &XdpContext, p: &Packet) -> u32 {
+// Its own BPF function: the FIB parameter block's frame is not added to the callers'.
+#[inline(never)]
+pub fn forward<const V6: bool>(ctx: &XdpContext, p: &Packet) -> u32 {
     if p.tagged {
         // The egress of a tagged frame is a VLAN device the FIB does not give us here:
         // the kernel routes the rewritten packet.
         count(STAT_PASS_FIB, p.len);
         return xdp_action::XDP_PASS;
     }
-    // SAFETY: plain-old-data struct for the helper; every field the helper reads is set.
-    let mut fib: bpf_fib_lookup = unsafe { zeroed() };
+    let Some(sc) = scratch() else {
+        count(STAT_PASS_FIB, p.len);
+        return xdp_action::XDP_PASS;
+    };
+    let fib = &mut sc.fib;
     let ingress = ctx.ingress_ifindex() as u32;
-    unsafe {
+    // SAFETY: plain-old-data parameter block; zeroed, then every input field is set.
+    unsafe { write_bytes(fib as *mut bpf_fib_lookup, 0, 1) };
+    fib.l4_protocol = p.key.proto;
+    fib.__bindgen_anon_1.tot_len = p.ip_len;
+    fib.ifindex = ingress;
+    let (s, d) = parse::addr_offsets::<V6>();
+    if V6 {
+        fib.family = AF_INET6;
+        fib.__bindgen_anon_3.ipv6_src = parse::addr::<V6>(p.ip, s).words;
+        fib.__bindgen_anon_4.ipv6_dst = parse::addr::<V6>(p.ip, d).words;
+    } else {
         fib.family = AF_INET;
-        fib.l4_protocol = p.key.proto;
-        fib.sport = 0;
-        fib.dport = 0;
-        fib.__bindgen_anon_1.tot_len = u16::from_be_bytes((*p.ip).tot_len);
-        fib.ifindex = ingress;
-        fib.__bindgen_anon_3.ipv4_src = u32::from_ne_bytes((*p.ip).src_addr);
-        fib.__bindgen_anon_4.ipv4_dst = u32::from_ne_bytes((*p.ip).dst_addr);
+        fib.__bindgen_anon_3.ipv4_src = parse::ne32(p.ip, s);
+        fib.__bindgen_anon_4.ipv4_dst = parse::ne32(p.ip, d);
     }
+    // SAFETY: `fib` is a valid, initialised parameter block of the size given.
     let rc = unsafe {
         fib_lookup(
             ctx.as_ptr(),
-            &mut fib,
+            fib as *mut bpf_fib_lookup,
             size_of::<bpf_fib_lookup>() as i32,
             0,
         )
@@ -62,7 +78,7 @@ pub fn forward(ctx: &XdpContext, p: &Packet) -> u32 {
         count(STAT_PASS_FIB, p.len);
         return xdp_action::XDP_PASS;
     }
-    nat::decrement_ttl(p);
+    nat::decrement_ttl::<V6>(p);
     // SAFETY: the Ethernet header was bounds-checked by the parser.
     unsafe {
         (*p.eth).src_addr = fib.smac;

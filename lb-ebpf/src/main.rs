@@ -1,10 +1,13 @@
 //! xlb's XDP data path: packets to a virtual service are DNATed to a backend chosen by
 //! flow hash (and kept there by the connection table); replies from backends are SNATed
-//! back to the VIP; everything else passes untouched.
+//! back to the VIP; later fragments follow their datagram's first fragment; ICMP errors
+//! about balanced flows are translated; everything else passes untouched.
 #![no_std]
 #![no_main]
 
 mod forward;
+mod frag;
+mod icmp;
 mod limit;
 mod maps;
 mod nat;
@@ -14,14 +17,18 @@ mod stats;
 
 use aya_ebpf::{bindings::xdp_action, macros::xdp, programs::XdpContext};
 use lb_common::{
-    ServiceKey,
-    stats::{STAT_FORWARD, STAT_PASS_MALFORMED, STAT_PASS_OTHER, STAT_REPLY, STAT_RX},
+    DIR_REQUEST, FlowValue, ServiceValue,
+    stats::{
+        STAT_FORWARD, STAT_FRAGMENT, STAT_ICMP_ERROR, STAT_PASS_EXTHDR, STAT_PASS_FRAGMENT,
+        STAT_PASS_MALFORMED, STAT_PASS_OTHER, STAT_REPLY, STAT_RX,
+    },
 };
 
 use crate::{
-    maps::SERVICES,
+    icmp::IcmpError,
+    maps::{FLOWS, SERVICES, scratch},
     nat::End,
-    parse::{Packet, Skip},
+    parse::{Frag, Packet, Skip},
     stats::{count, count_backend},
 };
 
@@ -32,37 +39,61 @@ pub fn xlb(ctx: XdpContext) -> u32 {
 
 #[inline(always)]
 fn try_xlb(ctx: &XdpContext) -> u32 {
-    let p = match parse::parse(ctx) {
-        Ok(p) => p,
-        Err(skip) => {
-            let stat = match skip {
-                Skip::Other => STAT_PASS_OTHER,
-                Skip::Malformed => STAT_PASS_MALFORMED,
-            };
-            let len = (ctx.data_end() - ctx.data()) as u64;
-            count(STAT_RX, len);
-            count(stat, len);
-            return xdp_action::XDP_PASS;
-        }
+    match parse::link(ctx) {
+        Ok((parse::ETH_IPV4, base)) => handle::<false>(ctx, &base),
+        Ok((parse::ETH_IPV6, base)) => handle::<true>(ctx, &base),
+        Ok(_) => skipped(ctx, Skip::Other),
+        Err(skip) => skipped(ctx, skip),
+    }
+}
+
+/// Every function below is generic over the address family (`V6`), fixed where the
+/// EtherType is read, so the verifier never has to follow a family read back at run time.
+/// One BPF function per family, so the two families' frames are not added together.
+#[inline(always)]
+fn handle<const V6: bool>(ctx: &XdpContext, base: &parse::Base) -> u32 {
+    parse::ip::<V6>(ctx, base)
+}
+
+/// Not balanced: counted by reason and passed untouched.
+#[inline(always)]
+pub(crate) fn skipped(ctx: &XdpContext, skip: Skip) -> u32 {
+    let stat = match skip {
+        Skip::Other => STAT_PASS_OTHER,
+        Skip::Malformed => STAT_PASS_MALFORMED,
+        Skip::ExtHdr => STAT_PASS_EXTHDR,
     };
+    let len = (ctx.data_end() - ctx.data()) as u64;
+    count(STAT_RX, len);
+    count(stat, len);
+    xdp_action::XDP_PASS
+}
+
+/// A TCP or UDP packet: a request to a service, a reply of a balanced flow, a later
+/// fragment of a balanced datagram, or none of these (passed).
+#[inline(always)]
+pub(crate) fn flow<const V6: bool>(ctx: &XdpContext, p: &Packet) -> u32 {
     count(STAT_RX, p.len);
-    let service = ServiceKey {
-        vip: p.key.dst,
-        port_be: p.key.dst_port_be,
-        proto: p.key.proto,
-        family: p.key.family,
+    if let Frag::Later(id) = p.frag {
+        return later_fragment::<V6>(ctx, p, id);
+    }
+    let Some(sc) = scratch() else {
+        return xdp_action::XDP_PASS;
     };
-    // SAFETY: copied out at once.
-    if let Some(svc) = unsafe { SERVICES.get(&service) }.copied() {
-        return request(ctx, &p, &svc);
+    let k = &mut sc.service_key;
+    k.vip = p.key.dst;
+    k.port_be = p.key.dst_port_be;
+    k.proto = p.key.proto;
+    k.family = p.key.family;
+    // SAFETY: a map value, valid until the program returns.
+    if let Some(svc) = unsafe { SERVICES.get(&sc.service_key) } {
+        return request::<V6>(ctx, p, svc);
     }
     if let Some(flow) = select::reply_for(&p.key, p.tcp_flags) {
-        if !forward::ttl_allows(&p) {
+        if !forward::ttl_allows::<V6>(p) {
             return xdp_action::XDP_PASS;
         }
-        nat::rewrite(&p, End::Source, &flow.nat_addr, flow.nat_port_be);
-        count(STAT_REPLY, p.len);
-        return forward::forward(ctx, &p);
+        return send::<V6>(ctx, p, End::Source, flow, STAT_REPLY);
     }
     count(STAT_PASS_OTHER, p.len);
     xdp_action::XDP_PASS
@@ -70,8 +101,8 @@ fn try_xlb(ctx: &XdpContext) -> u32 {
 
 /// A packet addressed to a service: to its flow's backend.
 #[inline(always)]
-fn request(ctx: &XdpContext, p: &Packet, svc: &lb_common::ServiceValue) -> u32 {
-    if !forward::ttl_allows(p) {
+fn request<const V6: bool>(ctx: &XdpContext, p: &Packet, svc: &ServiceValue) -> u32 {
+    if !forward::ttl_allows::<V6>(p) {
         return xdp_action::XDP_PASS;
     }
     let flow = match select::backend_for(&p.key, svc, p.tcp_flags, p.len) {
@@ -81,10 +112,69 @@ fn request(ctx: &XdpContext, p: &Packet, svc: &lb_common::ServiceValue) -> u32 {
             return xdp_action::XDP_DROP;
         }
     };
-    nat::rewrite(p, End::Destination, &flow.nat_addr, flow.nat_port_be);
-    count(STAT_FORWARD, p.len);
     count_backend(flow.backend, p.len);
-    forward::forward(ctx, p)
+    send::<V6>(ctx, p, End::Destination, flow, STAT_FORWARD)
+}
+
+/// Rewrites `end` to the flow's NAT address and port, records a first fragment's
+/// datagram, counts under `stat` and forwards.
+#[inline(always)]
+fn send<const V6: bool>(
+    ctx: &XdpContext,
+    p: &Packet,
+    end: End,
+    flow: &FlowValue,
+    stat: u32,
+) -> u32 {
+    nat::rewrite::<V6>(p, end, &flow.nat_addr, flow.nat_port_be);
+    if let Frag::First(id) = p.frag {
+        frag::record(p, id, flow);
+    }
+    count(stat, p.len);
+    forward::forward::<V6>(ctx, p)
+}
+
+/// A fragment without the L4 header: the rewrite its datagram's first fragment got.
+// A function of its own (a BPF-to-BPF call): its stack frame is not added to the
+// other paths'.
+#[inline(never)]
+fn later_fragment<const V6: bool>(ctx: &XdpContext, p: &Packet, id: u32) -> u32 {
+    let Some(f) = frag::lookup(p, id) else {
+        count(STAT_PASS_FRAGMENT, p.len);
+        return xdp_action::XDP_PASS;
+    };
+    if !forward::ttl_allows::<V6>(p) {
+        return xdp_action::XDP_PASS;
+    }
+    let end = if f.direction == DIR_REQUEST {
+        count_backend(f.backend, p.len);
+        End::Destination
+    } else {
+        End::Source
+    };
+    nat::set_addr::<V6>(p.ip, end, &f.nat_addr);
+    count(STAT_FRAGMENT, p.len);
+    forward::forward::<V6>(ctx, p)
+}
+
+/// An ICMP error: translated to the flow it is about, or passed.
+// A function of its own (a BPF-to-BPF call): its stack frame is not added to the
+// other paths'.
+#[inline(never)]
+pub(crate) fn icmp_error<const V6: bool>(ctx: &XdpContext, p: &Packet, e: &IcmpError) -> u32 {
+    count(STAT_RX, p.len);
+    // SAFETY: a map value, valid until the program returns.
+    let flow = scratch().and_then(|sc| unsafe { FLOWS.get(&sc.icmp_key) });
+    let Some(flow) = flow else {
+        count(STAT_PASS_OTHER, p.len);
+        return xdp_action::XDP_PASS;
+    };
+    if !forward::ttl_allows::<V6>(p) {
+        return xdp_action::XDP_PASS;
+    }
+    icmp::translate::<V6>(p, e, flow);
+    count(STAT_ICMP_ERROR, p.len);
+    forward::forward::<V6>(ctx, p)
 }
 
 #[cfg(not(test))]

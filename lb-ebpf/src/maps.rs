@@ -6,8 +6,8 @@ use aya_ebpf::{
     maps::{Array, HashMap, LruHashMap, PerCpuArray},
 };
 use lb_common::{
-    Backend, DEFAULT_FLOW_ENTRIES, DEFAULT_TABLE_AREA, FlowKey, FlowValue, MAX_BACKENDS,
-    MAX_SERVICES, ServiceKey, ServiceValue,
+    Backend, DEFAULT_FLOW_ENTRIES, DEFAULT_TABLE_AREA, FRAG_ENTRIES, FlowKey, FlowValue, FragKey,
+    FragValue, MAX_BACKENDS, MAX_SERVICES, ServiceKey, ServiceValue,
     stats::{Counter, STAT_COUNT},
 };
 
@@ -35,3 +35,35 @@ pub static STATS: PerCpuArray<Counter> = PerCpuArray::with_max_entries(STAT_COUN
 /// Packets and bytes forwarded to each backend, by backend index.
 #[map]
 pub static BACKEND_STATS: PerCpuArray<Counter> = PerCpuArray::with_max_entries(MAX_BACKENDS, 0);
+
+/// Fragmented datagrams whose first fragment was balanced: the rewrite the later
+/// fragments get.
+#[map]
+pub static FRAGS: LruHashMap<FragKey, FragValue> = LruHashMap::with_max_entries(FRAG_ENTRIES, 0);
+
+/// Room for the large temporaries of one packet (the FIB parameter block, entries being
+/// built), so they stay off the 512-byte BPF stack. One slot per CPU; a program run
+/// never yields, so nothing else uses it meanwhile. Kernel-side only.
+#[repr(C)]
+pub struct Scratch {
+    pub fib: aya_ebpf::bindings::bpf_fib_lookup,
+    pub reply_key: FlowKey,
+    pub request: FlowValue,
+    pub reply: FlowValue,
+    pub frag_key: FragKey,
+    pub frag: FragValue,
+    /// The connection-table key an ICMP error's quote belongs to.
+    pub icmp_key: FlowKey,
+    /// The services-map key of a packet.
+    pub service_key: ServiceKey,
+}
+
+#[map]
+pub static SCRATCH: PerCpuArray<Scratch> = PerCpuArray::with_max_entries(1, 0);
+
+/// This CPU's scratch area.
+#[inline(always)]
+pub fn scratch() -> Option<&'static mut Scratch> {
+    // SAFETY: per-CPU memory that only this program run uses until it returns.
+    SCRATCH.get_ptr_mut(0).map(|p| unsafe { &mut *p })
+}

@@ -9,7 +9,7 @@ use lb_common::{
 };
 
 use crate::{
-    maps::{BACKENDS, FLOWS, TABLES},
+    maps::{BACKENDS, FLOWS, TABLES, scratch},
     stats::count,
 };
 
@@ -39,7 +39,7 @@ pub fn backend_for(
     svc: &ServiceValue,
     tcp_flags: u8,
     len: u64,
-) -> Result<FlowValue, u32> {
+) -> Result<&'static FlowValue, u32> {
     // SAFETY: monotonic clock read, no preconditions.
     let now = unsafe { bpf_ktime_get_ns() };
     if let Some(v) = FLOWS.get_ptr_mut(key) {
@@ -47,7 +47,7 @@ pub fn backend_for(
         let v = unsafe { &mut *v };
         if v.direction == DIR_REQUEST && !(v.flags != 0 && is_syn(tcp_flags)) {
             touch(v, tcp_flags, now);
-            return Ok(*v);
+            return Ok(v);
         }
     }
     if svc.table_size == 0 {
@@ -61,43 +61,50 @@ pub fn backend_for(
     let Some(b) = BACKENDS.get(index) else {
         return Err(STAT_DROP_NO_BACKEND);
     };
-    let request = FlowValue {
-        nat_addr: b.addr,
-        nat_port_be: b.port_be,
-        direction: DIR_REQUEST,
-        flags: close_flags(tcp_flags),
-        backend: index,
-        service: svc.id,
-        _pad: 0,
-        last_seen_ns: now,
+    let Some(sc) = scratch() else {
+        return Err(STAT_DROP_FLOW_TABLE);
     };
-    let reply_key = FlowKey {
-        src: b.addr,
-        dst: key.src,
-        src_port_be: b.port_be,
-        dst_port_be: key.src_port_be,
-        proto: key.proto,
-        family: key.family,
-        _pad: [0; 2],
-    };
-    let reply = FlowValue {
-        nat_addr: key.dst,
-        nat_port_be: key.dst_port_be,
-        direction: DIR_REPLY,
-        ..request
-    };
+    // Field by field: struct literals would be built on the stack and then copied.
+    let r = &mut sc.request;
+    r.nat_addr = b.addr;
+    r.nat_port_be = b.port_be;
+    r.direction = DIR_REQUEST;
+    r.flags = close_flags(tcp_flags);
+    r.backend = index;
+    r.service = svc.id;
+    r._pad = 0;
+    r.last_seen_ns = now;
+    let k = &mut sc.reply_key;
+    k.src = b.addr;
+    k.dst = key.src;
+    k.src_port_be = b.port_be;
+    k.dst_port_be = key.src_port_be;
+    k.proto = key.proto;
+    k.family = key.family;
+    k._pad = [0; 2];
+    let r = &mut sc.reply;
+    r.nat_addr = key.dst;
+    r.nat_port_be = key.dst_port_be;
+    r.direction = DIR_REPLY;
+    r.flags = close_flags(tcp_flags);
+    r.backend = index;
+    r.service = svc.id;
+    r._pad = 0;
+    r.last_seen_ns = now;
     // The reply entry first: a request entry without it would forward packets whose
     // answers could not be translated back.
-    if FLOWS.insert(&reply_key, &reply, 0).is_err() || FLOWS.insert(key, &request, 0).is_err() {
+    if FLOWS.insert(&sc.reply_key, &sc.reply, 0).is_err()
+        || FLOWS.insert(key, &sc.request, 0).is_err()
+    {
         return Err(STAT_DROP_FLOW_TABLE);
     }
     count(STAT_NEW_FLOW, len);
-    Ok(request)
+    Ok(&sc.request)
 }
 
 /// The reply-direction entry for a packet from a backend, if it belongs to a balanced flow.
 #[inline(always)]
-pub fn reply_for(key: &FlowKey, tcp_flags: u8) -> Option<FlowValue> {
+pub fn reply_for(key: &FlowKey, tcp_flags: u8) -> Option<&'static FlowValue> {
     let v = FLOWS.get_ptr_mut(key)?;
     // SAFETY: a live map value; concurrent writers only set bits and times.
     let v = unsafe { &mut *v };
@@ -106,5 +113,5 @@ pub fn reply_for(key: &FlowKey, tcp_flags: u8) -> Option<FlowValue> {
     }
     // SAFETY: monotonic clock read, no preconditions.
     touch(v, tcp_flags, unsafe { bpf_ktime_get_ns() });
-    Some(*v)
+    Some(v)
 }

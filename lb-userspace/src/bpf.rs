@@ -280,19 +280,35 @@ fn error_chain(e: &dyn std::error::Error) -> String {
     s
 }
 
-/// Folds a multi-line message (a verifier log) into one line: its first line and the last
-/// two non-empty lines, where the verifier states its reason.
+/// Folds a multi-line message (a verifier log) into one line: its first line and the
+/// verifier's reason, the last line that is neither an instruction trace nor one of the
+/// closing statistics.
 fn one_line(msg: &str) -> String {
     let lines: Vec<&str> = msg
         .lines()
         .map(str::trim)
         .filter(|l| !l.is_empty())
         .collect();
+    let is_trace = |l: &&str| {
+        let digits = l.chars().take_while(char::is_ascii_digit).count();
+        (digits > 0 && l[digits..].starts_with(':'))
+            || l.starts_with(';')
+            || [
+                "processed ",
+                "stack depth",
+                "verification time",
+                "max_states",
+            ]
+            .iter()
+            .any(|p| l.starts_with(p))
+    };
     match lines.as_slice() {
         [] => String::new(),
         [one] => (*one).to_string(),
-        [first, .., a, b] if lines.len() > 3 => format!("{first} ... {a} | {b}"),
-        _ => lines.join(" | "),
+        [first, rest @ ..] => match rest.iter().rev().find(|l| !is_trace(l)) {
+            Some(reason) => format!("{first} ... {reason}"),
+            None => (*first).to_string(),
+        },
     }
 }
 
@@ -406,11 +422,12 @@ mod tests {
     #[test]
     fn verifier_logs_fold_into_one_line() {
         assert_eq!(one_line("a"), "a");
-        assert_eq!(one_line("a\n\nb"), "a | b");
-        let log = "load failed\n0: r1 = 0\n1: r2 = 0\ninvalid access to packet\nprocessed 3 insns";
+        assert_eq!(one_line("a\n\nb"), "a ... b");
+        let log = "load failed\n0: (b7) r1 = 0\n; x @ a.rs:1\ninvalid access to packet, off=39\n\
+                   verification time 20 usec\nstack depth 32+8\nprocessed 3 insns (limit 1000000)";
         assert_eq!(
             one_line(log),
-            "load failed ... invalid access to packet | processed 3 insns"
+            "load failed ... invalid access to packet, off=39"
         );
     }
 
