@@ -3,7 +3,7 @@
 //! in the namespace it was made in, so any thread may use it afterwards).
 
 use std::io::{BufRead as _, BufReader, Write as _};
-use std::net::{Ipv4Addr, Shutdown, SocketAddr, TcpStream, UdpSocket};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, Shutdown, SocketAddr, TcpStream, UdpSocket};
 use std::thread;
 use std::time::Duration;
 
@@ -90,7 +90,12 @@ pub struct UdpConn {
 impl UdpConn {
     /// Binds an ephemeral port in `ns` and connects it to `addr`.
     pub fn connect(ns: &Netns, addr: SocketAddr) -> Result<UdpConn> {
-        let socket = ns.run(|| UdpSocket::bind((Ipv4Addr::UNSPECIFIED, 0)))??;
+        let any: IpAddr = if addr.is_ipv6() {
+            Ipv6Addr::UNSPECIFIED.into()
+        } else {
+            Ipv4Addr::UNSPECIFIED.into()
+        };
+        let socket = ns.run(|| UdpSocket::bind((any, 0)))??;
         socket.connect(addr)?;
         socket.set_read_timeout(Some(READ_TIMEOUT / UDP_TRIES))?;
         Ok(UdpConn {

@@ -149,11 +149,15 @@ impl Testbed {
     }
 
     /// `xlb service add <service>`, then `xlb backend add <service> <addr>:<port>` for the
-    /// address of every backend of the testbed.
+    /// address of every backend of the testbed (IPv6 ones for a `[VIP]:port` service).
     pub fn add_service_with_backends(&self, service: &str, backend_port: u16) -> Result<()> {
         self.xlb_ok(&["service", "add", service])?;
         for b in &self.backends {
-            let backend = format!("{}:{backend_port}", b.addr());
+            let backend = if service.starts_with('[') {
+                format!("[{}]:{backend_port}", b.addr6())
+            } else {
+                format!("{}:{backend_port}", b.addr())
+            };
             self.xlb_ok(&["backend", "add", service, &backend])?;
         }
         Ok(())

@@ -4,6 +4,7 @@
 
 use std::io::{BufRead as _, BufReader, ErrorKind, Write as _};
 use std::net::{Ipv4Addr, TcpListener, TcpStream, UdpSocket};
+use std::os::fd::{AsRawFd as _, FromRawFd as _, OwnedFd};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread;
@@ -27,28 +28,84 @@ pub fn backend_id(j: usize) -> String {
 impl Testbed {
     /// Starts, in backend `j`'s namespace, a TCP server on `port` that answers every line
     /// with `<backend-id>\n`, and a UDP server on the same port that answers every datagram
-    /// with `<backend-id>` (see [`backend_id`]).
+    /// with `<backend-id>` (see [`backend_id`]); each on IPv4 and on IPv6.
     pub fn spawn_id_server(&self, j: usize, port: u16) -> Result<()> {
         self.spawn_id_server_in(&self.backend(j).ns, &backend_id(j), port)
     }
 
     /// The same servers in any namespace of this testbed, answering with `id`.
     pub fn spawn_id_server_in(&self, ns: &Netns, id: &str, port: u16) -> Result<()> {
-        let (tcp, udp) = ns.run(|| -> Result<_> {
+        let sockets = ns.run(|| -> Result<_> {
             let any = (Ipv4Addr::UNSPECIFIED, port);
             let tcp = TcpListener::bind(any).context("binding the TCP id server")?;
             let udp = UdpSocket::bind(any).context("binding the UDP id server")?;
-            tcp.set_nonblocking(true)?;
-            udp.set_read_timeout(Some(POLL))?;
-            Ok((tcp, udp))
+            let tcp6 = TcpListener::from(v6only_socket(libc::SOCK_STREAM, port)?);
+            let udp6 = UdpSocket::from(v6only_socket(libc::SOCK_DGRAM, port)?);
+            for t in [&tcp, &tcp6] {
+                t.set_nonblocking(true)?;
+            }
+            for u in [&udp, &udp6] {
+                u.set_read_timeout(Some(POLL))?;
+            }
+            Ok([(tcp, udp), (tcp6, udp6)])
         })??;
-        let (id_t, id_u) = (id.to_owned(), id.to_owned());
-        let (stop_t, stop_u) = (self.stop.clone(), self.stop.clone());
         let mut threads = self.threads.lock().expect("threads lock");
-        threads.push(thread::spawn(move || serve_tcp(tcp, &id_t, &stop_t)));
-        threads.push(thread::spawn(move || serve_udp(udp, &id_u, &stop_u)));
+        for (tcp, udp) in sockets {
+            let (id_t, id_u) = (id.to_owned(), id.to_owned());
+            let (stop_t, stop_u) = (self.stop.clone(), self.stop.clone());
+            threads.push(thread::spawn(move || serve_tcp(tcp, &id_t, &stop_t)));
+            threads.push(thread::spawn(move || serve_udp(udp, &id_u, &stop_u)));
+        }
         Ok(())
     }
+}
+
+/// A socket of `kind` bound to `[::]:port` for IPv6 only (std cannot set IPV6_V6ONLY
+/// before binding), so that it sits beside the IPv4 one on the same port; TCP ones listen.
+fn v6only_socket(kind: libc::c_int, port: u16) -> Result<OwnedFd> {
+    let err = |what: &str| anyhow::anyhow!("{what}: {}", std::io::Error::last_os_error());
+    // SAFETY: plain socket(2); the result is checked and owned at once.
+    let fd = unsafe { libc::socket(libc::AF_INET6, kind | libc::SOCK_CLOEXEC, 0) };
+    if fd < 0 {
+        return Err(err("socket(AF_INET6)"));
+    }
+    // SAFETY: `fd` is a socket we just made and nothing else owns.
+    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+    let on: libc::c_int = 1;
+    let setopt = |level, opt, what: &str| {
+        let len = std::mem::size_of_val(&on) as libc::socklen_t;
+        let on_ptr = (&on as *const libc::c_int).cast();
+        // SAFETY: a valid socket, and an int option's pointer and length.
+        let rc = unsafe { libc::setsockopt(fd.as_raw_fd(), level, opt, on_ptr, len) };
+        if rc == 0 { Ok(()) } else { Err(err(what)) }
+    };
+    setopt(
+        libc::IPPROTO_IPV6,
+        libc::IPV6_V6ONLY,
+        "setsockopt(IPV6_V6ONLY)",
+    )?;
+    setopt(
+        libc::SOL_SOCKET,
+        libc::SO_REUSEADDR,
+        "setsockopt(SO_REUSEADDR)",
+    )?;
+    // SAFETY: all-zero is a valid sockaddr_in6 (the unspecified address, port 0).
+    let mut addr: libc::sockaddr_in6 = unsafe { std::mem::zeroed() };
+    addr.sin6_family = libc::AF_INET6 as libc::sa_family_t;
+    addr.sin6_port = port.to_be();
+    let (sa, sa_len) = (
+        (&addr as *const libc::sockaddr_in6).cast(),
+        std::mem::size_of_val(&addr) as libc::socklen_t,
+    );
+    // SAFETY: a valid socket and a sockaddr_in6 of the given length.
+    if unsafe { libc::bind(fd.as_raw_fd(), sa, sa_len) } != 0 {
+        return Err(err(&format!("binding [::]:{port}")));
+    }
+    // SAFETY: a valid, bound stream socket.
+    if kind == libc::SOCK_STREAM && unsafe { libc::listen(fd.as_raw_fd(), 128) } != 0 {
+        return Err(err("listen"));
+    }
+    Ok(fd)
 }
 
 fn serve_tcp(listener: TcpListener, id: &str, stop: &Arc<AtomicBool>) {

@@ -1,8 +1,9 @@
 //! The testbed's topology (DESIGN.md section 5): client namespaces and backend namespaces,
 //! each joined to one LB namespace by its own point-to-point veth pair, with the address
-//! plan from 198.18.0.0/15. Everything it made is removed when the [`Testbed`] drops.
+//! plan from 198.18.0.0/15 and 2001:2::/48. Everything it made is removed when the
+//! [`Testbed`] drops.
 
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
@@ -15,6 +16,8 @@ use crate::proc::{self, Tracked};
 
 /// The VIP the tests and the demo use. VIPs (198.18.0.0/24) are on no interface.
 pub const VIP: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 10);
+/// The IPv6 VIP the tests use (2001:2::/64 holds VIPs, on no interface).
+pub const VIP6: Ipv6Addr = Ipv6Addr::new(0x2001, 2, 0, 0, 0, 0, 0, 0x10);
 
 /// IFNAMSIZ - 1.
 const MAX_IFNAME: usize = 15;
@@ -43,19 +46,28 @@ pub struct AddrPair {
     pub prefix_len: u8,
 }
 
-/// The address plan: client k's link is 198.18.(10+k).0/24, backend j's is 198.19.j.0/24;
-/// the LB side is .1, the other side .2. (IPv6 from 2001:2::/48 is to be added here.)
+/// The address plan: client k's link is 198.18.(10+k).0/24 and 2001:2:0:(10+k)::/64,
+/// backend j's is 198.19.j.0/24 and 2001:2:0:(100+j)::/64 (the IPv6 group in hex, as
+/// written: client 0 is 2001:2:0:10::/64); the LB side is .1 / ::1, the other side .2 / ::2.
 pub fn link_addrs(role: Role, idx: usize) -> Result<Vec<AddrPair>> {
-    let (b, c) = match role {
-        Role::Client if idx <= 245 => (18, 10 + idx as u8),
-        Role::Backend if idx <= 255 => (19, idx as u8),
+    let (b, c, group) = match role {
+        Role::Client if idx <= 245 => (18, 10 + idx as u8, 0x10 + idx as u16),
+        Role::Backend if idx <= 255 => (19, idx as u8, 0x100 + idx as u16),
         _ => bail!("{role:?} index {idx} is outside the address plan"),
     };
-    Ok(vec![AddrPair {
-        lb: Ipv4Addr::new(198, b, c, 1).into(),
-        peer: Ipv4Addr::new(198, b, c, 2).into(),
-        prefix_len: 24,
-    }])
+    let v6 = |host| Ipv6Addr::new(0x2001, 2, 0, group, 0, 0, 0, host).into();
+    Ok(vec![
+        AddrPair {
+            lb: Ipv4Addr::new(198, b, c, 1).into(),
+            peer: Ipv4Addr::new(198, b, c, 2).into(),
+            prefix_len: 24,
+        },
+        AddrPair {
+            lb: v6(1),
+            peer: v6(2),
+            prefix_len: 64,
+        },
+    ])
 }
 
 /// The veth pair between the LB namespace and one client or backend namespace.
@@ -76,6 +88,14 @@ impl Link {
             .find(|a| a.peer.is_ipv4())
             .expect("every link has an IPv4 pair")
     }
+
+    fn v6(&self) -> AddrPair {
+        *self
+            .addrs
+            .iter()
+            .find(|a| a.peer.is_ipv6())
+            .expect("every link has an IPv6 pair")
+    }
 }
 
 /// A client or backend namespace and its link to the LB.
@@ -94,6 +114,20 @@ impl Node {
     /// The LB's IPv4 address on this node's link (this node's default gateway).
     pub fn lb_addr(&self) -> Ipv4Addr {
         as_v4(self.link.v4().lb)
+    }
+
+    /// This node's own IPv6 address.
+    pub fn addr6(&self) -> IpAddr {
+        self.link.v6().peer
+    }
+
+    /// This node's address of the same family as `like`.
+    pub fn addr_like(&self, like: IpAddr) -> IpAddr {
+        if like.is_ipv6() {
+            self.addr6()
+        } else {
+            self.addr().into()
+        }
     }
 }
 
@@ -160,6 +194,8 @@ impl Testbed {
         };
         let clients = make(Role::Client, clients)?;
         let backends = make(Role::Backend, backends)?;
+        // After the links exist: `all` sets every existing interface.
+        lb.sysctl("net/ipv6/conf/all/forwarding", "1")?;
         Ok(Testbed {
             stop: Arc::new(AtomicBool::new(false)),
             threads: Mutex::new(Vec::new()),
@@ -263,8 +299,11 @@ fn make_node(lb: &Netns, tag: &str, short: &str, role: Role, idx: usize) -> Resu
         ns.name(),
     ])?;
     for a in &link.addrs {
-        lb.ip(&["addr", "add", &cidr(a.lb, a.prefix_len), "dev", lb_if])?;
-        ns.ip(&["addr", "add", &cidr(a.peer, a.prefix_len), "dev", peer_if])?;
+        // No duplicate address detection: IPv6 addresses are usable at once.
+        let nodad: &[&str] = if a.lb.is_ipv6() { &["nodad"] } else { &[] };
+        let (lb_cidr, peer_cidr) = (cidr(a.lb, a.prefix_len), cidr(a.peer, a.prefix_len));
+        lb.ip(&[&["addr", "add", &lb_cidr, "dev", lb_if], nodad].concat())?;
+        ns.ip(&[&["addr", "add", &peer_cidr, "dev", peer_if], nodad].concat())?;
     }
     lb.ip(&["link", "set", "dev", lb_if, "up"])?;
     ns.ip(&["link", "set", "dev", peer_if, "up"])?;
