@@ -82,15 +82,12 @@ pub fn backend_for(
     k.proto = key.proto;
     k.family = key.family;
     k._pad = [0; 2];
-    let r = &mut sc.reply;
-    r.nat_addr = key.dst;
-    r.nat_port_be = key.dst_port_be;
-    r.direction = DIR_REPLY;
-    r.flags = close_flags(tcp_flags);
-    r.backend = index;
-    r.service = svc.id;
-    r._pad = 0;
-    r.last_seen_ns = now;
+    // The same entry with the VIP as its NAT target (a copy between map values, not
+    // through the stack).
+    sc.reply = sc.request;
+    sc.reply.nat_addr = key.dst;
+    sc.reply.nat_port_be = key.dst_port_be;
+    sc.reply.direction = DIR_REPLY;
     // The reply entry first: a request entry without it would forward packets whose
     // answers could not be translated back.
     if FLOWS.insert(&sc.reply_key, &sc.reply, 0).is_err()

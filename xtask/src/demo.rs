@@ -24,26 +24,40 @@ struct Summary {
 }
 
 pub fn demo() -> Result<()> {
+    frame(
+        "demo",
+        run,
+        |s: &Summary| {
+            format!(
+                "demo: connections={} backends_used={} sticky={}/{}",
+                s.connections, s.backends_used, s.sticky, s.connections
+            )
+        },
+        |s| s.failed == 0 && s.sticky == s.connections && s.backends_used == BACKENDS,
+    )
+}
+
+/// What every demo does around its own part: setup, build, the root check, then `run`;
+/// an error is reported, the summary's `last_line` is printed last (nothing after it),
+/// and the exit status is non-zero unless `run` succeeded and `ok` holds.
+pub fn frame<S: Default>(
+    name: &str,
+    run: impl FnOnce(&mut S) -> Result<()>,
+    last_line: impl FnOnce(&S) -> String,
+    ok: impl FnOnce(&S) -> bool,
+) -> Result<()> {
     crate::setup::setup()?;
     crate::build_bins()?;
     if !crate::cmd::is_root() {
         bail!("the demo makes network namespaces: run it as root");
     }
-    let mut summary = Summary::default();
+    let mut summary = S::default();
     let result = run(&mut summary);
     if let Err(e) = &result {
-        eprintln!("demo: error: {e:#}");
+        eprintln!("{name}: error: {e:#}");
     }
-    // The last line; nothing is printed after it.
-    println!(
-        "demo: connections={} backends_used={} sticky={}/{}",
-        summary.connections, summary.backends_used, summary.sticky, summary.connections
-    );
-    let ok = result.is_ok()
-        && summary.failed == 0
-        && summary.sticky == summary.connections
-        && summary.backends_used == BACKENDS;
-    if !ok {
+    println!("{}", last_line(&summary));
+    if !(result.is_ok() && ok(&summary)) {
         std::process::exit(1);
     }
     Ok(())

@@ -8,7 +8,7 @@ mod haproxy;
 
 use std::net::SocketAddr;
 
-use anyhow::{Result, bail};
+use anyhow::Result;
 use grpc_demo::{ClientConfig, Mode, Report};
 use xlb_testbed::{Netns, Testbed, VIP, backend_id};
 
@@ -33,30 +33,22 @@ struct Summary {
 }
 
 pub fn demo() -> Result<()> {
-    crate::setup::setup()?;
-    crate::build_bins()?;
-    if !crate::cmd::is_root() {
-        bail!("the demo makes network namespaces: run it as root");
-    }
-    let mut s = Summary::default();
-    let result = run(&mut s);
-    if let Err(e) = &result {
-        eprintln!("grpc-demo: error: {e:#}");
-    }
-    // The last line; nothing is printed after it.
-    println!(
-        "grpc-demo: unary_sticky={}/{} stream_sticky={}/{} pool_backends={}",
-        s.unary_sticky, s.unary, s.stream_sticky, s.streams, s.pool_backends
-    );
-    let ok = result.is_ok()
-        && s.failed == 0
-        && s.unary_sticky == s.unary
-        && s.stream_sticky == s.streams
-        && s.pool_backends == BACKENDS;
-    if !ok {
-        std::process::exit(1);
-    }
-    Ok(())
+    crate::demo::frame(
+        "grpc-demo",
+        run,
+        |s: &Summary| {
+            format!(
+                "grpc-demo: unary_sticky={}/{} stream_sticky={}/{} pool_backends={}",
+                s.unary_sticky, s.unary, s.stream_sticky, s.streams, s.pool_backends
+            )
+        },
+        |s| {
+            s.failed == 0
+                && s.unary_sticky == s.unary
+                && s.stream_sticky == s.streams
+                && s.pool_backends == BACKENDS
+        },
+    )
 }
 
 fn run(s: &mut Summary) -> Result<()> {
