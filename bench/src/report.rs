@@ -179,8 +179,8 @@ pub fn per_packet_table(p: &PerPacket) -> String {
     t
 }
 
-/// xlb against the others, figure by figure (higher is better for rates, lower for
-/// latency and CPU).
+/// xlb against the others, figure by figure: rates as xlb's / theirs, latency and CPU as
+/// theirs / xlb's, so above 1x means xlb is ahead.
 pub fn ratios(r: &Results) -> String {
     let Some(x) = r.e2e.get(Kind::Xlb) else {
         return String::new();
@@ -193,7 +193,7 @@ pub fn ratios(r: &Results) -> String {
         };
         let _ = writeln!(
             out,
-            "- xlb vs {}: TCP {}, UDP {udp}, conn/s {}, p50 {} lower, p99 {} lower, CPU/Gbit {} lower",
+            "- xlb vs {} (above 1x: xlb ahead): TCP {}, UDP {udp}, conn/s {}, p50 {}, p99 {}, CPU/Gbit {}",
             k.label(),
             ratio(x.tcp_gbps, s.tcp_gbps),
             ratio(x.conn_per_s, s.conn_per_s),
