@@ -32,8 +32,8 @@ pub const FLOW_ENTRIES: u32 = 1024;
 /// Packets per batch; one batch in four carries no VIP address and is checked for an
 /// unchanged connection table.
 const BATCH: u64 = 256;
-/// Failures kept in full (hex) for the report.
-const KEEP_FAILURES: usize = 5;
+/// Failures kept in full (hex) for the report: the first of each kind, at most this many.
+const KEEP_FAILURES: usize = 12;
 
 /// One failed check.
 #[derive(Debug, Clone)]
@@ -60,6 +60,9 @@ pub struct Figures {
     pub checked_untouched: u64,
     pub clean_batches: u64,
     pub failures: u64,
+    /// Failures by kind: the reason up to its first period, without its numbers.
+    pub failure_kinds: BTreeMap<String, u64>,
+    /// The first failure of each kind.
     pub first_failures: Vec<Failure>,
     pub elapsed: Duration,
 }
@@ -93,6 +96,9 @@ impl Figures {
     /// The summary and the first failures with their packets in hex.
     pub fn report(&self) -> String {
         let mut s = self.summary();
+        for (kind, n) in &self.failure_kinds {
+            s += &format!("\n  {n} x {kind}");
+        }
         for f in &self.first_failures {
             s += &format!(
                 "\n  #{} {}: {}\n    input  {}\n    output {}",
@@ -138,7 +144,16 @@ pub fn packet(seed: u64, i: u64, vip_free: bool) -> (String, Vec<u8>, bool) {
 
 fn fail(fig: &mut Figures, f: Failure) {
     fig.failures += 1;
-    if fig.first_failures.len() < KEEP_FAILURES {
+    let first = f.reason.split('.').next().unwrap_or_default();
+    let kind = first
+        .split_whitespace()
+        .filter(|w| !w.starts_with("0x") && !w.starts_with(|c: char| c.is_ascii_digit()))
+        .collect::<Vec<_>>()
+        .join(" ");
+    let seen = fig.failure_kinds.entry(kind).or_default();
+    *seen += 1;
+    // The first failure of each kind, up to KEEP_FAILURES of them.
+    if *seen == 1 && fig.first_failures.len() < KEEP_FAILURES {
         fig.first_failures.push(f);
     }
 }
