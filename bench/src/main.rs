@@ -7,6 +7,7 @@ mod charts;
 mod cpu;
 mod e2e;
 mod loadgen;
+mod maglev;
 mod markdown;
 mod packets;
 mod per_packet;
@@ -39,6 +40,14 @@ struct Args {
     /// trying the benchmark out
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
+    #[command(subcommand)]
+    what: Option<What>,
+}
+
+#[derive(clap::Subcommand)]
+enum What {
+    /// Maglev table figures (no root needed): one JSON line, also saved to maglev.json
+    Maglev,
 }
 
 fn main() {
@@ -49,6 +58,9 @@ fn main() {
 }
 
 fn run(args: &Args) -> Result<()> {
+    if let Some(What::Maglev) = args.what {
+        return maglev::run(&args.out);
+    }
     // SAFETY: geteuid(2) cannot fail and touches no memory.
     if unsafe { libc::geteuid() } != 0 {
         bail!("the benchmark loads XDP programs and makes network namespaces: run it as root");
