@@ -13,22 +13,22 @@ use crate::{
 
 /// Writes the datagram key of `p` into `k` (addresses as received).
 #[inline(always)]
-fn key(k: &mut FragKey, p: &Packet, id: u32) {
+fn key(k: &mut FragKey, p: &Packet) {
     *k = FragKey {
         src: p.key.src,
         dst: p.key.dst,
-        id,
+        id: p.frag_id,
         proto: p.key.proto,
         family: p.key.family,
         _pad: [0; 2],
     };
 }
 
-/// Records the rewrite of datagram `id`'s first fragment.
+/// Records the rewrite of the datagram whose first fragment `p` is.
 #[inline(always)]
-pub fn record(p: &Packet, id: u32, flow: &FlowValue) {
+pub fn record(p: &Packet, flow: &FlowValue) {
     let Some(sc) = scratch() else { return };
-    key(&mut sc.frag_key, p, id);
+    key(&mut sc.frag_key, p);
     sc.frag = FragValue {
         nat_addr: flow.nat_addr,
         direction: flow.direction,
@@ -42,9 +42,9 @@ pub fn record(p: &Packet, id: u32, flow: &FlowValue) {
 
 /// The rewrite recorded for the datagram a later fragment belongs to.
 #[inline(always)]
-pub fn lookup(p: &Packet, id: u32) -> Option<&'static FragValue> {
+pub fn lookup(p: &Packet) -> Option<&'static FragValue> {
     let sc = scratch()?;
-    key(&mut sc.frag_key, p, id);
+    key(&mut sc.frag_key, p);
     // SAFETY: a map value, valid until the program returns.
     unsafe { FRAGS.get(&sc.frag_key) }
 }

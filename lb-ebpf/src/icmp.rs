@@ -99,6 +99,12 @@ fn quote<const V6: bool>(
     p: &mut Packet,
     e: &mut IcmpError,
 ) -> Result<(), Skip> {
+    // The message ends where the IP packet does, not where the frame does: every quoted
+    // byte read or rewritten must lie before `end`.
+    let end = b.l3 + ip_len;
+    if off + ICMP_HLEN > end {
+        return Err(Skip::Malformed);
+    }
     let icmp: *mut [u8; ICMP_HLEN] = ptr_at(ctx, off)?;
     let icmp = icmp as *mut u8;
     if !is_error::<V6>(byte(icmp, 0)) {
@@ -125,12 +131,15 @@ fn quote<const V6: bool>(
     if proto != PROTO_TCP && proto != PROTO_UDP {
         return Err(Skip::Other);
     }
+    if ql4 + 8 > end {
+        return Err(Skip::Malformed);
+    }
     let l4: *mut [u8; 8] = ptr_at(ctx, ql4)?;
     let l4 = l4 as *mut u8;
     let check_at = if proto == PROTO_TCP { 16 } else { 6 };
     let (l4_check, has_check) = match ptr_at::<[u8; 2]>(ctx, ql4 + check_at) {
-        Ok(c) => (c, true),
-        Err(_) => (l4 as *mut [u8; 2], false),
+        Ok(c) if ql4 + check_at + 2 <= end => (c, true),
+        _ => (l4 as *mut [u8; 2], false),
     };
     // The connection-table key of the flow the quote belongs to: the quote reversed,
     // written where `crate::icmp_error` looks it up (off the stack).

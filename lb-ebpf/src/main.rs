@@ -74,8 +74,8 @@ pub(crate) fn skipped(ctx: &XdpContext, skip: Skip) -> u32 {
 #[inline(always)]
 pub(crate) fn flow<const V6: bool>(ctx: &XdpContext, p: &Packet) -> u32 {
     count(STAT_RX, p.len);
-    if let Frag::Later(id) = p.frag {
-        return later_fragment::<V6>(ctx, p, id);
+    if p.frag == Frag::Later {
+        return later_fragment::<V6>(ctx, p);
     }
     let Some(sc) = scratch() else {
         return xdp_action::XDP_PASS;
@@ -127,8 +127,8 @@ fn send<const V6: bool>(
     stat: u32,
 ) -> u32 {
     nat::rewrite::<V6>(p, end, &flow.nat_addr, flow.nat_port_be);
-    if let Frag::First(id) = p.frag {
-        frag::record(p, id, flow);
+    if p.frag == Frag::First {
+        frag::record(p, flow);
     }
     count(stat, p.len);
     forward::forward::<V6>(ctx, p)
@@ -138,8 +138,8 @@ fn send<const V6: bool>(
 // A function of its own (a BPF-to-BPF call): its stack frame is not added to the
 // other paths'.
 #[inline(never)]
-fn later_fragment<const V6: bool>(ctx: &XdpContext, p: &Packet, id: u32) -> u32 {
-    let Some(f) = frag::lookup(p, id) else {
+fn later_fragment<const V6: bool>(ctx: &XdpContext, p: &Packet) -> u32 {
+    let Some(f) = frag::lookup(p) else {
         count(STAT_PASS_FRAGMENT, p.len);
         return xdp_action::XDP_PASS;
     };

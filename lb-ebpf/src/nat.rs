@@ -73,7 +73,7 @@ pub fn fix_l4_check(check: *mut [u8; 2], d: Delta, udp: bool) -> u16 {
 #[inline(always)]
 pub fn rewrite<const V6: bool>(p: &Packet, end: End, addr: &Addr, port_be: u16) {
     let d = set_addr::<V6>(p.ip, end, addr);
-    if let Frag::Later(_) = p.frag {
+    if p.frag == Frag::Later {
         return;
     }
     let (old, new) = set_port(p.l4, end, port_be);

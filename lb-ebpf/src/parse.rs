@@ -40,15 +40,17 @@ pub enum Skip {
     ExtHdr,
 }
 
-/// Where a packet stands in a fragmented datagram (the identification is kept as on the
-/// wire: IPv4's 16 bits or IPv6's 32).
+/// Where a packet stands in a fragmented datagram. Payload-free on purpose: an enum
+/// variant without the identification leaves that slot undefined, and LLVM filled it from
+/// a pointer register, which the verifier refuses to see stored in 32 bits. The
+/// identification (IPv4's 16 bits or IPv6's 32, as on the wire) is `frag_id`, always set.
 #[derive(Clone, Copy, PartialEq, Eq)]
 pub enum Frag {
     Whole,
-    /// Offset 0: carries the L4 header.
-    First(u32),
+    /// Offset 0, more fragments follow: carries the L4 header.
+    First,
     /// Offset > 0: carries no L4 header.
-    Later(u32),
+    Later,
 }
 
 /// A parsed packet. The pointers are bounds-checked against the frame; `l4` and
@@ -65,6 +67,7 @@ pub struct Packet {
     /// The TCP header's flags byte (0 for UDP and later fragments).
     pub tcp_flags: u8,
     pub frag: Frag,
+    pub frag_id: u32,
     /// The IP packet's length (header included), for the FIB's MTU check.
     pub ip_len: u16,
     /// Frame length in bytes.
@@ -91,6 +94,7 @@ impl Packet {
         },
         tcp_flags: 0,
         frag: Frag::Whole,
+        frag_id: 0,
         ip_len: 0,
         len: 0,
         tagged: false,
@@ -243,6 +247,7 @@ struct Ip {
     avail: usize,
     ip_len: usize,
     frag: Frag,
+    frag_id: u32,
 }
 
 /// The IPv4 header. ICMP is reported only for unfragmented packets (a fragmented ICMP
@@ -260,9 +265,9 @@ fn header_v4(ctx: &XdpContext, b: &Base) -> Result<Ip, Skip> {
     let frag_field = be16(ip, 6);
     let id = be16(ip, 4) as u32;
     let frag = if frag_field & 0x1fff != 0 {
-        Frag::Later(id)
+        Frag::Later
     } else if frag_field & 0x2000 != 0 {
-        Frag::First(id)
+        Frag::First
     } else {
         Frag::Whole
     };
@@ -273,6 +278,7 @@ fn header_v4(ctx: &XdpContext, b: &Base) -> Result<Ip, Skip> {
         avail: tot_len - ihl,
         ip_len: tot_len,
         frag,
+        frag_id: id,
     };
     if h.proto == PROTO_ICMP && frag != Frag::Whole {
         return Err(Skip::Other);
@@ -293,6 +299,7 @@ fn header_v6(ctx: &XdpContext, b: &Base) -> Result<Ip, Skip> {
     let mut l4 = b.l3 + IPV6_HLEN;
     let mut avail = payload;
     let mut frag = Frag::Whole;
+    let mut frag_id = 0;
     if next == NEXTHDR_FRAGMENT {
         if avail < FRAG_HLEN {
             return Err(Skip::Malformed);
@@ -301,10 +308,15 @@ fn header_v6(ctx: &XdpContext, b: &Base) -> Result<Ip, Skip> {
         let fh = fh as *const u8;
         next = byte(fh, 0);
         let id = ne32(fh, 4);
-        frag = if be16(fh, 2) >> 3 != 0 {
-            Frag::Later(id)
+        let offset_flags = be16(fh, 2);
+        frag_id = id;
+        frag = if offset_flags >> 3 != 0 {
+            Frag::Later
+        } else if offset_flags & 1 != 0 {
+            Frag::First
         } else {
-            Frag::First(id)
+            // An atomic fragment (offset 0, no more fragments) is a whole datagram.
+            Frag::Whole
         };
         l4 += FRAG_HLEN;
         avail -= FRAG_HLEN;
@@ -323,6 +335,7 @@ fn header_v6(ctx: &XdpContext, b: &Base) -> Result<Ip, Skip> {
         avail,
         ip_len: IPV6_HLEN + payload,
         frag,
+        frag_id,
     };
     Ok(h)
 }
@@ -360,12 +373,13 @@ fn l4_packet<const V6: bool>(
     p.key.proto = h.proto;
     p.key.family = family::<V6>();
     p.frag = h.frag;
+    p.frag_id = h.frag_id;
     p.ip_len = h.ip_len as u16;
     p.len = b.len as u64;
     p.tagged = b.tagged;
     read_addr::<V6>(h.ip, so, &mut p.key.src);
     read_addr::<V6>(h.ip, d, &mut p.key.dst);
-    if let Frag::Later(_) = h.frag {
+    if h.frag == Frag::Later {
         return Ok(());
     }
     let l4: *mut u8 = if h.proto == PROTO_TCP {
@@ -374,7 +388,9 @@ fn l4_packet<const V6: bool>(
         }
         let t: *mut [u8; TCP_HLEN] = ptr_at(ctx, h.l4)?;
         let t = t as *mut u8;
-        if byte(t, 12) >> 4 < 5 {
+        // Data offset: at least the 20-byte header, and within the segment.
+        let doff = ((byte(t, 12) >> 4) as usize) << 2;
+        if doff < TCP_HLEN || doff > h.avail {
             return Err(Skip::Malformed);
         }
         p.tcp_flags = byte(t, 13);
@@ -387,6 +403,12 @@ fn l4_packet<const V6: bool>(
         }
         let u: *mut [u8; UDP_HLEN] = ptr_at(ctx, h.l4)?;
         let u = u as *mut u8;
+        // The UDP length covers the header and lies within the IP payload (a first
+        // fragment's covers the whole datagram, so only its lower bound holds).
+        let ulen = be16(u, 4) as usize;
+        if ulen < UDP_HLEN || (h.frag == Frag::Whole && ulen > h.avail) {
+            return Err(Skip::Malformed);
+        }
         if V6 && ne16(u, 6) == 0 {
             // A zero UDP checksum is not allowed over IPv6 (RFC 8200 8.1).
             return Err(Skip::Malformed);
