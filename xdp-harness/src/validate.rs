@@ -82,7 +82,7 @@ fn check(p: &SlicedPacket) -> Result<(), Invalid> {
         Some(TransportSlice::Tcp(tcp)) => {
             let want = match (v4(&src), v4(&dst)) {
                 (Some(s), Some(d)) => tcp.calc_checksum_ipv4(s, d),
-                _ => tcp.calc_checksum_ipv6(v6(&src), v6(&dst)),
+                _ => tcp.calc_checksum_ipv6(v6(&src)?, v6(&dst)?),
             }
             .map_err(|e| Invalid::Parse(e.to_string()))?;
             bad("TCP", tcp.checksum(), want)
@@ -93,7 +93,7 @@ fn check(p: &SlicedPacket) -> Result<(), Invalid> {
                 // IPv4 UDP may go without a checksum.
                 (Some(_), Some(_)) if h.checksum == 0 => return Ok(()),
                 (Some(s), Some(d)) => h.calc_checksum_ipv4_raw(s, d, udp.payload()),
-                _ => h.calc_checksum_ipv6_raw(v6(&src), v6(&dst), udp.payload()),
+                _ => h.calc_checksum_ipv6_raw(v6(&src)?, v6(&dst)?, udp.payload()),
             }
             .map_err(|e| Invalid::Parse(e.to_string()))?;
             bad("UDP", h.checksum, want)
@@ -107,7 +107,7 @@ fn check(p: &SlicedPacket) -> Result<(), Invalid> {
             Ok(())
         }
         Some(TransportSlice::Icmpv6(icmp)) => {
-            if !icmp.is_checksum_valid(v6(&src), v6(&dst)) {
+            if !icmp.is_checksum_valid(v6(&src)?, v6(&dst)?) {
                 return Err(Invalid::Checksum(format!(
                     "ICMPv6 checksum {:#06x} is wrong",
                     icmp.checksum()
@@ -158,6 +158,9 @@ fn v4(a: &[u8]) -> Option<[u8; 4]> {
     a.try_into().ok()
 }
 
-fn v6(a: &[u8]) -> [u8; 16] {
-    a.try_into().expect("an IPv6 address")
+/// An IPv6 address, or the parse error of a packet that mixes families (ICMPv6 or an
+/// IPv6 pseudo-header over IPv4).
+fn v6(a: &[u8]) -> Result<[u8; 16], Invalid> {
+    a.try_into()
+        .map_err(|_| Invalid::Parse("IPv6 transport over an IPv4 header".into()))
 }
