@@ -1,11 +1,13 @@
-//! NAT load balancing through xlbd: connections and UDP flows to a VIP spread over the
-//! backends and stay on one; traffic not for a VIP is left alone; removed backends get no
-//! new connections.
+//! NAT load balancing through xlbd: connections and UDP flows to a VIP (IPv4 and IPv6)
+//! spread over the backends and stay on one; traffic not for a VIP is left alone; removed
+//! backends get no new connections.
 
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
 
-use xlb_testbed::{Flow, Proto, Testbed, VIP, backend_id, flows_per_backend, ping, require_root};
+use xlb_testbed::{
+    Flow, Proto, Testbed, VIP, VIP6, backend_id, flows_per_backend, ping, require_root,
+};
 
 const BACKEND_PORT: u16 = 8080;
 
@@ -111,4 +113,30 @@ fn backend_remove_moves_new_connections() {
         flows_per_backend(&flows)
     );
     assert_eq!(backends_used(&flows), ids(&[0, 1]));
+}
+
+/// The IPv6 versions (issue 4): the service over the backends' IPv6 addresses
+/// ([2001:2:0:10j::2]:8080), flows from the clients' IPv6 addresses.
+fn spread_and_stick_v6(service: &str, proto: Proto, port: u16) {
+    let tb = lb_testbed(service);
+    let flows = spread(&tb, proto, SocketAddr::new(VIP6.into(), port));
+    assert!(flows.iter().all(|f| f.local.is_ipv6()));
+    eprintln!("per backend: {:?}", flows_per_backend(&flows));
+    assert_eq!(backends_used(&flows), ids(&[0, 1, 2]));
+}
+
+#[test]
+fn tcp_connections_spread_and_stick_v6() {
+    if !require_root("tcp_connections_spread_and_stick_v6") {
+        return;
+    }
+    spread_and_stick_v6("[2001:2::10]:80/tcp", Proto::Tcp, 80);
+}
+
+#[test]
+fn udp_flows_spread_and_stick_v6() {
+    if !require_root("udp_flows_spread_and_stick_v6") {
+        return;
+    }
+    spread_and_stick_v6("[2001:2::10]:53/udp", Proto::Udp, 53);
 }
