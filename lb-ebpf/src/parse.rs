@@ -7,7 +7,7 @@
 //! `Skip::ExtHdr`; anything else that is not balanced is `Skip::Other`. All three are
 //! passed untouched and counted, never rewritten.
 
-use core::mem::size_of;
+use core::mem::{MaybeUninit, size_of};
 
 use aya_ebpf::programs::XdpContext;
 use lb_common::{Addr, FAMILY_V4, FAMILY_V6, FlowKey, PROTO_TCP, PROTO_UDP};
@@ -147,14 +147,26 @@ pub fn ne32(p: *const u8, offset: usize) -> u32 {
 /// a compile-time parameter everywhere: the verifier cannot follow a family byte read
 /// back from the stack, and would check IPv6 offsets against an IPv4 header's range.
 #[inline(always)]
-pub fn read_addr<const V6: bool>(ip: *const u8, offset: usize, to: &mut Addr) {
-    let halves = to.words.as_mut_ptr() as *mut u16;
+pub fn read_addr<const V6: bool>(ip: *const u8, offset: usize, to: *mut Addr) {
+    // SAFETY: `to` is valid for writes (possibly uninitialised: only written here).
+    let halves = unsafe { &raw mut (*to).words } as *mut u16;
     let n = if V6 { 8 } else { 2 };
     let mut i = 0;
     while i < n {
         // SAFETY: `to` has 8 halves; the address lies inside the checked header.
         unsafe { *halves.add(i) = ne16(ip, offset + 2 * i) };
         i += 1;
+    }
+    if !V6 {
+        // The rest of an IPv4 address is zero, whatever `to` held before (scratch space
+        // is reused from packet to packet).
+        let words = halves as *mut u32;
+        // SAFETY: words 1 to 3 of `to`.
+        unsafe {
+            *words.add(1) = 0;
+            *words.add(2) = 0;
+            *words.add(3) = 0;
+        }
     }
 }
 
@@ -345,10 +357,12 @@ fn header_v6(ctx: &XdpContext, b: &Base) -> Result<Ip, Skip> {
 #[inline(never)]
 fn parse_l4<const V6: bool>(ctx: &XdpContext, b: &Base, h: &Ip) -> u32 {
     // Built in place and lent out: moving a packet by value costs a stack copy each time,
-    // and the BPF stack is 512 bytes for the whole call chain.
-    let mut p = Packet::EMPTY;
-    match l4_packet::<V6>(ctx, b, h, &mut p) {
-        Ok(()) => crate::flow::<V6>(ctx, &p),
+    // and the BPF stack is 512 bytes for the whole call chain. Not zeroed first: zeroing
+    // its ~100 bytes took a memset subroutine call, about 45% of a packet's cost.
+    let mut p = MaybeUninit::<Packet>::uninit();
+    match l4_packet::<V6>(ctx, b, h, p.as_mut_ptr()) {
+        // SAFETY: l4_packet writes every field before it returns Ok.
+        Ok(()) => crate::flow::<V6>(ctx, unsafe { p.assume_init_ref() }),
         Err(skip) => crate::skipped(ctx, skip),
     }
 }
@@ -359,30 +373,37 @@ fn l4_packet<const V6: bool>(
     ctx: &XdpContext,
     b: &Base,
     h: &Ip,
-    p: &mut Packet,
+    p: *mut Packet,
 ) -> Result<(), Skip> {
     if h.proto != PROTO_TCP && h.proto != PROTO_UDP {
         return Err(Skip::Other);
     }
     let (so, d) = addr_offsets::<V6>();
-    // Field by field: a struct literal would be built on the stack and then copied.
-    p.eth = b.eth;
-    p.ip = h.ip;
-    p.l4 = h.ip;
-    p.l4_check = h.ip as *mut [u8; 2];
-    p.key.proto = h.proto;
-    p.key.family = family::<V6>();
-    p.frag = h.frag;
-    p.frag_id = h.frag_id;
-    p.ip_len = h.ip_len as u16;
-    p.len = b.len as u64;
-    p.tagged = b.tagged;
-    read_addr::<V6>(h.ip, so, &mut p.key.src);
-    read_addr::<V6>(h.ip, d, &mut p.key.dst);
+    // SAFETY (every write below): `p` points to the caller's uninitialised packet; its
+    // fields are written through the raw pointer, never read, until all are set.
+    unsafe {
+        (*p).eth = b.eth;
+        (*p).ip = h.ip;
+        (*p).l4 = h.ip;
+        (*p).l4_check = h.ip as *mut [u8; 2];
+        (*p).key.proto = h.proto;
+        (*p).key.family = family::<V6>();
+        (*p).key.src_port_be = 0;
+        (*p).key.dst_port_be = 0;
+        (*p).key._pad = [0; 2];
+        (*p).tcp_flags = 0;
+        (*p).frag = h.frag;
+        (*p).frag_id = h.frag_id;
+        (*p).ip_len = h.ip_len as u16;
+        (*p).len = b.len as u64;
+        (*p).tagged = b.tagged;
+        read_addr::<V6>(h.ip, so, &raw mut (*p).key.src);
+        read_addr::<V6>(h.ip, d, &raw mut (*p).key.dst);
+    }
     if h.frag == Frag::Later {
         return Ok(());
     }
-    let l4: *mut u8 = if h.proto == PROTO_TCP {
+    let (l4, check, tcp_flags): (*mut u8, *mut [u8; 2], u8) = if h.proto == PROTO_TCP {
         if h.avail < TCP_HLEN {
             return Err(Skip::Malformed);
         }
@@ -393,10 +414,8 @@ fn l4_packet<const V6: bool>(
         if doff < TCP_HLEN || doff > h.avail {
             return Err(Skip::Malformed);
         }
-        p.tcp_flags = byte(t, 13);
         // SAFETY: offset 16 is inside the checked 20-byte header.
-        p.l4_check = unsafe { t.add(16) } as *mut [u8; 2];
-        t
+        (t, unsafe { t.add(16) } as *mut [u8; 2], byte(t, 13))
     } else {
         if h.avail < UDP_HLEN {
             return Err(Skip::Malformed);
@@ -414,11 +433,15 @@ fn l4_packet<const V6: bool>(
             return Err(Skip::Malformed);
         }
         // SAFETY: offset 6 is inside the checked 8-byte header.
-        p.l4_check = unsafe { u.add(6) } as *mut [u8; 2];
-        u
+        (u, unsafe { u.add(6) } as *mut [u8; 2], 0)
     };
-    p.l4 = l4;
-    p.key.src_port_be = ne16(l4, 0);
-    p.key.dst_port_be = ne16(l4, 2);
+    // SAFETY: as above.
+    unsafe {
+        (*p).l4 = l4;
+        (*p).l4_check = check;
+        (*p).tcp_flags = tcp_flags;
+        (*p).key.src_port_be = ne16(l4, 0);
+        (*p).key.dst_port_be = ne16(l4, 2);
+    }
     Ok(())
 }
