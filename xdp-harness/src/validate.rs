@@ -45,10 +45,58 @@ pub fn validate(frame: &[u8]) -> Result<(), Invalid> {
 }
 
 fn check(p: &SlicedPacket) -> Result<(), Invalid> {
+    match &p.net {
+        Some(NetSlice::Arp(_)) => return Ok(()),
+        None => return Err(Invalid::Parse("no IP header".into())),
+        _ => {}
+    }
+    for sum in sums(p, 0) {
+        let want = sum.want?;
+        if sum.got != want && !(sum.zero_ok && sum.got == 0) {
+            return Err(Invalid::Checksum(format!(
+                "{} checksum {:#06x}, should be {want:#06x}",
+                sum.what, sum.got
+            )));
+        }
+    }
+    match &p.transport {
+        Some(TransportSlice::Icmpv4(icmp)) if matches!(icmp.type_u8(), 3 | 4 | 5 | 11 | 12) => {
+            check_quoted(icmp.payload())
+        }
+        Some(TransportSlice::Icmpv6(icmp)) if icmp.type_u8() < 128 => check_quoted(icmp.payload()),
+        _ => Ok(()),
+    }
+}
+
+/// One checksum field of a frame: where it is, what it holds, what it should hold.
+pub struct Sum {
+    pub what: &'static str,
+    /// The field's address minus the `base` given to [`sums`]: its offset in the frame.
+    pub at: usize,
+    pub got: u16,
+    /// The right value; an error when it cannot be computed (a length that does not fit,
+    /// IPv6 transport over IPv4).
+    pub want: Result<u16, Invalid>,
+    /// IPv4 UDP: 0 means "no checksum" and is valid too.
+    pub zero_ok: bool,
+}
+
+/// Every checksum of a parsed frame (or quoted packet) that [`validate`] checks and the
+/// fuzzer's repair rewrites: the IPv4 header's, and the TCP/UDP/ICMP/ICMPv6 one (not a
+/// fragment's: it covers the whole datagram). `base` is the frame's start address.
+pub fn sums(p: &SlicedPacket, base: usize) -> Vec<Sum> {
+    let at = |field: &[u8], offset: usize| (field.as_ptr() as usize).wrapping_sub(base) + offset;
+    let mut out = Vec::new();
     let (src, dst, fragmented) = match &p.net {
         Some(NetSlice::Ipv4(ip)) => {
             let h = ip.header();
-            check_ipv4_header(&h)?;
+            out.push(Sum {
+                what: "IPv4 header",
+                at: at(h.slice(), 10),
+                got: h.header_checksum(),
+                want: Ok(h.to_header().calc_header_checksum()),
+                zero_ok: false,
+            });
             (
                 h.source().to_vec(),
                 h.destination().to_vec(),
@@ -63,63 +111,69 @@ fn check(p: &SlicedPacket) -> Result<(), Invalid> {
                 ip.is_payload_fragmented(),
             )
         }
-        Some(NetSlice::Arp(_)) => return Ok(()),
-        None => return Err(Invalid::Parse("no IP header".into())),
+        _ => return out,
     };
     if fragmented {
-        return Ok(());
+        return out;
     }
-    let bad = |what: &str, got: u16, want: u16| -> Result<(), Invalid> {
-        if got == want {
-            Ok(())
-        } else {
-            Err(Invalid::Checksum(format!(
-                "{what} checksum {got:#06x}, should be {want:#06x}"
-            )))
-        }
-    };
-    match &p.transport {
-        Some(TransportSlice::Tcp(tcp)) => {
-            let want = match (v4(&src), v4(&dst)) {
-                (Some(s), Some(d)) => tcp.calc_checksum_ipv4(s, d),
-                _ => tcp.calc_checksum_ipv6(v6(&src)?, v6(&dst)?),
-            }
-            .map_err(|e| Invalid::Parse(e.to_string()))?;
-            bad("TCP", tcp.checksum(), want)
-        }
+    let parse = |e: etherparse::err::ValueTooBigError<usize>| Invalid::Parse(e.to_string());
+    let v4 = (v4(&src), v4(&dst));
+    let sum = match &p.transport {
+        Some(TransportSlice::Tcp(tcp)) => Sum {
+            what: "TCP",
+            at: at(tcp.slice(), 16),
+            got: tcp.checksum(),
+            want: match v4 {
+                (Some(s), Some(d)) => tcp.calc_checksum_ipv4(s, d).map_err(parse),
+                _ => v6(&src).and_then(|s| {
+                    v6(&dst).and_then(|d| tcp.calc_checksum_ipv6(s, d).map_err(parse))
+                }),
+            },
+            zero_ok: false,
+        },
         Some(TransportSlice::Udp(udp)) => {
             let h = udp.to_header();
-            let want = match (v4(&src), v4(&dst)) {
-                // IPv4 UDP may go without a checksum.
-                (Some(_), Some(_)) if h.checksum == 0 => return Ok(()),
-                (Some(s), Some(d)) => h.calc_checksum_ipv4_raw(s, d, udp.payload()),
-                _ => h.calc_checksum_ipv6_raw(v6(&src)?, v6(&dst)?, udp.payload()),
+            Sum {
+                what: "UDP",
+                at: at(udp.slice(), 6),
+                got: h.checksum,
+                want: match v4 {
+                    (Some(s), Some(d)) => {
+                        h.calc_checksum_ipv4_raw(s, d, udp.payload()).map_err(parse)
+                    }
+                    _ => v6(&src).and_then(|s| {
+                        v6(&dst).and_then(|d| {
+                            h.calc_checksum_ipv6_raw(s, d, udp.payload()).map_err(parse)
+                        })
+                    }),
+                },
+                zero_ok: v4.0.is_some(),
             }
-            .map_err(|e| Invalid::Parse(e.to_string()))?;
-            bad("UDP", h.checksum, want)
         }
-        Some(TransportSlice::Icmpv4(icmp)) => {
-            let want = icmp.icmp_type().calc_checksum(icmp.payload());
-            bad("ICMP", icmp.checksum(), want)?;
-            if matches!(icmp.type_u8(), 3 | 4 | 5 | 11 | 12) {
-                check_quoted(icmp.payload())?;
-            }
-            Ok(())
-        }
-        Some(TransportSlice::Icmpv6(icmp)) => {
-            if !icmp.is_checksum_valid(v6(&src)?, v6(&dst)?) {
-                return Err(Invalid::Checksum(format!(
-                    "ICMPv6 checksum {:#06x} is wrong",
-                    icmp.checksum()
-                )));
-            }
-            if icmp.type_u8() < 128 {
-                check_quoted(icmp.payload())?;
-            }
-            Ok(())
-        }
-        _ => Ok(()),
-    }
+        Some(TransportSlice::Icmpv4(icmp)) => Sum {
+            what: "ICMP",
+            at: at(icmp.slice(), 2),
+            got: icmp.checksum(),
+            want: Ok(icmp.icmp_type().calc_checksum(icmp.payload())),
+            zero_ok: false,
+        },
+        Some(TransportSlice::Icmpv6(icmp)) => Sum {
+            what: "ICMPv6",
+            at: at(icmp.slice(), 2),
+            got: icmp.checksum(),
+            want: v6(&src).and_then(|s| {
+                v6(&dst).and_then(|d| {
+                    icmp.icmp_type()
+                        .calc_checksum(s, d, icmp.payload())
+                        .map_err(parse)
+                })
+            }),
+            zero_ok: false,
+        },
+        _ => return out,
+    };
+    out.push(sum);
+    out
 }
 
 fn check_ipv4_header(h: &Ipv4HeaderSlice) -> Result<(), Invalid> {

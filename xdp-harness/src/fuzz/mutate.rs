@@ -3,7 +3,7 @@
 //! extra bytes at the end; and a repair step that recomputes the checksums of whatever
 //! still parses, so that odd but correctly summed packets are common too.
 
-use etherparse::{NetSlice, SlicedPacket, TransportSlice};
+use etherparse::SlicedPacket;
 
 use super::rng::Rng;
 
@@ -99,79 +99,17 @@ pub fn mutate(r: &mut Rng, f: &mut Vec<u8>) -> &'static str {
 }
 
 /// Recomputes the IPv4 header checksum and the TCP/UDP/ICMP checksum of a frame that
-/// etherparse parses (not fragments' L4 checksums, nor quoted packets').
+/// etherparse parses (not fragments' L4 checksums, nor quoted packets'): the checksums
+/// [`crate::validate::sums`] lists, set to their right values.
 pub fn repair(f: &mut [u8]) {
-    for (at, v) in checksums(f) {
+    let writes: Vec<(usize, u16)> = match SlicedPacket::from_ethernet(f) {
+        Ok(p) => crate::validate::sums(&p, f.as_ptr() as usize)
+            .into_iter()
+            .filter_map(|s| s.want.ok().map(|w| (s.at, w)))
+            .collect(),
+        Err(_) => return,
+    };
+    for (at, v) in writes {
         f[at..at + 2].copy_from_slice(&v.to_be_bytes());
     }
-}
-
-/// Where the checksums [`repair`] writes go, and their right values.
-fn checksums(f: &[u8]) -> Vec<(usize, u16)> {
-    let base = f.as_ptr() as usize;
-    let Ok(p) = SlicedPacket::from_ethernet(f) else {
-        return Vec::new();
-    };
-    let mut writes: Vec<(usize, u16)> = Vec::new();
-    let (src, dst, fragmented) = match &p.net {
-        Some(NetSlice::Ipv4(ip)) => {
-            let h = ip.header();
-            let at = h.slice().as_ptr() as usize - base + 10;
-            writes.push((at, h.to_header().calc_header_checksum()));
-            (
-                h.source().to_vec(),
-                h.destination().to_vec(),
-                ip.is_payload_fragmented(),
-            )
-        }
-        Some(NetSlice::Ipv6(ip)) => {
-            let h = ip.header();
-            (
-                h.source().to_vec(),
-                h.destination().to_vec(),
-                ip.is_payload_fragmented(),
-            )
-        }
-        _ => return Vec::new(),
-    };
-    let v4 = |a: &[u8]| -> [u8; 4] { a.try_into().unwrap_or_default() };
-    let v6 = |a: &[u8]| -> [u8; 16] { a.try_into().unwrap_or_default() };
-    let is_v4 = src.len() == 4;
-    if !fragmented {
-        let sum = match &p.transport {
-            Some(TransportSlice::Tcp(t)) => {
-                let at = t.slice().as_ptr() as usize - base + 16;
-                let c = if is_v4 {
-                    t.calc_checksum_ipv4(v4(&src), v4(&dst))
-                } else {
-                    t.calc_checksum_ipv6(v6(&src), v6(&dst))
-                };
-                c.ok().map(|c| (at, c))
-            }
-            Some(TransportSlice::Udp(u)) => {
-                let at = u.slice().as_ptr() as usize - base + 6;
-                let h = u.to_header();
-                let c = if is_v4 {
-                    h.calc_checksum_ipv4_raw(v4(&src), v4(&dst), u.payload())
-                } else {
-                    h.calc_checksum_ipv6_raw(v6(&src), v6(&dst), u.payload())
-                };
-                c.ok().map(|c| (at, c))
-            }
-            Some(TransportSlice::Icmpv4(i)) => {
-                let at = i.slice().as_ptr() as usize - base + 2;
-                Some((at, i.icmp_type().calc_checksum(i.payload())))
-            }
-            Some(TransportSlice::Icmpv6(i)) => {
-                let at = i.slice().as_ptr() as usize - base + 2;
-                i.icmp_type()
-                    .calc_checksum(v6(&src), v6(&dst), i.payload())
-                    .ok()
-                    .map(|c| (at, c))
-            }
-            _ => None,
-        };
-        writes.extend(sum);
-    }
-    writes
 }
