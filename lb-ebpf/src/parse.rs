@@ -233,7 +233,9 @@ pub fn ip<const V6: bool>(ctx: &XdpContext, b: &Base) -> u32 {
         header_v4(ctx, b)
     };
     match header {
-        Ok(h) if h.proto == PROTO_ICMP || h.proto == PROTO_ICMPV6 => {
+        // ICMP of the packet's own family only: ICMPv6 over IPv4 (or ICMP over IPv6) is
+        // not an error message of this packet's path; it passes as `Other`.
+        Ok(h) if h.proto == if V6 { PROTO_ICMPV6 } else { PROTO_ICMP } => {
             icmp::parse::<V6>(ctx, b, h.ip, h.l4, h.ip_len)
         }
         Ok(h) => parse_l4::<V6>(ctx, b, &h),
