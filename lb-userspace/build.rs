@@ -13,6 +13,8 @@ fn build_proto() -> anyhow::Result<()> {
     println!("cargo:rerun-if-changed={proto}");
     let fds = protox::compile([proto], ["proto"]).context("compiling proto/xlb.proto")?;
     tonic_prost_build::configure()
+        // Printed as they are by `xlb ... --json` (STYLE.md example 5).
+        .type_attribute("xlb.v1.Egress", "#[derive(serde::Serialize)]")
         .compile_fds(fds)
         .context("generating gRPC code")?;
     Ok(())

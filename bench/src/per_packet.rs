@@ -85,6 +85,9 @@ fn measure_here() -> Result<(PerPacket, PerPacketRaw)> {
     let mut dp = BpfDataplane::load_detached(FLOW_ENTRIES, TABLE_SLOTS)
         .map_err(|e| anyhow!("loading xlb's program: {e}"))?;
     fill_maps(&mut dp)?;
+    // As xlbd would: both veths take XDP redirects.
+    dp.allow_egress(client_if)?;
+    dp.allow_egress(backend_if)?;
     let mut flows = flows_map(dp.program())?;
     let mut limit_obj = load_limit()?;
     let limit = limit_program(&mut limit_obj)?;

@@ -16,6 +16,8 @@ pub const MAP_FLOWS: &str = "FLOWS";
 pub const MAP_STATS: &str = "STATS";
 pub const MAP_BACKEND_STATS: &str = "BACKEND_STATS";
 pub const MAP_FRAGS: &str = "FRAGS";
+pub const MAP_EGRESS: &str = "EGRESS";
+pub const MAP_EGRESS_MISS: &str = "EGRESS_MISS";
 
 /// Default sizes; userspace may change the resizable ones at load time.
 pub const MAX_SERVICES: u32 = 256;
@@ -26,6 +28,9 @@ pub const DEFAULT_TABLE_AREA: u32 = 1 << 20;
 pub const DEFAULT_FLOW_ENTRIES: u32 = 1 << 18;
 /// Datagrams whose later fragments can be followed at once.
 pub const FRAG_ENTRIES: u32 = 8192;
+/// Egress devices the data path may redirect to (`EGRESS`), and FIB egresses outside it
+/// that it has seen (`EGRESS_MISS`).
+pub const MAX_EGRESS: u32 = 1024;
 
 /// A slot in a backend table that holds no backend (an empty service).
 pub const NO_BACKEND: u32 = u32::MAX;

@@ -37,8 +37,11 @@ pub const STAT_PASS_FRAGMENT: u32 = 11;
 pub const STAT_ICMP_ERROR: u32 = 12;
 /// Passed untouched: IPv6 with an extension header other than a fragment header.
 pub const STAT_PASS_EXTHDR: u32 = 13;
+/// Rewritten, then passed to the kernel: the FIB's egress device cannot take an XDP
+/// redirect (not in the `EGRESS` devmap, e.g. a bridge), so the kernel forwards it.
+pub const STAT_PASS_EGRESS: u32 = 14;
 
-pub const STAT_COUNT: u32 = 14;
+pub const STAT_COUNT: u32 = 15;
 
 /// Names of the counters, by index, as userspace prints them.
 pub const STAT_NAMES: [&str; STAT_COUNT as usize] = [
@@ -56,4 +59,5 @@ pub const STAT_NAMES: [&str; STAT_COUNT as usize] = [
     "pass_fragment",
     "icmp_error",
     "pass_exthdr",
+    "pass_egress",
 ];

@@ -1,20 +1,23 @@
 //! Sending a rewritten packet on: the kernel's FIB gives the egress interface and the
-//! next hop's MAC; the frame leaves by XDP_TX (same interface) or bpf_redirect.
-//! When the FIB has no answer (no neighbour entry yet, no route) the rewritten packet is
-//! passed to the kernel, which routes it (and resolves the neighbour) itself.
+//! next hop's MAC; the frame leaves by XDP_TX (same interface) or a redirect through the
+//! `EGRESS` devmap. When the FIB has no answer (no neighbour entry yet, no route), or its
+//! egress device cannot take an XDP redirect (not in `EGRESS`: a bridge, say), the
+//! rewritten packet is passed to the kernel, which routes it (and resolves the neighbour)
+//! itself. Passed packets keep their MACs and TTL: the kernel only forwards a frame that
+//! was sent to this host's MAC, and decrements the TTL itself.
 
 use core::{mem::size_of, ptr::write_bytes};
 
 use aya_ebpf::{
     EbpfContext as _,
     bindings::{BPF_FIB_LKUP_RET_SUCCESS, bpf_fib_lookup, xdp_action},
-    helpers::{bpf_fib_lookup as fib_lookup, bpf_redirect},
+    helpers::bpf_fib_lookup as fib_lookup,
     programs::XdpContext,
 };
-use lb_common::stats::{STAT_PASS_FIB, STAT_PASS_TTL};
+use lb_common::stats::{STAT_PASS_EGRESS, STAT_PASS_FIB, STAT_PASS_TTL};
 
 use crate::{
-    maps::scratch,
+    maps::{EGRESS, EGRESS_MISS, scratch},
     nat,
     parse::{self, Packet},
     stats::count,
@@ -78,15 +81,36 @@ pub fn forward<const V6: bool>(ctx: &XdpContext, p: &Packet) -> u32 {
         count(STAT_PASS_FIB, p.len);
         return xdp_action::XDP_PASS;
     }
+    let action = if fib.ifindex == ingress {
+        xdp_action::XDP_TX
+    } else {
+        // The helper only records the target; the frame leaves after the program returns,
+        // so the MACs may still be rewritten below. Outside the map: XDP_PASS.
+        match EGRESS.redirect(fib.ifindex, xdp_action::XDP_PASS as u64) {
+            Ok(redirect) => redirect,
+            Err(_) => return kernel_egress(fib.ifindex, p.len),
+        }
+    };
     nat::decrement_ttl::<V6>(p);
     // SAFETY: the Ethernet header was bounds-checked by the parser.
     unsafe {
         (*p.eth).src_addr = fib.smac;
         (*p.eth).dst_addr = fib.dmac;
     }
-    if fib.ifindex == ingress {
-        return xdp_action::XDP_TX;
+    action
+}
+
+/// The FIB's egress cannot take a redirect: the kernel forwards the (rewritten) packet.
+/// Counted, and the device recorded for the daemon to report.
+#[inline(never)]
+fn kernel_egress(ifindex: u32, len: u64) -> u32 {
+    count(STAT_PASS_EGRESS, len);
+    match EGRESS_MISS.get_ptr_mut(&ifindex) {
+        // SAFETY: a map value; a lost increment between CPUs only undercounts a report.
+        Some(n) => unsafe { *n += 1 },
+        None => {
+            let _ = EGRESS_MISS.insert(&ifindex, &1, 0);
+        }
     }
-    // SAFETY: a plain helper call; it returns an XDP action.
-    unsafe { bpf_redirect(fib.ifindex, 0) as u32 }
+    xdp_action::XDP_PASS
 }

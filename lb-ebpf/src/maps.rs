@@ -3,11 +3,11 @@
 
 use aya_ebpf::{
     macros::map,
-    maps::{Array, HashMap, LruHashMap, PerCpuArray},
+    maps::{Array, DevMapHash, HashMap, LruHashMap, PerCpuArray},
 };
 use lb_common::{
     Backend, DEFAULT_FLOW_ENTRIES, DEFAULT_TABLE_AREA, FRAG_ENTRIES, FlowKey, FlowValue, FragKey,
-    FragValue, MAX_BACKENDS, MAX_SERVICES, ServiceKey, ServiceValue,
+    FragValue, MAX_BACKENDS, MAX_EGRESS, MAX_SERVICES, ServiceKey, ServiceValue,
     stats::{Counter, STAT_COUNT},
 };
 
@@ -40,6 +40,17 @@ pub static BACKEND_STATS: PerCpuArray<Counter> = PerCpuArray::with_max_entries(M
 /// fragments get.
 #[map]
 pub static FRAGS: LruHashMap<FragKey, FragValue> = LruHashMap::with_max_entries(FRAG_ENTRIES, 0);
+
+/// Egress devices that can take an XDP redirect, by ifindex. The daemon fills it (a
+/// bridge, or a veth whose peer has neither XDP nor GRO, stays out); a FIB answer outside
+/// it is passed to the kernel, which forwards the packet itself.
+#[map]
+pub static EGRESS: DevMapHash = DevMapHash::with_max_entries(MAX_EGRESS, 0);
+
+/// FIB egress devices outside `EGRESS` that packets were passed to, by ifindex, with the
+/// packets so passed: how the daemon learns which paths go through the kernel.
+#[map]
+pub static EGRESS_MISS: HashMap<u32, u64> = HashMap::with_max_entries(MAX_EGRESS, 0);
 
 /// Room for the large temporaries of one packet (the FIB parameter block, entries being
 /// built), so they stay off the 512-byte BPF stack. One slot per CPU; a program run

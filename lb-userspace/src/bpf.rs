@@ -8,12 +8,12 @@ use std::{
 
 use aya::{
     Ebpf, EbpfLoader,
-    maps::{Array, HashMap, IterableMap as _, Map, MapData, MapError, PerCpuArray},
+    maps::{Array, DevMapHash, HashMap, IterableMap as _, Map, MapData, MapError, PerCpuArray},
     programs::{ProgramError, Xdp, XdpMode},
 };
 use lb_common::{
-    Backend, FlowKey, FlowValue, MAP_BACKEND_STATS, MAP_BACKENDS, MAP_FLOWS, MAP_SERVICES,
-    MAP_STATS, MAP_TABLES, ServiceKey, ServiceValue,
+    Backend, FlowKey, FlowValue, MAP_BACKEND_STATS, MAP_BACKENDS, MAP_EGRESS, MAP_EGRESS_MISS,
+    MAP_FLOWS, MAP_SERVICES, MAP_STATS, MAP_TABLES, ServiceKey, ServiceValue,
     stats::{Counter, STAT_COUNT},
 };
 
@@ -188,6 +188,8 @@ struct Maps {
     flows: HashMap<MapData, FlowKey, FlowValue>,
     stats: PerCpuArray<MapData, Counter>,
     backend_stats: PerCpuArray<MapData, Counter>,
+    egress: DevMapHash<MapData>,
+    egress_miss: HashMap<MapData, u32, u64>,
 }
 
 impl Maps {
@@ -208,10 +210,12 @@ impl Maps {
             flows: typed(ebpf, MAP_FLOWS)?,
             stats: typed(ebpf, MAP_STATS)?,
             backend_stats: typed(ebpf, MAP_BACKEND_STATS)?,
+            egress: typed(ebpf, MAP_EGRESS)?,
+            egress_miss: typed(ebpf, MAP_EGRESS_MISS)?,
         })
     }
 
-    fn all(&self) -> [(&MapData, &'static str); 6] {
+    fn all(&self) -> [(&MapData, &'static str); 8] {
         [
             (self.services.map(), MAP_SERVICES),
             (self.backends.map(), MAP_BACKENDS),
@@ -219,6 +223,8 @@ impl Maps {
             (self.flows.map(), MAP_FLOWS),
             (self.stats.map(), MAP_STATS),
             (self.backend_stats.map(), MAP_BACKEND_STATS),
+            (self.egress.map(), MAP_EGRESS),
+            (self.egress_miss.map(), MAP_EGRESS_MISS),
         ]
     }
 }
@@ -412,6 +418,47 @@ impl Dataplane for BpfDataplane {
             }
         }
         Ok(removed)
+    }
+
+    fn allow_egress(&mut self, ifindex: u32) -> Result<(), DataplaneError> {
+        use aya::maps::xdp::XdpMapError;
+        match self.maps.egress.insert(ifindex, ifindex, None, 0) {
+            Ok(()) => Ok(()),
+            Err(XdpMapError::MapError(e)) => Err(map_err(MAP_EGRESS)(e)),
+            Err(XdpMapError::ChainedProgramNotSupported) => {
+                unreachable!("no program is chained to egress devices")
+            }
+        }
+    }
+
+    fn deny_egress(&mut self, ifindex: u32) -> Result<(), DataplaneError> {
+        match self.maps.egress.remove(ifindex) {
+            Ok(()) => Ok(()),
+            // A missing key is ENOENT from the delete syscall.
+            Err(MapError::SyscallError(e)) if e.io_error.raw_os_error() == Some(libc::ENOENT) => {
+                Ok(())
+            }
+            Err(e) => Err(map_err(MAP_EGRESS)(e)),
+        }
+    }
+
+    fn egress(&self) -> Result<Vec<u32>, DataplaneError> {
+        let mut out: Vec<u32> = self
+            .maps
+            .egress
+            .keys()
+            .collect::<Result<_, _>>()
+            .map_err(map_err(MAP_EGRESS))?;
+        out.sort_unstable();
+        Ok(out)
+    }
+
+    fn egress_misses(&self) -> Result<Vec<(u32, u64)>, DataplaneError> {
+        self.maps
+            .egress_miss
+            .iter()
+            .collect::<Result<_, _>>()
+            .map_err(map_err(MAP_EGRESS_MISS))
     }
 }
 

@@ -14,6 +14,7 @@ use tracing::info;
 use crate::addr::{BackendAddr, ServiceAddr};
 use crate::bpf::AttachMode;
 use crate::dataplane::Dataplane;
+use crate::egress::Egress;
 use crate::state::{BackendInfo, ControlState, ErrorKind, ServiceInfo, StateError};
 
 /// The generated gRPC code (`proto/xlb.proto`).
@@ -32,6 +33,8 @@ pub struct DaemonInfo {
     pub interfaces: Vec<String>,
     pub mode: AttachMode,
     pub started: Instant,
+    /// The devices and their forwarding path, as the last sync found them.
+    pub egress: Arc<Mutex<Egress>>,
 }
 
 /// Implements `xlb.v1.Control`.
@@ -226,6 +229,7 @@ impl<D: Dataplane> Control for ControlService<D> {
         &self,
         _req: Request<proto::StatusRequest>,
     ) -> Result<Response<proto::StatusReply>, Status> {
+        let egress = self.info.egress.lock().await.devices();
         let state = self.state.lock().await;
         let counters = state.counters().map_err(status)?;
         let (services, backends) = state.counts();
@@ -243,6 +247,17 @@ impl<D: Dataplane> Control for ControlService<D> {
                     name: name.to_string(),
                     packets: c.packets,
                     bytes: c.bytes,
+                })
+                .collect(),
+            egress: egress
+                .into_iter()
+                .map(|e| proto::Egress {
+                    path: e.path.name().to_string(),
+                    reason: e.path.reason().to_string(),
+                    name: e.name,
+                    ifindex: e.ifindex,
+                    attached: e.attached,
+                    kernel_packets: e.kernel_packets,
                 })
                 .collect(),
         }))

@@ -20,6 +20,7 @@ use crate::bpf::{AttachMode, LoadError, LoadOptions};
 use crate::client::DEFAULT_SOCKET;
 use crate::control::{self, ControlService, DaemonInfo};
 use crate::dataplane::Dataplane;
+use crate::egress::Egress;
 use crate::state::ControlState;
 
 #[derive(Debug, Clone, Parser)]
@@ -134,11 +135,16 @@ where
     let state = Arc::new(Mutex::new(
         ControlState::new(dp).with_timeouts(args.timeouts()),
     ));
+    let egress = Arc::new(Mutex::new(Egress::new(args.mode, args.ifaces.clone())));
+    // The first sync before the API answers: every device's path is in the log at start.
+    sync_egress(&state, &egress).await;
     let sweeper = tokio::spawn(sweep(state.clone(), args.gc_interval));
+    let watcher = tokio::spawn(watch_egress(state.clone(), egress.clone()));
     let info = DaemonInfo {
         interfaces: args.ifaces.clone(),
         mode: args.mode,
         started: Instant::now(),
+        egress,
     };
     let shutdown = async move {
         tokio::select! {
@@ -147,8 +153,10 @@ where
         }
     };
     let served = control::serve(listener, ControlService::new(state.clone(), info), shutdown).await;
-    sweeper.abort();
-    let _ = sweeper.await;
+    for task in [sweeper, watcher] {
+        task.abort();
+        let _ = task.await;
+    }
     remove_socket(&args.socket);
     match Arc::try_unwrap(state) {
         Ok(state) => drop(state.into_inner().into_dataplane()),
@@ -169,6 +177,39 @@ async fn sweep<D: Dataplane>(state: Arc<Mutex<ControlState<D>>>, interval: u64) 
             Ok(n) => tracing::debug!("xlbd: swept {n} expired connection-table entries"),
             Err(e) => warn!("xlbd: connection-table sweep: {e}"),
         }
+    }
+}
+
+/// How often the devices are looked at again (hot-plugged devices, a bridge port added, a
+/// veth peer that gained XDP or GRO).
+const EGRESS_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Re-syncs the egress devmap with the namespace's devices every [`EGRESS_INTERVAL`].
+async fn watch_egress<D: Dataplane>(
+    state: Arc<Mutex<ControlState<D>>>,
+    egress: Arc<Mutex<Egress>>,
+) {
+    let mut tick = tokio::time::interval(EGRESS_INTERVAL);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    tick.tick().await; // the first tick is immediate; start-up has just synced
+    loop {
+        tick.tick().await;
+        sync_egress(&state, &egress).await;
+    }
+}
+
+async fn sync_egress<D: Dataplane>(state: &Mutex<ControlState<D>>, egress: &Mutex<Egress>) {
+    let devices = match crate::netdev::devices() {
+        Ok(d) => d,
+        Err(e) => {
+            warn!("xlbd: cannot list network devices: {e}");
+            return;
+        }
+    };
+    let mut egress = egress.lock().await;
+    let mut state = state.lock().await;
+    if let Err(e) = egress.sync(state.dataplane_mut(), &devices) {
+        warn!("xlbd: egress devices: {e}");
     }
 }
 

@@ -2,7 +2,7 @@
 //! the BPF maps goes through [`Dataplane`]. `bpf::BpfDataplane` implements it over the
 //! loaded XDP object; [`FakeDataplane`] keeps the same state in memory for host tests.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 
 use lb_common::{Backend, FlowKey, FlowValue, ServiceKey, ServiceValue, stats::Counter};
 
@@ -45,6 +45,16 @@ pub trait Dataplane: Send + 'static {
     fn flows(&self) -> Result<Vec<(FlowKey, FlowValue)>, DataplaneError>;
     /// Deletes connection-table entries (absent ones are skipped); returns how many went.
     fn remove_flows(&mut self, keys: &[FlowKey]) -> Result<usize, DataplaneError>;
+    /// Lets the data path redirect to device `ifindex` (puts it in the `EGRESS` devmap).
+    fn allow_egress(&mut self, ifindex: u32) -> Result<(), DataplaneError>;
+    /// Takes device `ifindex` out of `EGRESS` (absent is fine): packets the FIB sends to
+    /// it are passed to the kernel.
+    fn deny_egress(&mut self, ifindex: u32) -> Result<(), DataplaneError>;
+    /// The devices in `EGRESS`, ascending.
+    fn egress(&self) -> Result<Vec<u32>, DataplaneError>;
+    /// FIB egress devices outside `EGRESS` that packets were passed to the kernel for,
+    /// with how many.
+    fn egress_misses(&self) -> Result<Vec<(u32, u64)>, DataplaneError>;
 }
 
 /// An in-memory [`Dataplane`] for tests of the control plane on the host.
@@ -54,6 +64,8 @@ pub struct FakeDataplane {
     pub backends: HashMap<u32, Backend>,
     pub tables: Vec<u32>,
     pub flows: HashMap<FlowKey, FlowValue>,
+    pub egress: BTreeSet<u32>,
+    pub egress_miss: HashMap<u32, u64>,
 }
 
 impl FakeDataplane {
@@ -183,5 +195,23 @@ impl Dataplane for FakeDataplane {
             .iter()
             .filter(|k| self.flows.remove(k).is_some())
             .count())
+    }
+
+    fn allow_egress(&mut self, ifindex: u32) -> Result<(), DataplaneError> {
+        self.egress.insert(ifindex);
+        Ok(())
+    }
+
+    fn deny_egress(&mut self, ifindex: u32) -> Result<(), DataplaneError> {
+        self.egress.remove(&ifindex);
+        Ok(())
+    }
+
+    fn egress(&self) -> Result<Vec<u32>, DataplaneError> {
+        Ok(self.egress.iter().copied().collect())
+    }
+
+    fn egress_misses(&self) -> Result<Vec<(u32, u64)>, DataplaneError> {
+        Ok(self.egress_miss.iter().map(|(k, v)| (*k, *v)).collect())
     }
 }

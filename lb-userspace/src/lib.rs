@@ -5,7 +5,8 @@
 //! - [`state`]: services and backends over a [`dataplane::Dataplane`] (the control logic);
 //! - [`control`]: the gRPC server on a Unix socket; [`client`]: its client;
 //! - [`daemon`]: `xlbd`; [`cli`] and [`output`]: `xlb`;
-//! - [`bpf`]: the XDP loader, `BpfDataplane`.
+//! - [`bpf`]: the XDP loader, `BpfDataplane`; [`egress`] and [`netdev`]: which devices it
+//!   may redirect to.
 
 pub mod addr;
 pub mod alloc;
@@ -16,7 +17,9 @@ pub mod conntrack;
 pub mod control;
 pub mod daemon;
 pub mod dataplane;
+pub mod egress;
 pub mod maglev;
+pub mod netdev;
 pub mod output;
 pub mod state;
 pub mod table;

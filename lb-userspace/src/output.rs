@@ -73,6 +73,7 @@ struct StatusJson<'a> {
     backends: u32,
     table_area: u32,
     counters: Counters<'a>,
+    egress: &'a [proto::Egress],
 }
 
 fn json(value: &impl Serialize) -> Result<String, serde_json::Error> {
@@ -178,6 +179,7 @@ pub fn status(s: &proto::StatusReply, as_json: bool) -> Result<String, serde_jso
             backends: s.backends,
             table_area: s.table_area,
             counters: Counters(&s.counters),
+            egress: &s.egress,
         });
     }
     let fields = [
@@ -193,7 +195,26 @@ pub fn status(s: &proto::StatusReply, as_json: bool) -> Result<String, serde_jso
     for (name, value) in fields {
         out += &format!("{:<12}{value}\n", format!("{name}:"));
     }
-    Ok(out + "\n" + &counter_table(&s.counters))
+    Ok(out + "\n" + &egress_table(&s.egress) + "\n" + &counter_table(&s.counters))
+}
+
+/// How packets leave through each device: XDP redirect, or the kernel and why.
+fn egress_table(egress: &[proto::Egress]) -> String {
+    let rows = egress.iter().map(|e| {
+        vec![
+            e.name.clone(),
+            if e.attached { "yes" } else { "no" }.to_string(),
+            e.path.clone(),
+            e.reason.clone(),
+            e.kernel_packets.to_string(),
+            e.ifindex.to_string(),
+        ]
+    });
+    table(
+        &["DEVICE", "XLB", "PATH", "WHY", "KERNEL_PKTS", "IFINDEX"],
+        4,
+        rows,
+    )
 }
 
 fn counter_table(counters: &[proto::Counter]) -> String {
@@ -342,13 +363,41 @@ mod tests {
             backends: 2,
             table_area: 1024,
             counters: vec![counter("rx", 5)],
+            egress: vec![
+                proto::Egress {
+                    name: "veth0".into(),
+                    ifindex: 5,
+                    attached: true,
+                    path: "xdp".into(),
+                    reason: String::new(),
+                    kernel_packets: 0,
+                },
+                proto::Egress {
+                    name: "br0".into(),
+                    ifindex: 7,
+                    attached: false,
+                    path: "kernel".into(),
+                    reason: "a bridge".into(),
+                    kernel_packets: 12,
+                },
+            ],
         };
         let out = status(&reply, false).unwrap();
+        assert!(
+            out.contains(
+                "DEVICE  XLB  PATH    WHY       KERNEL_PKTS  IFINDEX\n\
+                 veth0   yes  xdp                         0        5\n\
+                 br0     no   kernel  a bridge           12        7\n"
+            ),
+            "{out}"
+        );
         assert!(out.starts_with("version:    0.1.0\ninterfaces: veth0, veth1\nmode:       native\nuptime:     1h 2m 3s\n"));
         assert!(out.ends_with("COUNTER  PACKETS  BYTES\nrx             5    500\n"));
         let v: serde_json::Value = serde_json::from_str(&status(&reply, true).unwrap()).unwrap();
         assert_eq!(v["interfaces"], serde_json::json!(["veth0", "veth1"]));
         assert_eq!(v["counters"]["rx"]["packets"], 5);
+        assert_eq!(v["egress"][1]["path"], "kernel");
+        assert_eq!(v["egress"][1]["kernel_packets"], 12);
     }
 
     #[test]

@@ -200,8 +200,9 @@ impl<D: Dataplane> ControlState<D> {
         &self.dp
     }
 
-    #[cfg(test)]
-    pub(crate) fn dataplane_mut_for_tests(&mut self) -> &mut D {
+    /// The data path, for what lies outside services and backends (the egress devices).
+    /// Service and backend maps must only be changed through this type's methods.
+    pub fn dataplane_mut(&mut self) -> &mut D {
         &mut self.dp
     }
 

@@ -111,6 +111,22 @@ impl Dataplane for Recorder {
     fn remove_flows(&mut self, keys: &[FlowKey]) -> Result<usize, DataplaneError> {
         self.fake.remove_flows(keys)
     }
+
+    fn allow_egress(&mut self, ifindex: u32) -> Result<(), DataplaneError> {
+        self.fake.allow_egress(ifindex)
+    }
+
+    fn deny_egress(&mut self, ifindex: u32) -> Result<(), DataplaneError> {
+        self.fake.deny_egress(ifindex)
+    }
+
+    fn egress(&self) -> Result<Vec<u32>, DataplaneError> {
+        self.fake.egress()
+    }
+
+    fn egress_misses(&self) -> Result<Vec<(u32, u64)>, DataplaneError> {
+        self.fake.egress_misses()
+    }
 }
 
 /// A directory under the system temp dir, removed with everything in it on drop.

@@ -7,7 +7,7 @@
 
 mod fixtures;
 
-use lb_common::{DIR_REPLY, DIR_REQUEST, FlowKey, PROTO_TCP};
+use lb_common::{DIR_REPLY, DIR_REQUEST, FlowKey, PROTO_TCP, stats::STAT_PASS_EGRESS};
 use xlb_xdp_harness::{
     Harness, Plan, fixture,
     harness::tcp_backend_index,
@@ -69,10 +69,18 @@ fn xdp_packet_fixtures() {
     let (report, flows) = in_private_netns(|| {
         let mut h = Harness::new(1024).expect("harness");
         let report = fixture::run_all(&mut h, &fixtures::all()).expect("test_run");
-        let flows: Vec<String> = PLANS
+        let mut flows: Vec<String> = PLANS
             .iter()
             .filter_map(|p| check_flow_entries(&h, p).err())
             .collect();
+        // One bridged SYN per family went to the kernel: counted, the bridge recorded.
+        let passed = h.stats().expect("stats")[STAT_PASS_EGRESS as usize].packets;
+        let recorded = h.bridge_passes().expect("egress misses");
+        if (passed, recorded) != (2, 2) {
+            flows.push(format!(
+                "pass_egress {passed}, bridge recorded {recorded}: want 2 and 2"
+            ));
+        }
         (report, flows)
     });
     eprintln!("{}", report.summary());

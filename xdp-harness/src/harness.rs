@@ -10,7 +10,7 @@ use lb_common::{
 use lb_userspace::{bpf::BpfDataplane, dataplane::Dataplane};
 
 use crate::fixture::Side;
-use crate::netns::{self, BACKEND_IF, CLIENT_IF};
+use crate::netns::{self, BACKEND_IF, BRIDGE_IF, CLIENT_IF};
 use crate::pkt::Ip;
 use crate::plan::{PLANS, Plan, TCP_BACKEND_PORT, TCP_PORT, UDP_BACKEND_PORT, UDP_PORT};
 
@@ -21,6 +21,7 @@ pub struct Harness {
     dp: BpfDataplane,
     client_if: u32,
     backend_if: u32,
+    bridge_if: u32,
 }
 
 impl Harness {
@@ -30,10 +31,16 @@ impl Harness {
         netns::make_links()?;
         let mut dp = BpfDataplane::load_detached(flow_entries, 1024).context("loading xlb")?;
         fill_maps(&mut dp)?;
+        let client_if = netns::ifindex(CLIENT_IF)?;
+        let backend_if = netns::ifindex(BACKEND_IF)?;
+        // As xlbd would: the veths can take redirects, the bridge cannot.
+        dp.allow_egress(client_if)?;
+        dp.allow_egress(backend_if)?;
         Ok(Harness {
             dp,
-            client_if: netns::ifindex(CLIENT_IF)?,
-            backend_if: netns::ifindex(BACKEND_IF)?,
+            client_if,
+            backend_if,
+            bridge_if: netns::ifindex(BRIDGE_IF)?,
         })
     }
 
@@ -73,6 +80,15 @@ impl Harness {
     pub fn stats(&self) -> Result<Vec<Counter>> {
         Ok(self.dp.stats()?)
     }
+
+    /// Packets passed to the kernel because the FIB chose the bridge.
+    pub fn bridge_passes(&self) -> Result<u64> {
+        let misses = self.dp.egress_misses()?;
+        Ok(misses
+            .iter()
+            .find(|(i, _)| *i == self.bridge_if)
+            .map_or(0, |m| m.1))
+    }
 }
 
 /// `struct xdp_md` for test_run: the packet arrives on `ifindex`.
@@ -102,7 +118,7 @@ fn backend(addr: Ip, port: u16) -> Backend {
 }
 
 /// The services of one family and the backend each table's slots all hold.
-fn services(plan: &Plan) -> [(ServiceKey, Option<Backend>); 4] {
+fn services(plan: &Plan) -> [(ServiceKey, Option<Backend>); SERVICES_PER_PLAN] {
     [
         (
             service(plan.vip, TCP_PORT, PROTO_TCP),
@@ -117,12 +133,23 @@ fn services(plan: &Plan) -> [(ServiceKey, Option<Backend>); 4] {
             service(plan.vip_no_neigh, TCP_PORT, PROTO_TCP),
             Some(backend(plan.backend_no_neigh, TCP_BACKEND_PORT)),
         ),
+        (
+            service(plan.vip_bridged, TCP_PORT, PROTO_TCP),
+            Some(backend(plan.backend_bridged, TCP_BACKEND_PORT)),
+        ),
     ]
 }
 
-/// The index in `BACKENDS` of `plan`'s backend for the TCP service (V4: 0, V6: 4).
+const SERVICES_PER_PLAN: usize = 5;
+
+/// The index in `BACKENDS` of `plan`'s backend for the TCP service (each plan's services
+/// take consecutive ids, the TCP service first).
 pub fn tcp_backend_index(plan: &Plan) -> u32 {
-    if plan.is_v6() { 4 } else { 0 }
+    if plan.is_v6() {
+        SERVICES_PER_PLAN as u32
+    } else {
+        0
+    }
 }
 
 fn fill_maps(dp: &mut BpfDataplane) -> Result<()> {

@@ -1,17 +1,23 @@
 //! A private network namespace for one thread, holding the two links of [`crate::plan`]:
 //! `xc0` (LB, client side) / `xc1` (client) and `xb0` (LB, backend side) / `xb1` (backend),
-//! with fixed MACs, IPv4 and IPv6 addresses, and permanent neighbours for the client and
-//! one backend, so that `bpf_fib_lookup` answers the same on every run.
+//! and a bridge `xbr0` with the port `xr0` (peer `xr1`), with fixed MACs, IPv4 and IPv6
+//! addresses, and permanent neighbours for the client, one backend and the bridged
+//! backend, so that `bpf_fib_lookup` answers the same on every run.
 
 use std::process::Command;
 
 use anyhow::{Context as _, Result, bail, ensure};
 
-use crate::plan::{BACKEND_IF_MAC, BACKEND_MAC, CLIENT_IF_MAC, CLIENT_MAC, V4, V6};
+use crate::plan::{
+    BACKEND_IF_MAC, BACKEND_MAC, BRIDGE_MAC, BRIDGED_MAC, CLIENT_IF_MAC, CLIENT_MAC, V4, V6,
+};
 
 /// The LB's interfaces.
 pub const CLIENT_IF: &str = "xc0";
 pub const BACKEND_IF: &str = "xb0";
+/// A bridge (with one veth port, `xr0`, so it has a carrier): a FIB egress that cannot
+/// take XDP redirects.
+pub const BRIDGE_IF: &str = "xbr0";
 
 /// Runs `f` on a new thread that has its own network namespace (the `ip` commands it
 /// starts inherit it), and returns its result. Nothing is left behind: the namespace
@@ -73,7 +79,15 @@ pub fn make_links() -> Result<()> {
          ip neigh replace {v4c} lladdr {c} dev {CLIENT_IF} nud permanent
          ip neigh replace {v4b} lladdr {b} dev {BACKEND_IF} nud permanent
          ip -6 neigh replace {v6c} lladdr {c} dev {CLIENT_IF} nud permanent
-         ip -6 neigh replace {v6b} lladdr {b} dev {BACKEND_IF} nud permanent",
+         ip -6 neigh replace {v6b} lladdr {b} dev {BACKEND_IF} nud permanent
+         ip link add {BRIDGE_IF} address {brm} type bridge
+         ip link add xr0 type veth peer name xr1
+         ip link set xr0 master {BRIDGE_IF}
+         ip addr add {r4} dev {BRIDGE_IF}
+         ip -6 addr add {r6} dev {BRIDGE_IF} nodad
+         for d in {BRIDGE_IF} xr0 xr1; do ip link set $d up; done
+         ip neigh replace {v4r} lladdr {r} dev {BRIDGE_IF} nud permanent
+         ip -6 neigh replace {v6r} lladdr {r} dev {BRIDGE_IF} nud permanent",
         cif = mac(CLIENT_IF_MAC),
         bif = mac(BACKEND_IF_MAC),
         c4 = addr(V4.client_lb, V4.client_prefix),
@@ -84,6 +98,12 @@ pub fn make_links() -> Result<()> {
         v4b = V4.backend,
         v6c = V6.client,
         v6b = V6.backend,
+        brm = mac(BRIDGE_MAC),
+        r = mac(BRIDGED_MAC),
+        r4 = addr(V4.bridge_lb, V4.bridge_prefix),
+        r6 = addr(V6.bridge_lb, V6.bridge_prefix),
+        v4r = V4.backend_bridged,
+        v6r = V6.backend_bridged,
     ))?;
     sysctl("net/ipv4/ip_forward", "1")?;
     // After the links exist: `all` sets every existing interface.

@@ -9,7 +9,9 @@
 //!
 //! Services, per family: `vip:80/tcp -> backend:8080`, `vip:53/udp -> backend:5353`,
 //! `vip_empty:80/tcp` (a table of empty slots), `vip_no_neigh:80/tcp -> backend_no_neigh:8080`
-//! (on the backend link, but without a neighbour entry).
+//! (on the backend link, but without a neighbour entry), and
+//! `vip_bridged:80/tcp -> backend_bridged:8080`, behind the bridge `xbr0` (198.19.5.0/24,
+//! 2001:2:0:105::/64), a FIB egress that is not in the `EGRESS` devmap.
 
 use crate::pkt::Ip;
 
@@ -17,6 +19,8 @@ pub const CLIENT_IF_MAC: [u8; 6] = [2, 0, 0, 0, 0x0c, 1];
 pub const CLIENT_MAC: [u8; 6] = [2, 0, 0, 0, 0x0c, 2];
 pub const BACKEND_IF_MAC: [u8; 6] = [2, 0, 0, 0, 0x0b, 1];
 pub const BACKEND_MAC: [u8; 6] = [2, 0, 0, 0, 0x0b, 2];
+pub const BRIDGE_MAC: [u8; 6] = [2, 0, 0, 0, 0x0d, 1];
+pub const BRIDGED_MAC: [u8; 6] = [2, 0, 0, 0, 0x0d, 2];
 
 /// The TCP service's port and its backends' port.
 pub const TCP_PORT: u16 = 80;
@@ -40,6 +44,12 @@ pub struct Plan {
     pub vip_no_neigh: Ip,
     pub backend: Ip,
     pub backend_no_neigh: Ip,
+    /// A VIP whose backend is reached through a bridge (no XDP redirect possible).
+    pub vip_bridged: Ip,
+    pub backend_bridged: Ip,
+    /// The LB's address on the bridge, and the bridge's prefix length.
+    pub bridge_lb: Ip,
+    pub bridge_prefix: u8,
     /// The LB's address on the backend link.
     pub backend_lb: Ip,
     pub backend_prefix: u8,
@@ -55,8 +65,13 @@ impl Plan {
     }
 
     /// Every address that is a VIP.
-    pub fn vips(&self) -> [Ip; 3] {
-        [self.vip, self.vip_empty, self.vip_no_neigh]
+    pub fn vips(&self) -> [Ip; 4] {
+        [
+            self.vip,
+            self.vip_empty,
+            self.vip_no_neigh,
+            self.vip_bridged,
+        ]
     }
 }
 
@@ -86,14 +101,18 @@ pub const V4: Plan = Plan {
     vip_no_neigh: Ip::V4([198, 18, 0, 12]),
     backend: Ip::V4([198, 19, 0, 2]),
     backend_no_neigh: Ip::V4([198, 19, 0, 3]),
+    vip_bridged: Ip::V4([198, 18, 0, 13]),
+    backend_bridged: Ip::V4([198, 19, 5, 2]),
+    bridge_lb: Ip::V4([198, 19, 5, 1]),
+    bridge_prefix: 24,
     backend_lb: Ip::V4([198, 19, 0, 1]),
     backend_prefix: 24,
     client_router: Ip::V4([198, 18, 10, 3]),
     backend_router: Ip::V4([198, 19, 0, 9]),
 };
 
-/// 2001:2:0:10::/64 is the client link, 2001:2:0:100::/64 the backend link, VIPs are
-/// 2001:2::10-12.
+/// 2001:2:0:10::/64 is the client link, 2001:2:0:100::/64 the backend link,
+/// 2001:2:0:105::/64 the bridge, VIPs are 2001:2::10-13.
 pub const V6: Plan = Plan {
     name: "IPv6",
     client: v6([0x10, 0, 2]),
@@ -104,6 +123,10 @@ pub const V6: Plan = Plan {
     vip_no_neigh: v6([0, 0, 0x12]),
     backend: v6([0x100, 0, 2]),
     backend_no_neigh: v6([0x100, 0, 3]),
+    vip_bridged: v6([0, 0, 0x13]),
+    backend_bridged: v6([0x105, 0, 2]),
+    bridge_lb: v6([0x105, 0, 1]),
+    bridge_prefix: 64,
     backend_lb: v6([0x100, 0, 1]),
     backend_prefix: 64,
     client_router: v6([0x10, 0, 3]),

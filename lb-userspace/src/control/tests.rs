@@ -24,6 +24,10 @@ async fn start() -> Harness {
         interfaces: vec!["veth0".into(), "veth1".into()],
         mode: AttachMode::Skb,
         started: Instant::now(),
+        egress: Arc::new(Mutex::new(crate::egress::Egress::new(
+            AttachMode::Skb,
+            vec![],
+        ))),
     };
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let service = ControlService::new(state.clone(), info);
@@ -105,7 +109,7 @@ async fn services_and_backends_round_trip() {
     h.state
         .lock()
         .await
-        .dataplane_mut_for_tests()
+        .dataplane_mut()
         .fake
         .add_live_flows(1, 4);
     let all = c
@@ -256,7 +260,7 @@ async fn errors_carry_codes_and_one_line_messages() {
 #[tokio::test]
 async fn status_reports_the_daemon_and_counters() {
     let mut h = start().await;
-    h.state.lock().await.dataplane_mut_for_tests().counters[0].packets = 42;
+    h.state.lock().await.dataplane_mut().counters[0].packets = 42;
     h.client
         .add_service(add_service("[2001:2::10]:53/udp", Some(7)))
         .await

@@ -204,20 +204,20 @@ fn a_failed_write_leaves_the_state_as_it_was() {
     st.add_service(svc(WEB), Some(7)).unwrap();
     let b1 = be("198.19.0.2:8080");
     for fail in [Fail::PutBackend, Fail::WriteTable, Fail::PutService] {
-        st.dataplane_mut_for_tests().fail = Some(fail);
+        st.dataplane_mut().fail = Some(fail);
         let e = st.add_backend(&svc(WEB), b1, None).unwrap_err();
         assert_eq!(e.kind(), ErrorKind::Internal);
         assert_eq!(st.services()[0].backends, 0);
         assert_eq!(st.services()[0].generation, 1);
         assert_eq!(live(&st, WEB), [NO_BACKEND; 7]);
     }
-    st.dataplane_mut_for_tests().fail = Some(Fail::PutService);
+    st.dataplane_mut().fail = Some(Fail::PutService);
     assert!(st.add_service(svc("198.18.0.11:80/tcp"), Some(7)).is_err());
-    st.dataplane_mut_for_tests().fail = Some(Fail::RemoveService);
+    st.dataplane_mut().fail = Some(Fail::RemoveService);
     assert!(st.remove_service(&svc(WEB)).is_err());
     assert_eq!(st.services().len(), 1);
 
-    st.dataplane_mut_for_tests().fail = None;
+    st.dataplane_mut().fail = None;
     // Nothing was used up by the failed attempts: the first index and the next id and
     // region are still free.
     assert_eq!(st.add_backend(&svc(WEB), b1, None).unwrap().index, 0);
@@ -376,7 +376,7 @@ fn listings_carry_counters_and_flows() {
     st.add_service(s, Some(7)).unwrap();
     st.add_backend(&s, be("198.19.0.3:80"), Some(5)).unwrap();
     st.add_backend(&s, be("198.19.0.2:80"), None).unwrap();
-    let dp = st.dataplane_mut_for_tests();
+    let dp = st.dataplane_mut();
     dp.backend_counters.insert(
         0,
         Counter {
@@ -453,7 +453,7 @@ fn removing_a_backend_with_live_flows_is_refused_unless_forced() {
     let (b0, b1) = (be("198.19.0.2:80"), be("198.19.1.2:80"));
     let i0 = st.add_backend(&s, b0, None).unwrap().index;
     st.add_backend(&s, b1, None).unwrap();
-    st.dataplane_mut_for_tests().fake.add_live_flows(i0, 3);
+    st.dataplane_mut().fake.add_live_flows(i0, 3);
     assert_eq!(st.backends(Some(&s)).unwrap()[0].flows, 3);
 
     let before = snapshot(&st);
@@ -478,7 +478,7 @@ fn removing_a_backend_with_live_flows_is_refused_unless_forced() {
 #[test]
 fn sweep_keeps_live_flows() {
     let mut st = state(64);
-    st.dataplane_mut_for_tests().fake.add_live_flows(0, 2);
+    st.dataplane_mut().fake.add_live_flows(0, 2);
     assert_eq!(st.sweep().unwrap(), 0);
     assert_eq!(st.dataplane().fake.flows.len(), 4);
     // With a zero UDP/TCP idle timeout, one nanosecond later everything has expired.
