@@ -22,7 +22,9 @@ pub use iperf::{IperfResult, ping};
 pub use netns::Netns;
 pub use proc::{Tracked, die_with_parent};
 pub use servers::backend_id;
-pub use topology::{AddrPair, Link, Node, Role, Testbed, VIP, VIP6, link_addrs};
+pub use topology::{
+    AddrPair, Layout, Link, Node, Role, Testbed, VIP, VIP6, bridge_addrs, link_addrs,
+};
 
 /// Whether the test may run: true as root. Otherwise prints a loud skip line and returns
 /// false, so a test starts with `if !xlb_testbed::require_root("name") { return; }`.

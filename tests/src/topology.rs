@@ -1,7 +1,9 @@
 //! The testbed's topology (DESIGN.md section 5): client namespaces and backend namespaces,
-//! each joined to one LB namespace by its own point-to-point veth pair, with the address
-//! plan from 198.18.0.0/15 and 2001:2::/48. Everything it made is removed when the
-//! [`Testbed`] drops.
+//! each joined to one LB namespace by its own veth pair, with the address plan from
+//! 198.18.0.0/15 and 2001:2::/48. Backends are on point-to-point links
+//! ([`Layout::PointToPoint`]) or share a Linux bridge in the LB namespace whose ports are
+//! the veths ([`Layout::Bridge`], as `docker0`/`cni0` on a container host). Everything it
+//! made is removed when the [`Testbed`] drops.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::path::{Path, PathBuf};
@@ -36,6 +38,42 @@ impl Role {
             Role::Backend => 'b',
         }
     }
+}
+
+/// How the backends are joined to the LB namespace.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Layout {
+    /// A veth pair per backend, each its own subnet.
+    PointToPoint,
+    /// A bridge in the LB namespace holding the LB's backend-side addresses
+    /// (198.19.200.1/24, 2001:2:0:200::1/64); each backend's veth is a port of it, and
+    /// backend j is 198.19.200.(10+j) and 2001:2:0:200::(10+j) (hex).
+    Bridge,
+}
+
+/// The bridged backends' subnet: (IPv4 third octet, IPv6 fourth group).
+const BRIDGE_NET: (u8, u16) = (200, 0x200);
+
+/// The LB's and backend `idx`'s addresses on the bridge.
+pub fn bridge_addrs(idx: usize) -> Result<Vec<AddrPair>> {
+    if idx > 200 {
+        bail!("bridged backend index {idx} is outside the address plan");
+    }
+    let (c, group) = BRIDGE_NET;
+    let host = 10 + idx as u8;
+    let v6 = |h: u16| Ipv6Addr::new(0x2001, 2, 0, group, 0, 0, 0, h).into();
+    Ok(vec![
+        AddrPair {
+            lb: Ipv4Addr::new(198, 19, c, 1).into(),
+            peer: Ipv4Addr::new(198, 19, c, host).into(),
+            prefix_len: 24,
+        },
+        AddrPair {
+            lb: v6(1),
+            peer: v6(host as u16),
+            prefix_len: 64,
+        },
+    ])
 }
 
 /// One address on each end of a link, and the prefix they share.
@@ -174,8 +212,14 @@ pub struct Testbed {
 static COUNTER: AtomicU32 = AtomicU32::new(0);
 
 impl Testbed {
-    /// Builds the LB namespace plus `clients` client and `backends` backend namespaces.
+    /// Builds the LB namespace plus `clients` client and `backends` backend namespaces,
+    /// every backend on a point-to-point link.
     pub fn new(clients: usize, backends: usize) -> Result<Testbed> {
+        Self::with_layout(clients, backends, Layout::PointToPoint)
+    }
+
+    /// [`Testbed::new`] with the backends joined as `layout` says.
+    pub fn with_layout(clients: usize, backends: usize, layout: Layout) -> Result<Testbed> {
         sweep_stale();
         let pid = std::process::id();
         let n = COUNTER.fetch_add(1, Ordering::Relaxed);
@@ -187,9 +231,16 @@ impl Testbed {
 
         let lb = Netns::create(&format!("xlbt-{tag}-lb"))?;
         lb.sysctl("net/ipv4/ip_forward", "1")?;
+        let bridge = match layout {
+            Layout::PointToPoint => None,
+            Layout::Bridge => Some(make_bridge(&lb, &short)?),
+        };
         let make = |role: Role, count: usize| -> Result<Vec<Node>> {
             (0..count)
-                .map(|i| make_node(&lb, &tag, &short, role, i))
+                .map(|i| {
+                    let on_bridge = bridge.as_deref().filter(|_| role == Role::Backend);
+                    make_node(&lb, &tag, &short, role, i, on_bridge)
+                })
                 .collect()
         };
         let clients = make(Role::Client, clients)?;
@@ -269,13 +320,45 @@ fn sweep_stale() {
     }
 }
 
-fn make_node(lb: &Netns, tag: &str, short: &str, role: Role, idx: usize) -> Result<Node> {
+/// The bridge in the LB namespace, with the LB's addresses on the bridged subnet.
+fn make_bridge(lb: &Netns, short: &str) -> Result<String> {
+    let br = format!("br-{short}");
+    if br.len() > MAX_IFNAME {
+        bail!("interface name {br} is longer than {MAX_IFNAME}");
+    }
+    lb.ip(&["link", "add", "name", &br, "type", "bridge"])?;
+    for a in bridge_addrs(0)? {
+        let nodad: &[&str] = if a.lb.is_ipv6() { &["nodad"] } else { &[] };
+        lb.ip(&[
+            &["addr", "add", &cidr(a.lb, a.prefix_len), "dev", &br],
+            nodad,
+        ]
+        .concat())?;
+    }
+    lb.ip(&["link", "set", "dev", &br, "up"])?;
+    lb.exec("ethtool", &["-K", &br, "tx", "off"])?;
+    Ok(br)
+}
+
+/// A client or backend namespace and its veth to the LB; with `bridge`, the LB's end is a
+/// port of that bridge and holds no address.
+fn make_node(
+    lb: &Netns,
+    tag: &str,
+    short: &str,
+    role: Role,
+    idx: usize,
+    bridge: Option<&str>,
+) -> Result<Node> {
     let r = role.letter();
     let ns = Netns::create(&format!("xlbt-{tag}-{r}{idx}"))?;
     let link = Link {
         lb_if: format!("{r}{idx}-{short}"),
         peer_if: format!("{r}{idx}p-{short}"),
-        addrs: link_addrs(role, idx)?,
+        addrs: match bridge {
+            None => link_addrs(role, idx)?,
+            Some(_) => bridge_addrs(idx)?,
+        },
     };
     if link.peer_if.len() > MAX_IFNAME {
         bail!(
@@ -298,11 +381,16 @@ fn make_node(lb: &Netns, tag: &str, short: &str, role: Role, idx: usize) -> Resu
         "netns",
         ns.name(),
     ])?;
+    if let Some(br) = bridge {
+        lb.ip(&["link", "set", "dev", lb_if, "master", br])?;
+    }
     for a in &link.addrs {
         // No duplicate address detection: IPv6 addresses are usable at once.
         let nodad: &[&str] = if a.lb.is_ipv6() { &["nodad"] } else { &[] };
         let (lb_cidr, peer_cidr) = (cidr(a.lb, a.prefix_len), cidr(a.peer, a.prefix_len));
-        lb.ip(&[&["addr", "add", &lb_cidr, "dev", lb_if], nodad].concat())?;
+        if bridge.is_none() {
+            lb.ip(&[&["addr", "add", &lb_cidr, "dev", lb_if], nodad].concat())?;
+        }
         ns.ip(&[&["addr", "add", &peer_cidr, "dev", peer_if], nodad].concat())?;
     }
     lb.ip(&["link", "set", "dev", lb_if, "up"])?;

@@ -1,23 +1,32 @@
 //! NAT load balancing through xlbd: connections and UDP flows to a VIP (IPv4 and IPv6)
-//! spread over the backends and stay on one; traffic not for a VIP is left alone; removed
+//! spread over the backends and stay on one, with the backends on point-to-point links or
+//! behind a bridge (native and skb mode); traffic not for a VIP is left alone; removed
 //! backends get no new connections.
 
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
 
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
 use xlb_testbed::{
-    Flow, Proto, Testbed, VIP, VIP6, backend_id, flows_per_backend, ping, require_root,
+    Flow, Layout, Proto, Testbed, VIP, VIP6, backend_id, flows_per_backend, ping, require_root,
 };
 
 const BACKEND_PORT: u16 = 8080;
 
 /// 3 clients, 3 backends with id servers, xlbd running with `service` over all backends.
 fn lb_testbed(service: &str) -> Testbed {
-    let mut tb = Testbed::new(3, 3).expect("testbed");
+    lb_testbed_with(Layout::PointToPoint, "native", service)
+}
+
+/// [`lb_testbed`] with the backends joined as `layout` says, xlbd in `mode`.
+fn lb_testbed_with(layout: Layout, mode: &str, service: &str) -> Testbed {
+    let mut tb = Testbed::with_layout(3, 3, layout).expect("testbed");
     for j in 0..3 {
         tb.spawn_id_server(j, BACKEND_PORT).expect("id server");
     }
-    tb.start_xlbd(&[]).expect("start xlbd");
+    tb.start_xlbd(&["--mode", mode]).expect("start xlbd");
     tb.add_service_with_backends(service, BACKEND_PORT)
         .expect("configure service");
     tb
@@ -139,4 +148,99 @@ fn udp_flows_spread_and_stick_v6() {
         return;
     }
     spread_and_stick_v6("[2001:2::10]:53/udp", Proto::Udp, 53);
+}
+
+/// Issue 14: the backends behind a Linux bridge in the LB namespace (as docker0/cni0),
+/// XDP on the client links and the bridge ports. The FIB's egress toward a backend is the
+/// bridge, which cannot take a native XDP redirect: requests go through the kernel
+/// (`pass_egress`), replies are redirected to the client links in XDP. In skb mode a
+/// generic redirect to the bridge works, so both directions stay in XDP.
+fn bridged(mode: &str, service: &str, proto: Proto, port: u16) {
+    let tb = lb_testbed_with(Layout::Bridge, mode, service);
+    let flows = spread(&tb, proto, SocketAddr::new(VIP.into(), port));
+    eprintln!(
+        "{mode}, bridged, per backend: {:?}",
+        flows_per_backend(&flows)
+    );
+    assert_eq!(backends_used(&flows), ids(&[0, 1, 2]));
+
+    let status = |tb: &Testbed| -> Value {
+        serde_json::from_str(&tb.xlb_ok(&["status", "--json"]).expect("status")).unwrap()
+    };
+    let device = |s: &Value, prefix: &str| -> Value {
+        let all = s["egress"].as_array().expect("egress list").clone();
+        all.into_iter()
+            .find(|d| d["name"].as_str().unwrap().starts_with(prefix))
+            .unwrap_or_else(|| panic!("no device {prefix}* in {s}"))
+    };
+    let s = status(&tb);
+    let counter = |name: &str| s["counters"][name]["packets"].as_u64().unwrap();
+    let (passed, replies) = (counter("pass_egress"), counter("reply"));
+    eprintln!("{mode}: pass_egress={passed} reply={replies}");
+    let client_link = device(&s, "c0-");
+    assert_eq!(
+        (
+            client_link["path"].as_str(),
+            client_link["attached"].as_bool()
+        ),
+        (Some("xdp"), Some(true))
+    );
+    assert!(replies >= 30, "replies in XDP: {replies}");
+    let bridge = device(&s, "br-");
+    if mode == "skb" {
+        assert_eq!(bridge["path"], "xdp", "{bridge}");
+        assert_eq!(passed, 0);
+        return;
+    }
+    assert_eq!(bridge["path"], "kernel", "{bridge}");
+    assert!(passed >= 30, "requests through the kernel: {passed}");
+    // The daemon learns the egress in use at its next sync (every second).
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let seen = device(&status(&tb), "br-")["kernel_packets"]
+            .as_u64()
+            .unwrap();
+        if seen > 0 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the bridge's kernel packets never showed"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let log = std::fs::read_to_string(tb.xlbd_log()).unwrap();
+    assert!(log.contains("kernel path"), "{log}");
+}
+
+#[test]
+fn bridged_backends_tcp_native() {
+    if !require_root("bridged_backends_tcp_native") {
+        return;
+    }
+    bridged("native", "198.18.0.10:80/tcp", Proto::Tcp, 80);
+}
+
+#[test]
+fn bridged_backends_udp_native() {
+    if !require_root("bridged_backends_udp_native") {
+        return;
+    }
+    bridged("native", "198.18.0.10:53/udp", Proto::Udp, 53);
+}
+
+#[test]
+fn bridged_backends_tcp_skb() {
+    if !require_root("bridged_backends_tcp_skb") {
+        return;
+    }
+    bridged("skb", "198.18.0.10:80/tcp", Proto::Tcp, 80);
+}
+
+#[test]
+fn bridged_backends_udp_skb() {
+    if !require_root("bridged_backends_udp_skb") {
+        return;
+    }
+    bridged("skb", "198.18.0.10:53/udp", Proto::Udp, 53);
 }
