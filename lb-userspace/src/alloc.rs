@@ -4,8 +4,10 @@
 
 use std::collections::{BTreeSet, VecDeque};
 
+use serde::{Deserialize, Serialize};
+
 /// Which freed id comes back first.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Reuse {
     /// The lowest free id (service ids: small and stable).
     Lowest,
@@ -16,7 +18,7 @@ pub enum Reuse {
 }
 
 /// Ids `0..limit`.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct IdPool {
     reuse: Reuse,
     limit: u32,
@@ -74,7 +76,7 @@ impl IdPool {
 }
 
 /// Free space in one half of the table area, as sorted, non-adjacent `(offset, len)` runs.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Regions {
     free: Vec<(u32, u32)>,
 }

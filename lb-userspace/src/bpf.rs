@@ -1,19 +1,31 @@
-//! Loads the XDP object, attaches it to interfaces, pins its maps and implements
-//! [`Dataplane`] over them. Dropping a [`BpfDataplane`] detaches XDP and removes the pins.
+//! Loads the XDP object, attaches it to interfaces, pins its maps and XDP links and
+//! implements [`Dataplane`] over them.
+//!
+//! The data path outlives the daemon: the links and the maps are pinned under the pin
+//! directory, so packets keep being balanced while no `xlbd` runs. A starting `xlbd` adopts
+//! what is pinned: the new object is loaded over the pinned maps (refused, one line, when a
+//! pinned map's layout differs from the new object's, unless `reset`) and replaces the old
+//! program through each pinned link in one `bpf_link_update` (an upgrade). Dropping a
+//! [`BpfDataplane`] leaves all of it in place; [`BpfDataplane::detach`] removes it. An
+//! exclusive `flock` on the pin directory keeps a second daemon off it.
 
 use std::{
     ffi::CString,
+    os::fd::{AsRawFd as _, OwnedFd},
     path::{Path, PathBuf},
 };
 
 use aya::{
     Ebpf, EbpfLoader,
-    maps::{Array, DevMapHash, HashMap, IterableMap as _, Map, MapData, MapError, PerCpuArray},
+    maps::MapInfo,
+    maps::{Array, DevMapHash, HashMap, Map, MapData, MapError, PerCpuArray},
+    programs::links::{FdLink, PinnedLink},
+    programs::xdp::XdpLink,
     programs::{ProgramError, Xdp, XdpMode},
 };
 use lb_common::{
     Backend, FlowKey, FlowValue, MAP_BACKEND_STATS, MAP_BACKENDS, MAP_EGRESS, MAP_EGRESS_MISS,
-    MAP_FLOWS, MAP_SERVICES, MAP_STATS, MAP_TABLES, ServiceKey, ServiceValue,
+    MAP_FLOWS, MAP_FRAGS, MAP_SERVICES, MAP_STATS, MAP_TABLES, ServiceKey, ServiceValue,
     stats::{Counter, STAT_COUNT},
 };
 
@@ -49,6 +61,26 @@ impl AttachMode {
     }
 }
 
+/// The maps that hold state, pinned as `<pin dir>/<lower-case name>` and adopted by the
+/// next daemon. (The per-CPU scratch map holds nothing between packets.)
+const PINNED_MAPS: [&str; 9] = [
+    MAP_SERVICES,
+    MAP_BACKENDS,
+    MAP_TABLES,
+    MAP_FLOWS,
+    MAP_STATS,
+    MAP_BACKEND_STATS,
+    MAP_FRAGS,
+    MAP_EGRESS,
+    MAP_EGRESS_MISS,
+];
+
+/// `BPF_F_RDONLY_PROG`, which the kernel adds to every devmap.
+const BPF_F_RDONLY_PROG: u32 = 1 << 7;
+
+/// Pins of XDP links are `<pin dir>/link_<interface>`.
+const LINK_PREFIX: &str = "link_";
+
 /// What `xlbd` asks of the loader.
 #[derive(Clone, Debug)]
 pub struct LoadOptions {
@@ -60,6 +92,11 @@ pub struct LoadOptions {
     pub flow_entries: u32,
     /// Slots of the backend-table area, both halves of the double buffer together.
     pub table_area: u32,
+    /// Remove whatever is pinned (links, maps: every flow) and start empty.
+    pub reset: bool,
+    /// Load the XDP object from this file instead of the one built into xlbd (a data-path
+    /// build made from the same lb-common, rolled out without a new xlbd).
+    pub object: Option<PathBuf>,
 }
 
 /// Why the loader could not start; each one is one line an operator can act on.
@@ -79,24 +116,40 @@ pub enum LoadError {
         mode: AttachMode,
         reason: String,
     },
-    #[error("cannot pin maps under {path}: {reason}")]
+    #[error("cannot pin under {path}: {reason}")]
     Pin { path: PathBuf, reason: String },
+    #[error("another xlbd holds {} (a lock on the pin directory); stop it first", .0.display())]
+    Locked(PathBuf),
+    #[error(
+        "pinned map {map} at {} does not fit this xlbd: {what}; start xlbd with the settings it ran with, or with --reset to start empty (every connection is lost)",
+        path.display()
+    )]
+    Incompatible {
+        map: &'static str,
+        path: PathBuf,
+        what: String,
+    },
     #[error("invalid size: {0}")]
     Size(String),
 }
 
 /// The loaded, attached XDP program and its maps.
 pub struct BpfDataplane {
-    /// Owns the program and its XDP links: dropping it detaches.
+    /// Owns the program. Its XDP links are pinned, so dropping it detaches nothing.
     ebpf: Ebpf,
     maps: Maps,
     pin_dir: Option<PathBuf>,
-    pins: Vec<PathBuf>,
+    /// The state pinned by an earlier daemon was adopted (rather than made anew).
+    adopted: bool,
+    /// The exclusive lock on the pin directory, held while this lives.
+    _lock: Option<OwnedFd>,
 }
 
 impl BpfDataplane {
-    /// Checks the preconditions, loads the object, attaches it to every interface and pins
-    /// the maps. Nothing stays attached or pinned when this fails.
+    /// Checks the preconditions, takes the pin directory's lock, loads the object over the
+    /// pinned maps (or new ones, pinned), and attaches it to every interface through its
+    /// pinned link (replacing the program it held) or a new one, pinned. Links pinned for
+    /// interfaces no longer asked for are removed (which detaches them).
     pub fn load(opts: &LoadOptions) -> Result<BpfDataplane, LoadError> {
         // SAFETY: geteuid has no preconditions.
         if unsafe { libc::geteuid() } != 0 {
@@ -109,26 +162,46 @@ impl BpfDataplane {
         if !is_bpffs(bpffs) {
             return Err(LoadError::BpffsMissing(bpffs.to_path_buf()));
         }
-        let mut dp = Self::load_detached(opts.flow_entries, opts.table_area)?;
-        clear_pin_dir(&opts.pin_dir)?;
-        dp.pin_dir = Some(opts.pin_dir.clone());
+        let dir = &opts.pin_dir;
+        let pin_err = |e: &dyn std::fmt::Display| LoadError::Pin {
+            path: dir.clone(),
+            reason: e.to_string(),
+        };
+        std::fs::create_dir_all(dir).map_err(|e| pin_err(&e))?;
+        let lock = lock_dir(dir)?;
+        if opts.reset {
+            clear_pin_dir(dir)?;
+        }
+        let adopted = map_pin(dir, MAP_SERVICES).exists();
+        let pins: Vec<(&'static str, PathBuf)> =
+            PINNED_MAPS.iter().map(|m| (*m, map_pin(dir, m))).collect();
+        let file;
+        let object = match &opts.object {
+            None => XDP_OBJECT,
+            Some(path) => {
+                file = std::fs::read(path).map_err(|e| {
+                    LoadError::Rejected(format!("cannot read {}: {e}", path.display()))
+                })?;
+                &file[..]
+            }
+        };
+        if !opts.reset {
+            check_pinned_maps(dir, object, opts.flow_entries, opts.table_area)?;
+        }
+        let mut dp = Self::load_with(object, opts.flow_entries, opts.table_area, &pins)?;
+        dp.pin_dir = Some(dir.clone());
+        dp.adopted = adopted;
+        dp._lock = Some(lock);
+        let mode = opts.mode;
         let program = dp.program();
         for iface in &opts.ifaces {
-            program
-                .attach(iface, opts.mode.flags())
-                .map_err(|e| LoadError::Attach {
-                    iface: iface.clone(),
-                    mode: opts.mode,
-                    reason: one_line(&error_chain(&e)),
-                })?;
+            attach_pinned(program, iface, mode, &link_pin(dir, iface))?;
         }
-        for (map, name) in dp.maps.all() {
-            let path = opts.pin_dir.join(name.to_lowercase());
-            map.pin(&path).map_err(|e| LoadError::Pin {
-                path: path.clone(),
-                reason: e.to_string(),
-            })?;
-            dp.pins.push(path);
+        for stale in pinned_links(dir).map_err(|e| pin_err(&e))? {
+            if !opts.ifaces.iter().any(|i| link_pin(dir, i) == stale) {
+                tracing::info!("xlbd: detaching from {} (not asked for)", stale.display());
+                std::fs::remove_file(&stale).map_err(|e| pin_err(&e))?;
+            }
         }
         Ok(dp)
     }
@@ -136,15 +209,31 @@ impl BpfDataplane {
     /// Loads the object and its maps without attaching or pinning anything: for running
     /// the program on crafted packets with BPF_PROG_TEST_RUN (see [`BpfDataplane::program`]).
     pub fn load_detached(flow_entries: u32, table_area: u32) -> Result<BpfDataplane, LoadError> {
+        Self::load_with(XDP_OBJECT, flow_entries, table_area, &[])
+    }
+
+    /// Loads the object and its program; the maps named in `pins` are taken from (or made
+    /// and pinned at) their paths, the others are made anew.
+    fn load_with(
+        object: &[u8],
+        flow_entries: u32,
+        table_area: u32,
+        pins: &[(&'static str, PathBuf)],
+    ) -> Result<BpfDataplane, LoadError> {
         if flow_entries < 2 || table_area < 2 {
             return Err(LoadError::Size(
                 "--flow-entries and --table-area must be at least 2".into(),
             ));
         }
-        let mut ebpf = EbpfLoader::new()
+        let mut loader = EbpfLoader::new();
+        loader
             .map_max_entries(MAP_FLOWS, flow_entries)
-            .map_max_entries(MAP_TABLES, table_area)
-            .load(XDP_OBJECT)
+            .map_max_entries(MAP_TABLES, table_area);
+        for (map, path) in pins {
+            loader.map_pin_path(map, path.as_path());
+        }
+        let mut ebpf = loader
+            .load(object)
             .map_err(|e| LoadError::Rejected(one_line(&error_chain(&e))))?;
         let program: &mut Xdp = ebpf
             .program_mut(PROGRAM)
@@ -162,7 +251,8 @@ impl BpfDataplane {
             ebpf,
             maps,
             pin_dir: None,
-            pins: Vec::new(),
+            adopted: false,
+            _lock: None,
         })
     }
 
@@ -214,30 +304,6 @@ impl Maps {
             egress_miss: typed(ebpf, MAP_EGRESS_MISS)?,
         })
     }
-
-    fn all(&self) -> [(&MapData, &'static str); 8] {
-        [
-            (self.services.map(), MAP_SERVICES),
-            (self.backends.map(), MAP_BACKENDS),
-            (self.tables.map(), MAP_TABLES),
-            (self.flows.map(), MAP_FLOWS),
-            (self.stats.map(), MAP_STATS),
-            (self.backend_stats.map(), MAP_BACKEND_STATS),
-            (self.egress.map(), MAP_EGRESS),
-            (self.egress_miss.map(), MAP_EGRESS_MISS),
-        ]
-    }
-}
-
-impl Drop for BpfDataplane {
-    fn drop(&mut self) {
-        for pin in &self.pins {
-            let _ = std::fs::remove_file(pin);
-        }
-        if let Some(dir) = &self.pin_dir {
-            let _ = std::fs::remove_dir(dir);
-        }
-    }
 }
 
 fn if_index(iface: &str) -> Result<u32, LoadError> {
@@ -260,14 +326,152 @@ fn is_bpffs(path: &Path) -> bool {
     }
 }
 
-/// Makes `dir` and removes pins a previous daemon left there (the caller has made sure no
-/// other daemon is running).
+/// `<dir>/<map name in lower case>`.
+fn map_pin(dir: &Path, map: &str) -> PathBuf {
+    dir.join(map.to_lowercase())
+}
+
+/// `<dir>/link_<iface>`.
+fn link_pin(dir: &Path, iface: &str) -> PathBuf {
+    dir.join(format!("{LINK_PREFIX}{iface}"))
+}
+
+/// The link pins in `dir`.
+fn pinned_links(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir)? {
+        let entry = entry?;
+        if entry.file_name().to_string_lossy().starts_with(LINK_PREFIX) {
+            out.push(entry.path());
+        }
+    }
+    Ok(out)
+}
+
+/// Takes an exclusive lock on `dir` (flock works on a bpffs directory), held as long as
+/// the returned descriptor is open; refused at once if another daemon holds it.
+fn lock_dir(dir: &Path) -> Result<OwnedFd, LoadError> {
+    let file = std::fs::File::open(dir).map_err(|e| LoadError::Pin {
+        path: dir.to_path_buf(),
+        reason: e.to_string(),
+    })?;
+    // SAFETY: flock on a descriptor we own.
+    if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+        return Err(LoadError::Locked(dir.to_path_buf()));
+    }
+    Ok(file.into())
+}
+
+/// Attaches `program` to `iface` through the link pinned at `pin`: the link's program is
+/// replaced atomically (packets see the old program or the new one). Without a usable
+/// pinned link (none, or its interface is gone), attaches anew and pins the link.
+fn attach_pinned(
+    program: &mut Xdp,
+    iface: &str,
+    mode: AttachMode,
+    pin: &Path,
+) -> Result<(), LoadError> {
+    let attach_err = |reason: String| LoadError::Attach {
+        iface: iface.to_string(),
+        mode,
+        reason,
+    };
+    if pin.exists() {
+        let adopted = PinnedLink::from_pin(pin)
+            .map_err(|e| error_chain(&e))
+            .and_then(|p| XdpLink::try_from(FdLink::from(p)).map_err(|e| error_chain(&e)))
+            .and_then(|link| program.attach_to_link(link).map_err(|e| error_chain(&e)));
+        match adopted {
+            Ok(id) => {
+                // The pin holds the link; the program need not.
+                drop(program.take_link(id));
+                tracing::info!("xlbd: {iface}: program replaced through the pinned link");
+                return Ok(());
+            }
+            Err(e) => {
+                tracing::warn!("xlbd: {iface}: pinned link unusable ({e}); attaching anew");
+                std::fs::remove_file(pin).map_err(|e| attach_err(e.to_string()))?;
+            }
+        }
+    }
+    let id = program
+        .attach(iface, mode.flags())
+        .map_err(|e| attach_err(one_line(&error_chain(&e))))?;
+    let link = program
+        .take_link(id)
+        .map_err(|e| attach_err(error_chain(&e)))?;
+    let fd_link = FdLink::try_from(link).map_err(|e| attach_err(error_chain(&e)))?;
+    fd_link.pin(pin).map_err(|e| LoadError::Pin {
+        path: pin.to_path_buf(),
+        reason: error_chain(&e),
+    })?;
+    Ok(())
+}
+
+/// Refuses pinned maps whose layout differs from what this object (with these sizes)
+/// would make: adopting them would misread every entry.
+fn check_pinned_maps(
+    dir: &Path,
+    object: &[u8],
+    flow_entries: u32,
+    table_area: u32,
+) -> Result<(), LoadError> {
+    let obj = aya_obj::Object::parse(object)
+        .map_err(|e| LoadError::Rejected(format!("parsing the XDP object: {e}")))?;
+    for map in PINNED_MAPS {
+        let path = map_pin(dir, map);
+        if !path.exists() {
+            continue;
+        }
+        let incompatible = |what: String| LoadError::Incompatible {
+            map,
+            path: path.clone(),
+            what,
+        };
+        let have = MapInfo::from_pin(&path).map_err(|e| incompatible(error_chain(&e)))?;
+        let Some(want) = obj.maps.get(map) else {
+            return Err(incompatible("this object has no such map".into()));
+        };
+        let (max, flag) = match map {
+            MAP_FLOWS => (flow_entries, " (--flow-entries)"),
+            MAP_TABLES => (table_area, " (--table-area)"),
+            _ => (want.max_entries(), ""),
+        };
+        let devmap =
+            want.map_type() == aya_obj::generated::bpf_map_type::BPF_MAP_TYPE_DEVMAP_HASH as u32;
+        let have_type = have.map_type().map(|t| t as u32).unwrap_or(u32::MAX);
+        // A devmap's value size is set by aya for the kernel (bpf_devmap_val), and the
+        // kernel marks it read-only for programs itself.
+        let (value, flags) = if devmap {
+            (have.value_size(), have.map_flags() & !BPF_F_RDONLY_PROG)
+        } else {
+            (want.value_size(), have.map_flags())
+        };
+        let checks = [
+            ("type", have_type, want.map_type(), ""),
+            ("key size", have.key_size(), want.key_size(), ""),
+            ("value size", have.value_size(), value, ""),
+            ("entries", have.max_entries(), max, flag),
+            ("flags", flags, want.map_flags(), ""),
+        ];
+        for (what, h, w, flag) in checks {
+            if h != w {
+                return Err(incompatible(format!(
+                    "{what} {h}, this xlbd wants {w}{flag}"
+                )));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Removes everything pinned in `dir` (maps and links; removing a link's pin detaches it
+/// once nothing else holds it).
 fn clear_pin_dir(dir: &Path) -> Result<(), LoadError> {
     let err = |e: std::io::Error| LoadError::Pin {
         path: dir.to_path_buf(),
         reason: e.to_string(),
     };
-    std::fs::create_dir_all(dir).map_err(err)?;
     for entry in std::fs::read_dir(dir).map_err(err)? {
         std::fs::remove_file(entry.map_err(err)?.path()).map_err(err)?;
     }
@@ -346,6 +550,28 @@ impl Dataplane for BpfDataplane {
             Err(MapError::KeyNotFound) | Ok(()) => Ok(()),
             Err(e) => Err(map_err(MAP_SERVICES)(e)),
         }
+    }
+
+    fn adopted(&self) -> bool {
+        self.adopted
+    }
+
+    /// Removes the pinned links (which detaches the program from every interface) and the
+    /// pinned maps (freed with the program).
+    fn detach(self) -> Result<(), DataplaneError> {
+        if let Some(dir) = &self.pin_dir {
+            clear_pin_dir(dir).map_err(|e| DataplaneError::Detach(e.to_string()))?;
+            let _ = std::fs::remove_dir(dir);
+        }
+        Ok(())
+    }
+
+    fn service_entries(&self) -> Result<Vec<(ServiceKey, ServiceValue)>, DataplaneError> {
+        self.maps
+            .services
+            .iter()
+            .collect::<Result<_, _>>()
+            .map_err(map_err(MAP_SERVICES))
     }
 
     fn put_backend(&mut self, index: u32, backend: &Backend) -> Result<(), DataplaneError> {
@@ -512,14 +738,25 @@ mod root_tests {
             pin_dir: PathBuf::from(pin_dir),
             flow_entries: 1024,
             table_area: 4096,
+            reset: false,
+            object: None,
         }
     }
 
+    /// The XDP program attached to `lo` in this thread's namespace, as `ip link` says.
+    fn lo_xdp() -> bool {
+        let out = std::process::Command::new("ip")
+            .args(["link", "show", "lo"])
+            .output()
+            .expect("ip link");
+        String::from_utf8_lossy(&out.stdout).contains("xdpgeneric")
+    }
+
     #[test]
-    fn loads_attaches_pins_and_cleans_up() {
+    fn pins_outlive_the_daemon_and_are_adopted_locked_checked_reset_and_detached() {
         // SAFETY: geteuid has no preconditions.
         if unsafe { libc::geteuid() } != 0 {
-            eprintln!("SKIPPED (needs root): loads_attaches_pins_and_cleans_up");
+            eprintln!("SKIPPED (needs root): pins_outlive_the_daemon_...");
             return;
         }
         if !is_bpffs(Path::new("/sys/fs/bpf")) {
@@ -528,16 +765,53 @@ mod root_tests {
         let dir = format!("/sys/fs/bpf/xlb-unit-{}", std::process::id());
         let d = dir.clone();
         in_private_netns(move || {
-            let mut dp = BpfDataplane::load(&opts(&d)).expect("load");
-            assert!(Path::new(&d).join("flows").exists());
-            assert_eq!(dp.table_area(), 4096);
             let key = ServiceKey::default();
-            dp.put_service(&key, &ServiceValue::default()).unwrap();
+            let value = ServiceValue {
+                id: 3,
+                generation: 1,
+                ..Default::default()
+            };
+            let mut dp = BpfDataplane::load(&opts(&d)).expect("load");
+            assert!(!dp.adopted());
+            assert!(Path::new(&d).join("flows").exists());
+            assert!(Path::new(&d).join("link_lo").exists());
+            assert_eq!(dp.table_area(), 4096);
+            dp.put_service(&key, &value).unwrap();
             dp.write_table(4090, &[1, 2, 3, 4, 5, 6]).unwrap();
             assert!(dp.write_table(4095, &[1, 2]).is_err());
             assert_eq!(dp.stats().unwrap().len(), STAT_COUNT as usize);
             assert!(dp.flows().unwrap().is_empty());
-            dp.remove_service(&key).unwrap();
+            // A second daemon on the same pin dir is refused; the first is untouched.
+            let e = BpfDataplane::load(&opts(&d)).err().unwrap();
+            assert!(matches!(e, LoadError::Locked(_)), "{e}");
+            assert_eq!(dp.service_entries().unwrap(), vec![(key, value)]);
+            drop(dp);
+            // The daemon is gone: the program stays attached, the maps stay pinned.
+            assert!(lo_xdp(), "detached with the daemon");
+
+            let mut bigger = opts(&d);
+            bigger.flow_entries = 2048;
+            let e = BpfDataplane::load(&bigger).err().unwrap();
+            assert!(
+                e.to_string()
+                    .contains("entries 1024, this xlbd wants 2048 (--flow-entries)"),
+                "{e}"
+            );
+            assert!(lo_xdp());
+
+            let dp = BpfDataplane::load(&opts(&d)).expect("adopt");
+            assert!(dp.adopted());
+            assert_eq!(dp.service_entries().unwrap(), vec![(key, value)]);
+            drop(dp);
+
+            let mut reset = opts(&d);
+            reset.reset = true;
+            let dp = BpfDataplane::load(&reset).expect("reset");
+            assert!(!dp.adopted());
+            assert!(dp.service_entries().unwrap().is_empty());
+            assert!(lo_xdp());
+            dp.detach().unwrap();
+            assert!(!lo_xdp(), "still attached after detach");
         });
         assert!(!Path::new(&dir).exists(), "pins left behind");
     }

@@ -21,7 +21,7 @@ use crate::client::DEFAULT_SOCKET;
 use crate::control::{self, ControlService, DaemonInfo};
 use crate::dataplane::Dataplane;
 use crate::egress::Egress;
-use crate::state::ControlState;
+use crate::state::{ControlState, DaemonSettings, PersistError, StateError, Store};
 
 #[derive(Debug, Clone, Parser)]
 #[command(
@@ -40,9 +40,25 @@ pub struct Args {
     /// Control socket (mode 0600).
     #[arg(long, env = "XLB_SOCKET", default_value = DEFAULT_SOCKET, value_name = "PATH")]
     pub socket: PathBuf,
-    /// Where the BPF maps are pinned; its parent must be a bpffs mount.
+    /// Where the BPF maps and XDP links are pinned; its parent must be a bpffs mount.
     #[arg(long, default_value = "/sys/fs/bpf/xlb", value_name = "DIR")]
     pub pin_dir: PathBuf,
+    /// Where the control state (services, backends, weights) is saved after every change
+    /// and restored from at start.
+    #[arg(long, default_value = "/var/lib/xlb", value_name = "DIR")]
+    pub state_dir: PathBuf,
+    /// Start empty: detach and remove whatever an earlier xlbd pinned (every connection
+    /// is lost) and forget its saved state.
+    #[arg(long)]
+    pub reset: bool,
+    /// Load the XDP object from FILE instead of the one built into xlbd (a data-path build
+    /// from the same sources; it replaces the running program through the pinned links).
+    #[arg(long, value_name = "FILE")]
+    pub object: Option<PathBuf>,
+    /// On SIGTERM/SIGINT, detach the program and remove the pins (by default the data path
+    /// stays and keeps balancing until the next xlbd adopts it).
+    #[arg(long)]
+    pub detach_on_exit: bool,
     /// Connection-table entries (each flow takes two).
     #[arg(long, default_value_t = lb_common::DEFAULT_FLOW_ENTRIES, value_name = "N",
           value_parser = clap::value_parser!(u32).range(1..))]
@@ -87,6 +103,16 @@ impl Args {
             pin_dir: self.pin_dir.clone(),
             flow_entries: self.flow_entries,
             table_area: self.table_area,
+            reset: self.reset,
+            object: self.object.clone(),
+        }
+    }
+
+    /// What the state file records of the daemon.
+    pub fn settings(&self) -> DaemonSettings {
+        DaemonSettings {
+            interfaces: self.ifaces.clone(),
+            mode: control::mode_name(self.mode),
         }
     }
 }
@@ -108,33 +134,76 @@ pub enum DaemonError {
     Signals(io::Error),
     #[error(transparent)]
     Load(#[from] LoadError),
+    #[error(transparent)]
+    Persist(#[from] PersistError),
+    #[error("{0}")]
+    Restore(#[from] StateError),
+    #[error(
+        "{} was saved by an xlbd in {saved} mode, this one is in {asked} mode: start it with --mode {saved}, or with --reset to start empty (every connection is lost)",
+        path.display()
+    )]
+    ModeChanged {
+        path: PathBuf,
+        saved: String,
+        asked: String,
+    },
+    #[error(
+        "the pinned data path under {} holds services but there is no saved state at {}: start xlbd with the --state-dir it ran with, or with --reset",
+        pins.display(), state.display()
+    )]
+    NoSavedState { pins: PathBuf, state: PathBuf },
     #[error("control API: {0}")]
     Serve(#[from] tonic::transport::Error),
 }
 
-/// Runs the daemon: prepares the socket, loads the data path with `load`, serves the
-/// control API until SIGINT or SIGTERM, then detaches (drops the data path) and removes
-/// the socket.
+/// Runs the daemon: prepares the socket, opens the state dir, loads (or adopts) the data
+/// path with `load`, restores the saved control state over it, serves the control API
+/// until SIGINT or SIGTERM, then removes the socket and leaves the data path attached
+/// (or detaches it, with `--detach-on-exit`).
 pub async fn run<D, L>(args: Args, load: L) -> Result<(), DaemonError>
 where
     D: Dataplane,
     L: FnOnce(&LoadOptions) -> Result<D, LoadError>,
 {
     prepare_socket(&args.socket).await?;
+    let store = Store::open(&args.state_dir, args.settings())?;
+    let saved = if args.reset { None } else { store.load()? };
+    if let Some(saved) = &saved {
+        let asked = control::mode_name(args.mode);
+        if saved.daemon.mode != asked && args.pin_dir.exists() {
+            return Err(DaemonError::ModeChanged {
+                path: store.path(),
+                saved: saved.daemon.mode.clone(),
+                asked,
+            });
+        }
+    }
     let dp = load(&args.load_options())?;
+    let adopted = dp.adopted();
+    let control = match saved {
+        Some(saved) => ControlState::restore(dp, saved.control)?,
+        None if !dp.service_entries().map_err(StateError::from)?.is_empty() => {
+            return Err(DaemonError::NoSavedState {
+                pins: args.pin_dir.clone(),
+                state: store.path(),
+            });
+        }
+        None => ControlState::new(dp),
+    };
+    let control = control.with_store(store)?.with_timeouts(args.timeouts());
     let listener = bind(&args.socket)?;
     let mut sigterm = signal(SignalKind::terminate()).map_err(DaemonError::Signals)?;
     let mut sigint = signal(SignalKind::interrupt()).map_err(DaemonError::Signals)?;
+    let (services, backends) = control.counts();
     info!(
-        "xlbd: attached to {} in {} mode, control socket {}",
+        "xlbd: {} the data path on {} in {} mode ({services} services, {backends} backends), control socket {}",
+        if adopted { "adopted" } else { "attached" },
         args.ifaces.join(", "),
         control::mode_name(args.mode),
         args.socket.display()
     );
 
-    let state = Arc::new(Mutex::new(
-        ControlState::new(dp).with_timeouts(args.timeouts()),
-    ));
+    let state = Arc::new(Mutex::new(control));
     let egress = Arc::new(Mutex::new(Egress::new(args.mode, args.ifaces.clone())));
     // The first sync before the API answers: every device's path is in the log at start.
     sync_egress(&state, &egress).await;
@@ -158,11 +227,22 @@ where
         let _ = task.await;
     }
     remove_socket(&args.socket);
-    match Arc::try_unwrap(state) {
-        Ok(state) => drop(state.into_inner().into_dataplane()),
-        Err(_) => warn!("xlbd: a request still holds the state; detaching at exit"),
+    let dp = match Arc::try_unwrap(state) {
+        Ok(state) => state.into_inner().into_dataplane(),
+        Err(_) => {
+            warn!("xlbd: a request still holds the state; exiting without detaching");
+            return Ok(served?);
+        }
+    };
+    if args.detach_on_exit {
+        match dp.detach() {
+            Ok(()) => info!("xlbd: detached, exiting"),
+            Err(e) => warn!("xlbd: {e}"),
+        }
+    } else {
+        drop(dp);
+        info!("xlbd: exiting; the data path stays attached and keeps balancing");
     }
-    info!("xlbd: detached, exiting");
     Ok(served?)
 }
 

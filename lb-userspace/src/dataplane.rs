@@ -20,6 +20,8 @@ pub enum DataplaneError {
         index: u32,
         size: u32,
     },
+    #[error("cannot detach: {0}")]
+    Detach(String),
 }
 
 /// Map operations the control plane needs. Each call is one or a few map updates; the
@@ -31,6 +33,14 @@ pub trait Dataplane: Send + 'static {
     -> Result<(), DataplaneError>;
     /// Removes a service; packets to it pass to the kernel from then on.
     fn remove_service(&mut self, key: &ServiceKey) -> Result<(), DataplaneError>;
+    /// Whether the maps were adopted from an earlier daemon (they hold live state).
+    fn adopted(&self) -> bool;
+    /// Takes the data path down: detaches the program and removes the pins.
+    fn detach(self) -> Result<(), DataplaneError>
+    where
+        Self: Sized;
+    /// Every entry of `SERVICES` (what an adopted data path holds).
+    fn service_entries(&self) -> Result<Vec<(ServiceKey, ServiceValue)>, DataplaneError>;
     /// Writes a backend at `index` of `BACKENDS` (what table slots refer to).
     fn put_backend(&mut self, index: u32, backend: &Backend) -> Result<(), DataplaneError>;
     /// Writes `slots` into `TABLES` starting at `offset`.
@@ -144,6 +154,18 @@ impl Dataplane for FakeDataplane {
     fn remove_service(&mut self, key: &ServiceKey) -> Result<(), DataplaneError> {
         self.services.remove(key);
         Ok(())
+    }
+
+    fn adopted(&self) -> bool {
+        !self.services.is_empty()
+    }
+
+    fn detach(self) -> Result<(), DataplaneError> {
+        Ok(())
+    }
+
+    fn service_entries(&self) -> Result<Vec<(ServiceKey, ServiceValue)>, DataplaneError> {
+        Ok(self.services.iter().map(|(k, v)| (*k, *v)).collect())
     }
 
     fn put_backend(&mut self, index: u32, backend: &Backend) -> Result<(), DataplaneError> {

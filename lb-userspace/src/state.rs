@@ -26,6 +26,9 @@ use crate::conntrack::{self, DEFAULT_TIMEOUTS, monotonic_ns};
 use crate::dataplane::{Dataplane, DataplaneError};
 use crate::table::{TableEntry, build_table};
 
+mod persist;
+pub use persist::{ControlSnapshot, DaemonSettings, PersistError, STATE_FILE, Saved, Store};
+
 /// Table size when none is given: a prime, as Maglev needs.
 pub const DEFAULT_TABLE_SIZE: u32 = 65537;
 /// Weight when none is given.
@@ -74,6 +77,10 @@ pub enum StateError {
     TableAreaFull { size: u32, largest: u32 },
     #[error("data path: {0}")]
     Dataplane(#[from] DataplaneError),
+    #[error("the saved state cannot be restored: {0}")]
+    Restore(String),
+    #[error("the change was made but not saved: {0}")]
+    Persist(#[from] PersistError),
 }
 
 /// The class of a [`StateError`], for mapping to an RPC status.
@@ -99,8 +106,8 @@ impl StateError {
             TooManyServices | TooManyBackends | TableAreaFull { .. } => {
                 ErrorKind::ResourceExhausted
             }
-            LiveFlows { .. } => ErrorKind::FailedPrecondition,
-            Dataplane(_) => ErrorKind::Internal,
+            LiveFlows { .. } | Restore(_) => ErrorKind::FailedPrecondition,
+            Dataplane(_) | Persist(_) => ErrorKind::Internal,
         }
     }
 }
@@ -157,6 +164,8 @@ pub struct ControlState<D> {
     backend_indexes: IdPool,
     regions: Regions,
     timeouts: Timeouts,
+    /// Where every accepted change is saved (none in tests that do not persist).
+    store: Option<Store>,
 }
 
 impl<D: Dataplane> ControlState<D> {
@@ -170,7 +179,23 @@ impl<D: Dataplane> ControlState<D> {
             backend_indexes: IdPool::new(MAX_BACKENDS, Reuse::Oldest),
             regions: Regions::new(half),
             timeouts: DEFAULT_TIMEOUTS,
+            store: None,
         }
+    }
+
+    /// Saves the state to `store` now and after every accepted change from then on.
+    pub fn with_store(mut self, store: Store) -> Result<Self, StateError> {
+        store.save(self.snapshot())?;
+        self.store = Some(store);
+        Ok(self)
+    }
+
+    /// Saves the state after an accepted change.
+    fn save(&self) -> Result<(), StateError> {
+        if let Some(store) = &self.store {
+            store.save(self.snapshot())?;
+        }
+        Ok(())
     }
 
     /// Sets how long connection-table entries live (see `lb_common::conntrack`).
@@ -245,6 +270,7 @@ impl<D: Dataplane> ControlState<D> {
         self.service_ids.take();
         self.regions.take(size);
         self.services.insert(service, new);
+        self.save()?;
         Ok(self.info(&service))
     }
 
@@ -260,7 +286,7 @@ impl<D: Dataplane> ControlState<D> {
         for b in s.backends.values() {
             self.backend_indexes.free(b.index);
         }
-        Ok(())
+        self.save()
     }
 
     /// All services, in address order.
@@ -292,6 +318,7 @@ impl<D: Dataplane> ControlState<D> {
         next.backends.insert(backend, BackendSlot { index, weight });
         self.commit(service, next)?;
         self.backend_indexes.take();
+        self.save()?;
         Ok(self.backend_info(service, &backend))
     }
 
@@ -321,6 +348,7 @@ impl<D: Dataplane> ControlState<D> {
         }
         self.commit(service, next)?;
         self.backend_indexes.free(slot.index);
+        self.save()?;
         if force {
             let flows = self.dp.flows()?;
             self.dp
@@ -347,6 +375,7 @@ impl<D: Dataplane> ControlState<D> {
             })?;
         slot.weight = weight;
         self.commit(service, next)?;
+        self.save()?;
         Ok(self.backend_info(service, backend))
     }
 

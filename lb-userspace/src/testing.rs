@@ -76,6 +76,18 @@ impl Dataplane for Recorder {
         self.fake.remove_service(key)
     }
 
+    fn adopted(&self) -> bool {
+        self.fake.adopted()
+    }
+
+    fn detach(self) -> Result<(), DataplaneError> {
+        self.fake.detach()
+    }
+
+    fn service_entries(&self) -> Result<Vec<(ServiceKey, ServiceValue)>, DataplaneError> {
+        self.fake.service_entries()
+    }
+
     fn put_backend(&mut self, index: u32, backend: &Backend) -> Result<(), DataplaneError> {
         self.check(Fail::PutBackend)?;
         self.ops.push(Op::PutBackend(index, *backend));

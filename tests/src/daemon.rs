@@ -52,20 +52,43 @@ impl Testbed {
         self.dir.path().join("xlbd.log")
     }
 
+    /// xlbd's state dir (where it saves services and backends).
+    pub fn state_dir(&self) -> PathBuf {
+        self.dir.path().join("state")
+    }
+
+    /// xlbd's pin dir (in the testbed's own bpffs).
+    pub fn pin_dir(&self) -> PathBuf {
+        self.dir.pin_dir()
+    }
+
+    /// Ends the running xlbd with `signal` (SIGKILL: a crash; SIGTERM: a stop) and reaps
+    /// it; the data path it pinned stays.
+    pub fn kill_xlbd(&mut self, signal: i32) -> Result<()> {
+        let mut xlbd = self.xlbd.take().context("no xlbd is running")?;
+        // SAFETY: kill(2) on the pid of our own unreaped child.
+        unsafe { libc::kill(xlbd.id() as libc::pid_t, signal) };
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while xlbd.exited().is_none() {
+            if Instant::now() >= deadline {
+                bail!("xlbd did not exit within 5 s of signal {signal}");
+            }
+            thread::sleep(Duration::from_millis(20));
+        }
+        Ok(())
+    }
+
     /// Starts xlbd in the LB namespace on every LB-side veth (native mode unless `extra`
-    /// has a `--mode`; its own bpffs mount and pins) and waits until `xlb status` answers.
+    /// has a `--mode`; pins in the testbed's bpffs, state in its run dir) and waits until
+    /// `xlb status` answers. A second call after [`Testbed::kill_xlbd`] restarts it, and it
+    /// adopts what the first pinned and saved.
     pub fn start_xlbd(&mut self, extra: &[&str]) -> Result<()> {
         if self.xlbd.is_some() {
             bail!("xlbd is already running in this testbed");
         }
         let xlbd = bin_path("xlbd")?;
         let log = File::create(self.xlbd_log()).context("creating xlbd.log")?;
-        // `ip netns exec` gives the command a private mount namespace with /sys remounted:
-        // bpffs has to be mounted there, and the pins stay private to this daemon.
-        let mut cmd = self.lb.cmd("sh");
-        cmd.arg("-c")
-            .arg(r#"mountpoint -q /sys/fs/bpf || mount -t bpf bpf /sys/fs/bpf; exec "$0" "$@""#)
-            .arg(&xlbd);
+        let mut cmd = self.lb.cmd(&xlbd.to_string_lossy());
         for iface in self.lb_ifaces() {
             cmd.args(["--iface", &iface]);
         }
@@ -74,7 +97,10 @@ impl Testbed {
         }
         cmd.arg("--socket")
             .arg(self.socket())
-            .args(["--pin-dir", "/sys/fs/bpf/xlb"])
+            .arg("--pin-dir")
+            .arg(self.dir.pin_dir())
+            .arg("--state-dir")
+            .arg(self.state_dir())
             .args(extra)
             .env("NO_COLOR", "1") // a log file, not a terminal
             .stdin(Stdio::null())

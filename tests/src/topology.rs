@@ -176,19 +176,51 @@ fn as_v4(a: IpAddr) -> Ipv4Addr {
     }
 }
 
-/// A directory for this testbed's files (xlbd's socket and log), removed on drop.
+/// A directory for this testbed's files (xlbd's socket, log and state dir), with a bpffs of
+/// its own mounted at `bpf/` for xlbd's pins: mounted from the root mount namespace, so
+/// every `ip netns exec` sees the same one and a restarted xlbd finds what the last one
+/// pinned. Unmounted (which frees the pins) and removed on drop.
 #[derive(Debug)]
 pub(crate) struct RunDir(PathBuf);
 
 impl RunDir {
+    fn create(dir: PathBuf) -> Result<RunDir> {
+        std::fs::create_dir_all(dir.join(BPFFS))
+            .with_context(|| format!("creating {}", dir.display()))?;
+        let run = RunDir(dir);
+        proc::run(
+            std::process::Command::new("mount")
+                .args(["-t", "bpf", "bpf"])
+                .arg(run.0.join(BPFFS)),
+        )?;
+        Ok(run)
+    }
+
     pub(crate) fn path(&self) -> &Path {
         &self.0
     }
+
+    /// Where xlbd pins its maps and links.
+    pub(crate) fn pin_dir(&self) -> PathBuf {
+        self.0.join(BPFFS).join("xlb")
+    }
+}
+
+/// The run directory's bpffs mount point.
+const BPFFS: &str = "bpf";
+
+fn remove_run_dir(dir: &Path) {
+    let _ = proc::run(
+        std::process::Command::new("umount")
+            .arg("-l")
+            .arg(dir.join(BPFFS)),
+    );
+    let _ = std::fs::remove_dir_all(dir);
 }
 
 impl Drop for RunDir {
     fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
+        remove_run_dir(&self.0);
     }
 }
 
@@ -225,9 +257,7 @@ impl Testbed {
         let n = COUNTER.fetch_add(1, Ordering::Relaxed);
         let tag = format!("{pid}-{n}");
         let short = format!("{pid:x}{n:x}");
-        let dir = PathBuf::from(format!("/tmp/xlbt-{tag}"));
-        std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
-        let dir = RunDir(dir);
+        let dir = RunDir::create(PathBuf::from(format!("/tmp/xlbt-{tag}")))?;
 
         let lb = Netns::create(&format!("xlbt-{tag}-lb"))?;
         lb.sysctl("net/ipv4/ip_forward", "1")?;
@@ -316,7 +346,7 @@ fn sweep_stale() {
         let _ = proc::run(std::process::Command::new("ip").args(["netns", "del", &ns]));
     }
     for dir in names("/tmp") {
-        let _ = std::fs::remove_dir_all(Path::new("/tmp").join(dir));
+        remove_run_dir(&Path::new("/tmp").join(dir));
     }
 }
 

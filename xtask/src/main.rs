@@ -7,6 +7,7 @@ mod demo_grpc;
 mod fuzz;
 mod setup;
 mod summary;
+mod variant;
 
 use anyhow::Result;
 use clap::{Parser, Subcommand, ValueEnum};
@@ -84,11 +85,13 @@ fn test(args: &[String]) -> Result<()> {
             .args(["--all-targets", "--", "-D", "warnings"]),
     )?;
     build_bins()?;
+    let upgrade = variant::build()?;
     // All test binaries run even when one fails, so one run shows every failure.
     summary::run_tests(
         cmd::cargo(&["test", "--no-fail-fast"])
             .args(HOST)
-            .args(args),
+            .args(args)
+            .env(variant::ENV, upgrade),
     )
     .map(|_| ())
 }

@@ -73,11 +73,73 @@ async fn prepare_socket_leaves_other_files_alone() {
 async fn a_failed_load_is_reported_and_binds_nothing() {
     let tmp = TempDir::new();
     let sock = tmp.0.join("xlbd.sock");
-    let args = parse(&["--iface", "nope0", "--socket", sock.to_str().unwrap()]).unwrap();
+    let state = tmp.0.join("state");
+    let args = parse(&[
+        "--iface",
+        "nope0",
+        "--socket",
+        sock.to_str().unwrap(),
+        "--state-dir",
+        state.to_str().unwrap(),
+    ])
+    .unwrap();
     let load = |o: &LoadOptions| -> Result<crate::dataplane::FakeDataplane, LoadError> {
         Err(LoadError::NoSuchInterface(o.ifaces[0].clone()))
     };
     let e = run(args, load).await.unwrap_err();
     assert_eq!(e.to_string(), "no such interface: nope0");
     assert!(!sock.exists());
+    assert!(!state.join(crate::state::STATE_FILE).exists());
+}
+
+/// Arguments for a daemon over a temp dir: socket, state dir and pin dir in it.
+fn args_in(tmp: &TempDir, extra: &[&str]) -> Args {
+    let p = |name: &str| tmp.0.join(name).to_string_lossy().into_owned();
+    let (sock, state, pins) = (p("xlbd.sock"), p("state"), p("pins"));
+    std::fs::create_dir_all(&pins).unwrap();
+    let base = [
+        "--iface",
+        "veth0",
+        "--socket",
+        &sock,
+        "--state-dir",
+        &state,
+        "--pin-dir",
+        &pins,
+    ];
+    parse(&[&base[..], extra].concat()).unwrap()
+}
+
+fn no_load(_: &LoadOptions) -> Result<crate::dataplane::FakeDataplane, LoadError> {
+    panic!("the data path must not be touched")
+}
+
+#[tokio::test]
+async fn a_restart_in_another_mode_is_refused_before_the_data_path_is_touched() {
+    let tmp = TempDir::new();
+    let native = args_in(&tmp, &[]);
+    let store = Store::open(&native.state_dir, native.settings()).unwrap();
+    let empty = ControlState::new(crate::dataplane::FakeDataplane::new(64));
+    store.save(empty.snapshot()).unwrap();
+    drop(store);
+    let e = run(args_in(&tmp, &["--mode", "skb"]), no_load)
+        .await
+        .unwrap_err();
+    assert!(
+        e.to_string()
+            .contains("in native mode, this one is in skb mode"),
+        "{e}"
+    );
+}
+
+#[tokio::test]
+async fn live_services_without_saved_state_are_refused() {
+    let tmp = TempDir::new();
+    let load = |_: &LoadOptions| -> Result<crate::dataplane::FakeDataplane, LoadError> {
+        let mut dp = crate::dataplane::FakeDataplane::new(64);
+        dp.services.insert(Default::default(), Default::default());
+        Ok(dp)
+    };
+    let e = run(args_in(&tmp, &[]), load).await.unwrap_err();
+    assert!(e.to_string().contains("no saved state"), "{e}");
 }
