@@ -20,6 +20,7 @@ use crate::bpf::{AttachMode, LoadError, LoadOptions};
 use crate::client::DEFAULT_SOCKET;
 use crate::control::{self, ControlService, DaemonInfo};
 use crate::dataplane::Dataplane;
+use crate::limits;
 use crate::state::ControlState;
 
 #[derive(Debug, Clone, Parser)]
@@ -31,7 +32,7 @@ use crate::state::ControlState;
 pub struct Args {
     /// Interface to attach to (repeatable, or comma-separated).
     #[arg(long = "iface", value_name = "IF", required = true, value_delimiter = ',',
-          value_parser = clap::builder::NonEmptyStringValueParser::new())]
+          value_parser = limits::parse_iface)]
     pub ifaces: Vec<String>,
     /// XDP attach mode: native (driver) or skb (generic, any interface).
     #[arg(long, value_enum, default_value_t = AttachMode::Native)]
@@ -44,11 +45,12 @@ pub struct Args {
     pub pin_dir: PathBuf,
     /// Connection-table entries (each flow takes two).
     #[arg(long, default_value_t = lb_common::DEFAULT_FLOW_ENTRIES, value_name = "N",
-          value_parser = clap::value_parser!(u32).range(1..))]
+          value_parser = limits::parse_flow_entries, allow_negative_numbers = true)]
     pub flow_entries: u32,
-    /// Slots of the backend-table area (two halves; each service's table takes its size in both).
+    /// Slots of the backend-table area (two halves; each service's table takes its size in
+    /// both), at least 202: two of the smallest table.
     #[arg(long, default_value_t = lb_common::DEFAULT_TABLE_AREA, value_name = "N",
-          value_parser = clap::value_parser!(u32).range(2..))]
+          value_parser = limits::parse_table_area, allow_negative_numbers = true)]
     pub table_area: u32,
     /// Seconds an established TCP flow may idle before its entries expire.
     #[arg(long, default_value_t = 3600, value_name = "SECS")]

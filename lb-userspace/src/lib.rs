@@ -1,6 +1,7 @@
 //! xlb's userspace: the daemon's and the CLI's shared library.
 //!
 //! - [`addr`]: parsing `VIP:PORT/PROTO` and `ADDR:PORT`, conversion to the map types;
+//! - [`limits`]: weights, table sizes, map sizes and echoed input, for the CLI and the daemon;
 //! - [`table`] and [`maglev`]: the backend-table builder; [`alloc`]: ids and table regions;
 //! - [`state`]: services and backends over a [`dataplane::Dataplane`] (the control logic);
 //! - [`control`]: the gRPC server on a Unix socket; [`client`]: its client;
@@ -16,6 +17,7 @@ pub mod conntrack;
 pub mod control;
 pub mod daemon;
 pub mod dataplane;
+pub mod limits;
 pub mod maglev;
 pub mod output;
 pub mod state;
