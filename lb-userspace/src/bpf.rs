@@ -40,6 +40,17 @@ pub enum AttachMode {
     Skb,
 }
 
+/// The mode as the `--mode` flag spells it (`native`, `skb`).
+impl std::fmt::Display for AttachMode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        use clap::ValueEnum as _;
+        match self.to_possible_value() {
+            Some(v) => f.write_str(v.get_name()),
+            None => write!(f, "{self:?}"),
+        }
+    }
+}
+
 impl AttachMode {
     fn flags(self) -> XdpMode {
         match self {
@@ -73,7 +84,7 @@ pub enum LoadError {
     BpffsMissing(PathBuf),
     #[error("the kernel rejected the XDP program: {0}")]
     Rejected(String),
-    #[error("cannot attach XDP to {iface} in {mode:?} mode: {reason}")]
+    #[error("cannot attach XDP to {iface} in {mode} mode: {reason}")]
     Attach {
         iface: String,
         mode: AttachMode,
@@ -119,7 +130,7 @@ impl BpfDataplane {
                 .map_err(|e| LoadError::Attach {
                     iface: iface.clone(),
                     mode: opts.mode,
-                    reason: one_line(&error_chain(&e)),
+                    reason: attach_reason(iface, opts.mode, &e),
                 })?;
         }
         for (map, name) in dp.maps.all() {
@@ -278,6 +289,25 @@ fn error_chain(e: &dyn std::error::Error) -> String {
         src = cause.source();
     }
     s
+}
+
+/// Why an attach failed, for the operator. Native XDP refuses an MTU larger than the
+/// driver's XDP buffer with `ERANGE`, which alone does not say so.
+fn attach_reason(iface: &str, mode: AttachMode, e: &ProgramError) -> String {
+    let kernel = one_line(&error_chain(e));
+    let mut src: Option<&dyn std::error::Error> = Some(e);
+    let mut erange = false;
+    while let Some(cause) = src {
+        erange |= cause
+            .downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.raw_os_error() == Some(libc::ERANGE));
+        src = cause.source();
+    }
+    if mode == AttachMode::Native && erange {
+        format!("{} (kernel: {kernel})", crate::link::mtu_too_large(iface))
+    } else {
+        kernel
+    }
 }
 
 /// Folds a multi-line message (a verifier log) into one line: its first line and the

@@ -21,6 +21,7 @@ use crate::client::DEFAULT_SOCKET;
 use crate::control::{self, ControlService, DaemonInfo};
 use crate::dataplane::Dataplane;
 use crate::limits;
+use crate::link;
 use crate::state::ControlState;
 
 #[derive(Debug, Clone, Parser)]
@@ -123,6 +124,11 @@ where
 {
     prepare_socket(&args.socket).await?;
     let dp = load(&args.load_options())?;
+    for iface in &args.ifaces {
+        if let Some(w) = link::down_warning(iface) {
+            warn!("xlbd: {w}");
+        }
+    }
     let listener = bind(&args.socket)?;
     let mut sigterm = signal(SignalKind::terminate()).map_err(DaemonError::Signals)?;
     let mut sigint = signal(SignalKind::interrupt()).map_err(DaemonError::Signals)?;

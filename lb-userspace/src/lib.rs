@@ -6,7 +6,7 @@
 //! - [`state`]: services and backends over a [`dataplane::Dataplane`] (the control logic);
 //! - [`control`]: the gRPC server on a Unix socket; [`client`]: its client;
 //! - [`daemon`]: `xlbd`; [`cli`] and [`output`]: `xlb`;
-//! - [`bpf`]: the XDP loader, `BpfDataplane`.
+//! - [`bpf`]: the XDP loader, `BpfDataplane`; [`link`]: what xlbd says of its interfaces.
 
 pub mod addr;
 pub mod alloc;
@@ -18,6 +18,7 @@ pub mod control;
 pub mod daemon;
 pub mod dataplane;
 pub mod limits;
+pub mod link;
 pub mod maglev;
 pub mod output;
 pub mod state;

@@ -133,3 +133,19 @@ fn nonsense_arguments_get_one_line_naming_the_limit() {
     .unwrap();
     assert_eq!((a.flow_entries, a.table_area), (2, 202));
 }
+
+#[test]
+fn modes_are_spelled_as_the_flag() {
+    assert_eq!(AttachMode::Native.to_string(), "native");
+    assert_eq!(AttachMode::Skb.to_string(), "skb");
+    let e = LoadError::Attach {
+        iface: "veth0".into(),
+        mode: AttachMode::Native,
+        reason: "no".into(),
+    };
+    assert_eq!(
+        e.to_string(),
+        "cannot attach XDP to veth0 in native mode: no"
+    );
+    assert_eq!(control::mode_name(AttachMode::Skb), "skb");
+}
