@@ -52,8 +52,8 @@ impl Testbed {
         self.dir.path().join("xlbd.log")
     }
 
-    /// Starts xlbd in the LB namespace on every LB-side veth (native mode, its own bpffs
-    /// mount and pins) and waits until `xlb status` answers.
+    /// Starts xlbd in the LB namespace on every LB-side veth (native mode unless `extra`
+    /// has a `--mode`, its own bpffs mount and pins) and waits until `xlb status` answers.
     pub fn start_xlbd(&mut self, extra: &[&str]) -> Result<()> {
         if self.xlbd.is_some() {
             bail!("xlbd is already running in this testbed");
@@ -69,7 +69,10 @@ impl Testbed {
         for iface in self.lb_ifaces() {
             cmd.args(["--iface", &iface]);
         }
-        cmd.args(["--mode", "native", "--socket"])
+        if !extra.contains(&"--mode") {
+            cmd.args(["--mode", "native"]);
+        }
+        cmd.arg("--socket")
             .arg(self.socket())
             .args(["--pin-dir", "/sys/fs/bpf/xlb"])
             .args(extra)
