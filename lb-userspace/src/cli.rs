@@ -461,6 +461,18 @@ mod tests {
         }
     }
 
+    #[tokio::test]
+    async fn a_long_socket_path_is_cut_too() {
+        let long = format!("/tmp/{}", "s".repeat(10_000));
+        let cli = Cli::try_parse_from(["xlb", "--socket", &long, "status"]).unwrap();
+        let e = run(cli).await.unwrap_err().to_string();
+        assert!(
+            e.starts_with(&format!("cannot reach xlbd at /tmp/{}…: ", "s".repeat(59))),
+            "{e}"
+        );
+        assert!(e.chars().count() < 200, "{e}");
+    }
+
     #[test]
     fn clap_echoes_are_cut_and_escaped_too() {
         let long = "z".repeat(10_000);

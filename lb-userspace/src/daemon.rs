@@ -96,11 +96,11 @@ impl Args {
 /// Why the daemon could not start or stopped with an error; one line each.
 #[derive(Debug, thiserror::Error)]
 pub enum DaemonError {
-    #[error("another xlbd is running on {}", .0.display())]
+    #[error("another xlbd is running on {}", limits::shown_path(.0))]
     AlreadyRunning(PathBuf),
-    #[error("{} exists and is not a socket; not removing it", .0.display())]
+    #[error("{} exists and is not a socket; not removing it", limits::shown_path(.0))]
     NotASocket(PathBuf),
-    #[error("control socket {}: {source}", path.display())]
+    #[error("control socket {}: {source}", limits::shown_path(path))]
     Socket {
         path: PathBuf,
         #[source]

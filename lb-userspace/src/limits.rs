@@ -235,6 +235,11 @@ pub fn cut(s: &str) -> String {
     q[1..q.len() - 1].to_string()
 }
 
+/// A path as an error message shows it: [`cut`] of its text.
+pub fn shown_path(path: &std::path::Path) -> String {
+    cut(&path.to_string_lossy())
+}
+
 /// See [`quoted`].
 pub struct Quoted<'a>(&'a str);
 
@@ -419,6 +424,15 @@ mod tests {
             format!("\"{}\"", "é".repeat(64))
         );
         assert_eq!(cut("eth0\n"), "eth0\\n");
+        assert_eq!(
+            shown_path(std::path::Path::new("/run/xlb/xlbd.sock")),
+            "/run/xlb/xlbd.sock"
+        );
+        let p = std::path::PathBuf::from(format!("/tmp/{long}\n"));
+        assert_eq!(
+            shown_path(&p),
+            format!("/tmp/{}…", "a".repeat(ECHO_CHARS - 5))
+        );
         assert_eq!(cut(&long).chars().count(), ECHO_CHARS + 1);
     }
 }
