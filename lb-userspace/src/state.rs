@@ -55,7 +55,7 @@ pub enum StateError {
     )]
     TableSizeTooLarge { size: u32, half: u32 },
     #[error(
-        "service {service} has no room for a backend more: its table of {size} slots holds {room} backends at {per} slots each, as Maglev needs (re-create it with --table-size {need} or more)"
+        "service {service} has no room for a backend more: its table of {size} slots takes {room} at {per} slots per backend, as Maglev needs (re-create it with --table-size {need} or more)"
     )]
     TableFull {
         service: ServiceAddr,
@@ -224,7 +224,9 @@ impl<D: Dataplane> ControlState<D> {
         self.dp
     }
 
-    /// Adds a service with no backends (its table is all `NO_BACKEND`: packets to it are
+    /// Adds a service. Refused when its VIP does not name one host or is
+    /// the address of a backend, or its table size is not a prime with room for one backend.
+    /// The service starts with no backends (its table is all `NO_BACKEND`: packets to it are
     /// dropped and counted until a backend is added).
     pub fn add_service(
         &mut self,
@@ -287,7 +289,9 @@ impl<D: Dataplane> ControlState<D> {
         self.services.keys().map(|s| self.info(s)).collect()
     }
 
-    /// Adds a backend to a service (`weight` defaults to [`DEFAULT_WEIGHT`]).
+    /// Adds a backend to a service (`weight` defaults to [`DEFAULT_WEIGHT`]). Refused when it
+    /// does not name one host, has the address of any service's VIP, or the service's table
+    /// has no room for it ([`SLOTS_PER_BACKEND`] slots per backend, drained ones included).
     pub fn add_backend(
         &mut self,
         service: &ServiceAddr,

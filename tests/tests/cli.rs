@@ -62,7 +62,7 @@ fn bad_cli_input_changes_nothing() {
         (vec!["service", "add", &backend_vip], format!("backend {backend} has the address of service {backend_vip}: {IS_VIP}")),
         (vec!["service", "add", "198.18.0.13:80/tcp", "--table-size", "3"], "table size 3 out of range (101-4294967295)".into()),
         (vec!["service", "add", "198.18.0.13:80/tcp", "--table-size", "65536"], "table size 65536 is not a prime number (Maglev needs a prime)".into()),
-        (vec!["backend", "add", SMALL, "198.19.0.250:8080"], format!("service {SMALL} has no room for a backend more: its table of 101 slots holds 1 backends at 100 slots each, as Maglev needs (re-create it with --table-size 211 or more)")),
+        (vec!["backend", "add", SMALL, "198.19.0.250:8080"], format!("service {SMALL} has no room for a backend more: its table of 101 slots takes 1 at 100 slots per backend, as Maglev needs (re-create it with --table-size 211 or more)")),
         (vec!["backend", "add", WEB, "198.19.0.250:8080", "--weight", "4294967296"], "weight 4294967296 out of range (0-65535)".into()),
         (vec!["backend", "add", WEB, "198.19.0.250:8080", "--weight", "-1"], "weight -1 out of range (0-65535)".into()),
         (vec!["backend", "add", WEB, "198.19.0.250:8080", "--weight", "x"], "weight \"x\" is not a whole number".into()),

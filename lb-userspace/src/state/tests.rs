@@ -551,7 +551,7 @@ fn nonsense_is_refused_by_the_state_and_changes_nothing() {
          "weight 70000 out of range (0-65535)".into()),
         // 211 slots hold 2 backends (a drained one counts: it may be given weight again).
         (add_backend(WEB, "198.19.0.4:8080", None), ErrorKind::FailedPrecondition,
-         "service 198.18.0.10:80/tcp has no room for a backend more: its table of 211 slots holds 2 backends at 100 slots each, as Maglev needs (re-create it with --table-size 307 or more)".into()),
+         "service 198.18.0.10:80/tcp has no room for a backend more: its table of 211 slots takes 2 at 100 slots per backend, as Maglev needs (re-create it with --table-size 307 or more)".into()),
     ];
     for (i, (attempt, kind, message)) in cases.iter().enumerate() {
         let e = attempt(&mut st).unwrap_err();
@@ -574,7 +574,7 @@ fn nonsense_is_refused_by_the_state_and_changes_nothing() {
         .unwrap_err();
     assert!(
         e.to_string()
-            .contains("table of 101 slots holds 1 backends"),
+            .contains("table of 101 slots takes 1 at 100 slots per backend"),
         "{e}"
     );
 }
@@ -597,6 +597,6 @@ fn the_default_table_takes_655_backends() {
     let e = st.add_backend(&s, be("198.19.9.9:80"), None).unwrap_err();
     assert_eq!(
         e.to_string(),
-        "service 198.18.0.10:80/tcp has no room for a backend more: its table of 65537 slots holds 655 backends at 100 slots each, as Maglev needs (re-create it with --table-size 65609 or more)"
+        "service 198.18.0.10:80/tcp has no room for a backend more: its table of 65537 slots takes 655 at 100 slots per backend, as Maglev needs (re-create it with --table-size 65609 or more)"
     );
 }
