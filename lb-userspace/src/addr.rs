@@ -2,21 +2,25 @@
 //! (`198.18.0.10:80/tcp`, `[2001:2::10]:80/udp`) and a backend `ADDR:PORT`
 //! (`198.19.0.2:8080`, `[2001:2::2]:8080`), and their conversion to the map types.
 //!
-//! The CLI and the daemon use the same parser, so both reject bad input with the same
-//! one-line message.
+//! The CLI and the daemon use the same parser and the same rules, so both reject bad input
+//! with the same one-line message. The rules ([`ServiceAddr::check_vip`],
+//! [`BackendAddr::check_host`], [`ServiceAddr::check_backend`]) are apart from parsing so
+//! that a service or backend can always be named, e.g. to remove it.
 
 use std::fmt;
-use std::net::{IpAddr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::str::FromStr;
 
 use lb_common::{Addr, Backend, FAMILY_V4, FAMILY_V6, PROTO_TCP, PROTO_UDP, ServiceKey};
 
+use crate::limits::{cut, quoted};
+
 /// Why an address did not parse or does not fit; the `Display` is the whole message.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum AddrError {
-    #[error("invalid service \"{input}\": {reason}")]
+    #[error("invalid service {}: {reason}", quoted(input))]
     Service { input: String, reason: Reason },
-    #[error("invalid backend \"{input}\": {reason}")]
+    #[error("invalid backend {}: {reason}", quoted(input))]
     Backend { input: String, reason: Reason },
     #[error(
         "backend {backend} is {} but service {service} is {} (no NAT between IPv4 and IPv6)",
@@ -24,6 +28,13 @@ pub enum AddrError {
         family_name(service.ip)
     )]
     FamilyMismatch {
+        service: ServiceAddr,
+        backend: BackendAddr,
+    },
+    #[error(
+        "backend {backend} has the address of service {service}: a backend cannot be a VIP (its packets would come back to the load balancer)"
+    )]
+    BackendIsVip {
         service: ServiceAddr,
         backend: BackendAddr,
     },
@@ -36,16 +47,42 @@ pub enum Reason {
     ServiceShape,
     #[error("expected ADDR:PORT, e.g. 198.19.0.2:8080 or [2001:2::2]:8080")]
     BackendShape,
-    #[error("protocol \"{0}\" is not tcp or udp")]
+    #[error("protocol {} is not tcp or udp", quoted(.0))]
     Proto(String),
-    #[error("\"{0}\" is not an IP address")]
+    #[error("{} is not an IP address", quoted(.0))]
     Ip(String),
-    #[error("IPv6 addresses need brackets: [{0}]:PORT")]
+    #[error("IPv6 addresses need brackets: [{}]:PORT", cut(.0))]
     V6Brackets(String),
-    #[error("port \"{0}\" is not a number")]
+    #[error("port {} is not a number", quoted(.0))]
     PortNotNumber(String),
     #[error("port {0} out of range (1-65535)")]
     PortRange(u64),
+    #[error("{0} is the unspecified address; a VIP or backend must be a unicast address")]
+    Unspecified(IpAddr),
+    #[error("{0} is the broadcast address; a VIP or backend must be a unicast address")]
+    Broadcast(IpAddr),
+    #[error(
+        "{0} is a multicast address (224.0.0.0/4, ff00::/8); a VIP or backend must be a unicast address"
+    )]
+    Multicast(IpAddr),
+    #[error("{0} is an IPv4-mapped IPv6 address (::ffff:0:0/96); write the IPv4 address {1}")]
+    V4Mapped(Ipv6Addr, Ipv4Addr),
+}
+
+/// Why `ip` cannot be a VIP or a backend: it does not name one host. The one definition of
+/// the rule for both.
+pub fn not_one_host(ip: IpAddr) -> Option<Reason> {
+    if ip.is_unspecified() {
+        return Some(Reason::Unspecified(ip));
+    }
+    if ip.is_multicast() {
+        return Some(Reason::Multicast(ip));
+    }
+    match ip {
+        IpAddr::V4(v4) if v4 == Ipv4Addr::BROADCAST => Some(Reason::Broadcast(ip)),
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map(|v4| Reason::V4Mapped(v6, v4)),
+        IpAddr::V4(_) => None,
+    }
 }
 
 fn family_name(ip: IpAddr) -> &'static str {
@@ -97,15 +134,39 @@ impl ServiceAddr {
         }
     }
 
-    /// Checks that `backend` can serve this service (same address family).
+    /// Checks that `backend` can serve this service: same address family, and not this
+    /// service's VIP (whatever the port).
     pub fn check_backend(&self, backend: &BackendAddr) -> Result<(), AddrError> {
-        if self.ip.is_ipv4() == backend.ip().is_ipv4() {
-            Ok(())
-        } else {
-            Err(AddrError::FamilyMismatch {
+        if self.ip.is_ipv4() != backend.ip().is_ipv4() {
+            return Err(AddrError::FamilyMismatch {
                 service: *self,
                 backend: *backend,
-            })
+            });
+        }
+        self.check_not_vip_of(backend)
+    }
+
+    /// Checks that `backend` does not have this service's VIP as its address. The daemon
+    /// checks a new backend against every service, and a new service against every backend.
+    pub fn check_not_vip_of(&self, backend: &BackendAddr) -> Result<(), AddrError> {
+        if self.ip == backend.ip() {
+            return Err(AddrError::BackendIsVip {
+                service: *self,
+                backend: *backend,
+            });
+        }
+        Ok(())
+    }
+
+    /// Checks that the VIP names one host: not unspecified, broadcast, multicast or an
+    /// IPv4-mapped IPv6 address.
+    pub fn check_vip(&self) -> Result<(), AddrError> {
+        match not_one_host(self.ip) {
+            Some(reason) => Err(AddrError::Service {
+                input: self.to_string(),
+                reason,
+            }),
+            None => Ok(()),
         }
     }
 }
@@ -152,6 +213,19 @@ impl BackendAddr {
             port_be: self.0.port().to_be(),
             family,
             _pad: 0,
+        }
+    }
+}
+
+impl BackendAddr {
+    /// Checks that the address names one host (the rule of [`ServiceAddr::check_vip`]).
+    pub fn check_host(&self) -> Result<(), AddrError> {
+        match not_one_host(self.ip()) {
+            Some(reason) => Err(AddrError::Backend {
+                input: self.to_string(),
+                reason,
+            }),
+            None => Ok(()),
         }
     }
 }
@@ -328,5 +402,133 @@ mod tests {
         let v6 = svc("[2001:2::10]:80/tcp");
         assert!(v6.check_backend(&be("198.19.0.2:80")).is_err());
         assert!(v6.check_backend(&be("[2001:2::2]:80")).is_ok());
+    }
+
+    #[test]
+    fn vips_and_backends_must_name_one_host() {
+        const RULE: &str = "a VIP or backend must be a unicast address";
+        // (address, what the message says of it); `None`: accepted.
+        let cases: &[(&str, Option<&str>)] = &[
+            ("0.0.0.0", Some("0.0.0.0 is the unspecified address")),
+            ("[::]", Some(":: is the unspecified address")),
+            (
+                "255.255.255.255",
+                Some("255.255.255.255 is the broadcast address"),
+            ),
+            (
+                "224.0.0.1",
+                Some("224.0.0.1 is a multicast address (224.0.0.0/4, ff00::/8)"),
+            ),
+            (
+                "239.255.255.250",
+                Some("239.255.255.250 is a multicast address"),
+            ),
+            ("[ff02::1]", Some("ff02::1 is a multicast address")),
+            ("[ff00::]", Some("ff00:: is a multicast address")),
+            (
+                "[::ffff:198.18.0.20]",
+                Some(
+                    "::ffff:198.18.0.20 is an IPv4-mapped IPv6 address (::ffff:0:0/96); write the IPv4 address 198.18.0.20",
+                ),
+            ),
+            ("198.18.0.20", None),
+            ("198.19.255.255", None),
+            ("223.255.255.255", None),
+            ("[2001:2::10]", None),
+            ("[fe00::1]", None),
+        ];
+        for (ip, want) in cases {
+            let s = svc(&format!("{ip}:80/tcp"));
+            let b = be(&format!("{ip}:8080"));
+            match want {
+                None => {
+                    assert_eq!(s.check_vip(), Ok(()), "{ip}");
+                    assert_eq!(b.check_host(), Ok(()), "{ip}");
+                }
+                Some(said) => {
+                    let (se, be) = (
+                        s.check_vip().unwrap_err().to_string(),
+                        b.check_host().unwrap_err().to_string(),
+                    );
+                    assert!(
+                        se.starts_with(&format!("invalid service \"{s}\": {said}")),
+                        "{se}"
+                    );
+                    assert!(
+                        be.starts_with(&format!("invalid backend \"{b}\": {said}")),
+                        "{be}"
+                    );
+                    if !said.contains("IPv4-mapped") {
+                        assert!(se.ends_with(RULE) && be.ends_with(RULE), "{se} / {be}");
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn a_backend_cannot_be_the_vip() {
+        let s = svc("198.18.0.10:80/tcp");
+        for backend in ["198.18.0.10:80", "198.18.0.10:8080"] {
+            assert_eq!(
+                s.check_backend(&be(backend)).unwrap_err().to_string(),
+                format!(
+                    "backend {backend} has the address of service 198.18.0.10:80/tcp: a backend cannot be a VIP (its packets would come back to the load balancer)"
+                )
+            );
+        }
+        assert!(s.check_backend(&be("198.18.0.11:80")).is_ok());
+        let s6 = svc("[2001:2::10]:53/udp");
+        assert!(matches!(
+            s6.check_backend(&be("[2001:2::10]:53")),
+            Err(AddrError::BackendIsVip { .. })
+        ));
+    }
+
+    #[test]
+    fn echoed_input_is_cut_and_escaped_in_every_message() {
+        let long = "9".repeat(10_000);
+        let cases: Vec<(String, String)> = vec![
+            (
+                "198.18.0.20:80/tcp\n".into(),
+                "invalid service \"198.18.0.20:80/tcp\\n\": protocol \"tcp\\n\" is not tcp or udp".into(),
+            ),
+            (
+                format!("{long}:80/tcp"),
+                format!(
+                    "invalid service \"{}…\": \"{}…\" is not an IP address",
+                    "9".repeat(64),
+                    "9".repeat(64)
+                ),
+            ),
+            (
+                format!("198.18.0.1:{long}/tcp"),
+                format!(
+                    "invalid service \"198.18.0.1:{}…\": port {} out of range (1-65535)",
+                    "9".repeat(53),
+                    u64::MAX
+                ),
+            ),
+            (
+                "198.18.0.1:8\u{1b}[2J/tcp".into(),
+                "invalid service \"198.18.0.1:8\\u{1b}[2J/tcp\": port \"8\\u{1b}[2J\" is not a number".into(),
+            ),
+        ];
+        for (input, want) in &cases {
+            let got = svc_err(input);
+            assert_eq!(&got, want);
+            assert!(!got.contains('\n') && got.chars().count() < 200, "{got}");
+        }
+        let e = svc_err(&format!("{}:80/tcp", "1:".repeat(5000)));
+        assert!(
+            e.contains("IPv6 addresses need brackets: [1:1:") && e.contains("…]:PORT"),
+            "{e}"
+        );
+        assert!(e.chars().count() < 250, "{e}");
+        let e = be_err(&format!("198.19.0.2\r\n{long}"));
+        assert!(
+            !e.contains('\n') && !e.contains('\r') && e.chars().count() < 250,
+            "{e}"
+        );
     }
 }

@@ -52,6 +52,17 @@ pub enum AttachMode {
     Skb,
 }
 
+/// The mode as the `--mode` flag spells it (`native`, `skb`).
+impl std::fmt::Display for AttachMode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        use clap::ValueEnum as _;
+        match self.to_possible_value() {
+            Some(v) => f.write_str(v.get_name()),
+            None => write!(f, "{self:?}"),
+        }
+    }
+}
+
 impl AttachMode {
     fn flags(self) -> XdpMode {
         match self {
@@ -110,7 +121,7 @@ pub enum LoadError {
     BpffsMissing(PathBuf),
     #[error("the kernel rejected the XDP program: {0}")]
     Rejected(String),
-    #[error("cannot attach XDP to {iface} in {mode:?} mode: {reason}")]
+    #[error("cannot attach XDP to {iface} in {mode} mode: {reason}")]
     Attach {
         iface: String,
         mode: AttachMode,
@@ -396,7 +407,7 @@ fn attach_pinned(
     }
     let id = program
         .attach(iface, mode.flags())
-        .map_err(|e| attach_err(one_line(&error_chain(&e))))?;
+        .map_err(|e| attach_err(attach_reason(iface, mode, &e)))?;
     let link = program
         .take_link(id)
         .map_err(|e| attach_err(error_chain(&e)))?;
@@ -488,6 +499,25 @@ fn error_chain(e: &dyn std::error::Error) -> String {
         src = cause.source();
     }
     s
+}
+
+/// Why an attach failed, for the operator. Native XDP refuses an MTU larger than the
+/// driver's XDP buffer with `ERANGE`, which alone does not say so.
+fn attach_reason(iface: &str, mode: AttachMode, e: &ProgramError) -> String {
+    let kernel = one_line(&error_chain(e));
+    let mut src: Option<&dyn std::error::Error> = Some(e);
+    let mut erange = false;
+    while let Some(cause) = src {
+        erange |= cause
+            .downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.raw_os_error() == Some(libc::ERANGE));
+        src = cause.source();
+    }
+    if mode == AttachMode::Native && erange {
+        format!("{} (kernel: {kernel})", crate::link::mtu_too_large(iface))
+    } else {
+        kernel
+    }
 }
 
 /// Folds a multi-line message (a verifier log) into one line: its first line and the

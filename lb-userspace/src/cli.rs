@@ -11,8 +11,8 @@ use tonic::Code;
 use crate::addr::{AddrError, BackendAddr, ServiceAddr};
 use crate::client::{self, DEFAULT_SOCKET, Unreachable};
 use crate::control::proto;
+use crate::limits::{self, LimitError};
 use crate::output;
-use crate::state::{self, StateError};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -56,8 +56,10 @@ pub enum ServiceCmd {
     Add {
         /// VIP:PORT/PROTO (proto: tcp or udp).
         service: String,
-        /// Slots in the service's backend table; a prime [default: 65537].
-        #[arg(long, value_name = "M")]
+        /// Slots in the service's backend table: a prime, at least 100 per backend (Maglev's
+        /// 1% balance), at least 101 [default: 65537, room for 655 backends].
+        #[arg(long, value_name = "M", value_parser = limits::parse_table_size,
+              allow_negative_numbers = true)]
         table_size: Option<u32>,
     },
     /// Remove a service and all its backends.
@@ -82,7 +84,8 @@ pub enum BackendCmd {
         /// ADDR:PORT, e.g. 198.19.0.2:8080 or [2001:2::2]:8080.
         backend: String,
         /// Relative share of new flows, 0-65535 [default: 100].
-        #[arg(long, value_name = "N")]
+        #[arg(long, value_name = "N", value_parser = limits::parse_weight,
+              allow_negative_numbers = true)]
         weight: Option<u32>,
     },
     /// Remove a backend from a service (refused while it has live flows: drain it first).
@@ -102,6 +105,7 @@ pub enum BackendCmd {
         /// ADDR:PORT.
         backend: String,
         /// Relative share of new flows, 0-65535.
+        #[arg(value_parser = limits::parse_weight, allow_negative_numbers = true)]
         weight: u32,
     },
     /// Drain a backend: no new flows, existing ones stay (weight 0).
@@ -127,7 +131,7 @@ pub enum CliError {
     #[error(transparent)]
     Addr(#[from] AddrError),
     #[error(transparent)]
-    Invalid(#[from] StateError),
+    Limit(#[from] LimitError),
     #[error(transparent)]
     Unreachable(#[from] Unreachable),
     #[error("{0}")]
@@ -248,10 +252,9 @@ impl Request {
                 service,
                 table_size,
             }) => {
-                if let Some(size) = table_size {
-                    state::check_table_size(size)?;
-                }
-                Request::AddService(service.parse()?, table_size)
+                let service: ServiceAddr = service.parse()?;
+                service.check_vip()?;
+                Request::AddService(service, table_size)
             }
             Command::Service(ServiceCmd::Remove { service }) => {
                 Request::RemoveService(service.parse()?)
@@ -263,9 +266,7 @@ impl Request {
                 weight,
             }) => {
                 let (s, b) = pair(&service, &backend)?;
-                if let Some(w) = weight {
-                    state::check_weight(w)?;
-                }
+                b.check_host()?;
                 Request::AddBackend(s, b, weight)
             }
             Command::Backend(BackendCmd::Remove {
@@ -282,7 +283,7 @@ impl Request {
                 weight,
             }) => {
                 let (s, b) = pair(&service, &backend)?;
-                Request::SetWeight(s, b, state::check_weight(weight)?)
+                Request::SetWeight(s, b, weight)
             }
             Command::Backend(BackendCmd::Drain { service, backend }) => {
                 let (s, b) = pair(&service, &backend)?;
@@ -304,9 +305,38 @@ impl Request {
     }
 }
 
-/// A clap usage error as one line, e.g. `invalid value 'x' for '--weight <N>': invalid
-/// digit found in string (try --help)`: the message without clap's usage and tip paragraphs.
-pub fn usage_error_line(e: &clap::Error) -> String {
+/// A clap usage error as one line, e.g. `unexpected argument '--wieght' found (try --help)`:
+/// the message without clap's usage and tip paragraphs, the values it echoes cut and
+/// escaped as every other message does ([`limits::cut`]). A value refused by one of our
+/// own parsers gets our message alone, the one the daemon gives too, e.g. `weight -1 out
+/// of range (0-65535)`.
+pub fn usage_error_line(mut e: clap::Error) -> String {
+    use clap::error::{ContextKind, ContextValue, ErrorKind};
+    if e.kind() == ErrorKind::ValueValidation
+        && let Some(ours) =
+            std::error::Error::source(&e).and_then(|s| s.downcast_ref::<LimitError>())
+    {
+        return ours.to_string();
+    }
+    for kind in [
+        ContextKind::InvalidArg,
+        ContextKind::InvalidSubcommand,
+        ContextKind::InvalidValue,
+        ContextKind::SuggestedArg,
+        ContextKind::SuggestedSubcommand,
+        ContextKind::SuggestedValue,
+        ContextKind::ValidValue,
+        ContextKind::PriorArg,
+    ] {
+        let shown = match e.get(kind) {
+            Some(ContextValue::String(v)) => ContextValue::String(limits::cut(v)),
+            Some(ContextValue::Strings(vs)) => {
+                ContextValue::Strings(vs.iter().map(|v| limits::cut(v)).collect())
+            }
+            _ => continue,
+        };
+        e.insert(kind, shown);
+    }
     let text = e.render().to_string();
     let message: Vec<&str> = text
         .lines()
@@ -349,10 +379,15 @@ mod tests {
         Request::from_command(cli.command)
     }
 
+    /// The line `xlb` prints for `args` (after `xlb: error: `), whether clap or the
+    /// command refuses them.
     fn err(args: &[&str]) -> String {
-        match parse(args) {
-            Err(e) => e.to_string(),
-            Ok(_) => panic!("{args:?} was accepted"),
+        match Cli::try_parse_from(std::iter::once("xlb").chain(args.iter().copied())) {
+            Err(e) => usage_error_line(e),
+            Ok(cli) => match Request::from_command(cli.command) {
+                Err(e) => e.to_string(),
+                Ok(_) => panic!("{args:?} was accepted"),
+            },
         }
     }
 
@@ -370,7 +405,7 @@ mod tests {
                 "--table-size",
                 "100"
             ]),
-            "table size 100 is not a prime number"
+            "table size 100 out of range (101-4294967295)"
         );
         assert!(err(&["backend", "add", "198.18.0.10:80/tcp", "[2001:2::2]:80"]).contains("IPv6"));
         assert!(err(&["backend", "add", "198.18.0.10:80/tcp", "198.19.0.2"]).contains("ADDR:PORT"));
@@ -385,6 +420,82 @@ mod tests {
             "weight 70000 out of range (0-65535)"
         );
         assert!(err(&["backend", "list", "nope"]).starts_with("invalid service \"nope\""));
+    }
+
+    /// Every nonsense input of issue 16, and the one line that names its rule.
+    #[test]
+    fn nonsense_is_refused_with_the_rule() {
+        const S: &str = "198.18.0.10:80/tcp";
+        const B: &str = "198.19.0.2:8080";
+        const UNICAST: &str = "a VIP or backend must be a unicast address";
+        let long = "7".repeat(10_000);
+        let long_service = format!("198.18.0.{long}:80/tcp");
+        let cases: Vec<(Vec<&str>, String)> = vec![
+            (vec!["service", "add", "0.0.0.0:80/tcp"], format!("invalid service \"0.0.0.0:80/tcp\": 0.0.0.0 is the unspecified address; {UNICAST}")),
+            (vec!["service", "add", "[::]:80/tcp"], format!("invalid service \"[::]:80/tcp\": :: is the unspecified address; {UNICAST}")),
+            (vec!["service", "add", "255.255.255.255:80/udp"], format!("invalid service \"255.255.255.255:80/udp\": 255.255.255.255 is the broadcast address; {UNICAST}")),
+            (vec!["service", "add", "224.0.0.1:80/udp"], format!("invalid service \"224.0.0.1:80/udp\": 224.0.0.1 is a multicast address (224.0.0.0/4, ff00::/8); {UNICAST}")),
+            (vec!["service", "add", "[ff02::1]:80/udp"], format!("invalid service \"[ff02::1]:80/udp\": ff02::1 is a multicast address (224.0.0.0/4, ff00::/8); {UNICAST}")),
+            (vec!["service", "add", "[::ffff:198.18.0.20]:80/tcp"], "invalid service \"[::ffff:198.18.0.20]:80/tcp\": ::ffff:198.18.0.20 is an IPv4-mapped IPv6 address (::ffff:0:0/96); write the IPv4 address 198.18.0.20".into()),
+            (vec!["backend", "add", S, "0.0.0.0:8080"], format!("invalid backend \"0.0.0.0:8080\": 0.0.0.0 is the unspecified address; {UNICAST}")),
+            (vec!["backend", "add", "[2001:2::10]:80/tcp", "[::]:8080"], format!("invalid backend \"[::]:8080\": :: is the unspecified address; {UNICAST}")),
+            (vec!["backend", "add", S, "255.255.255.255:8080"], format!("invalid backend \"255.255.255.255:8080\": 255.255.255.255 is the broadcast address; {UNICAST}")),
+            (vec!["backend", "add", S, "239.1.1.1:8080"], format!("invalid backend \"239.1.1.1:8080\": 239.1.1.1 is a multicast address (224.0.0.0/4, ff00::/8); {UNICAST}")),
+            (vec!["backend", "add", S, "198.18.0.10:8080"], "backend 198.18.0.10:8080 has the address of service 198.18.0.10:80/tcp: a backend cannot be a VIP (its packets would come back to the load balancer)".into()),
+            (vec!["service", "add", S, "--table-size", "3"], "table size 3 out of range (101-4294967295)".into()),
+            (vec!["service", "add", S, "--table-size", "-3"], "table size -3 out of range (101-4294967295)".into()),
+            (vec!["service", "add", S, "--table-size", "65536"], "table size 65536 is not a prime number (Maglev needs a prime)".into()),
+            (vec!["backend", "add", S, B, "--weight", "4294967296"], "weight 4294967296 out of range (0-65535)".into()),
+            (vec!["backend", "add", S, B, "--weight", "-1"], "weight -1 out of range (0-65535)".into()),
+            (vec!["backend", "add", S, B, "--weight", "65536"], "weight 65536 out of range (0-65535)".into()),
+            (vec!["backend", "add", S, B, "--weight", "x"], "weight \"x\" is not a whole number".into()),
+            (vec!["backend", "set-weight", S, B, "-1"], "weight -1 out of range (0-65535)".into()),
+            (vec!["backend", "set-weight", S, B, "4294967296"], "weight 4294967296 out of range (0-65535)".into()),
+            (vec!["service", "add", "198.18.0.20:80/tcp\n"], "invalid service \"198.18.0.20:80/tcp\\n\": protocol \"tcp\\n\" is not tcp or udp".into()),
+            (vec!["service", "add", &long_service], format!("invalid service \"198.18.0.{}…\": \"198.18.0.{}…\" is not an IP address", "7".repeat(55), "7".repeat(55))),
+        ];
+        for (args, want) in &cases {
+            let got = err(args);
+            assert_eq!(&got, want, "xlb {}", limits::cut(&args.join(" ")));
+            assert!(!got.contains('\n'), "{got}");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_long_socket_path_is_cut_too() {
+        let long = format!("/tmp/{}", "s".repeat(10_000));
+        let cli = Cli::try_parse_from(["xlb", "--socket", &long, "status"]).unwrap();
+        let e = run(cli).await.unwrap_err().to_string();
+        assert!(
+            e.starts_with(&format!("cannot reach xlbd at /tmp/{}…: ", "s".repeat(59))),
+            "{e}"
+        );
+        assert!(e.chars().count() < 200, "{e}");
+    }
+
+    #[test]
+    fn clap_echoes_are_cut_and_escaped_too() {
+        let long = "z".repeat(10_000);
+        let cases: Vec<(Vec<&str>, &str)> = vec![
+            (vec![&long], "unrecognized subcommand 'zzzz"),
+            (vec!["service", "list", &long], "unexpected argument 'zzzz"),
+            (
+                vec!["service", "list", "--json\nx"],
+                "unexpected argument '--json\\nx' found",
+            ),
+            (
+                vec!["status", "--sock\u{1b}et"],
+                "unexpected argument '--sock\\u{1b}et' found",
+            ),
+        ];
+        for (args, starts) in cases {
+            let e = Cli::try_parse_from(std::iter::once("xlb").chain(args.iter().copied()))
+                .unwrap_err();
+            let line = usage_error_line(e);
+            assert!(line.starts_with(starts), "{line}");
+            assert!(!line.contains('\n') && !line.contains('\u{1b}'), "{line}");
+            assert!(line.chars().count() < 200, "{line}");
+        }
     }
 
     #[test]
@@ -443,18 +554,15 @@ mod tests {
             "x",
         ])
         .unwrap_err();
-        assert_eq!(
-            usage_error_line(&e),
-            "invalid value 'x' for '--weight <N>': invalid digit found in string (try --help)"
-        );
+        assert_eq!(usage_error_line(e), "weight \"x\" is not a whole number");
         let e =
             Cli::try_parse_from(["xlb", "backend", "remove", "198.18.0.10:80/tcp"]).unwrap_err();
         assert_eq!(
-            usage_error_line(&e),
+            usage_error_line(e),
             "the following required arguments were not provided: <BACKEND> (try --help)"
         );
         let e = Cli::try_parse_from(["xlb", "sevice", "list"]).unwrap_err();
-        assert!(!usage_error_line(&e).contains('\n'));
+        assert!(!usage_error_line(e).contains('\n'));
     }
 
     #[test]

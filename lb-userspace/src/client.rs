@@ -14,7 +14,7 @@ pub const DEFAULT_SOCKET: &str = "/run/xlb/xlbd.sock";
 
 /// The daemon could not be reached.
 #[derive(Debug, thiserror::Error)]
-#[error("cannot reach xlbd at {}: {reason}", path.display())]
+#[error("cannot reach xlbd at {}: {reason}", crate::limits::shown_path(path))]
 pub struct Unreachable {
     pub path: PathBuf,
     pub reason: String,

@@ -21,6 +21,8 @@ use crate::client::DEFAULT_SOCKET;
 use crate::control::{self, ControlService, DaemonInfo};
 use crate::dataplane::Dataplane;
 use crate::egress::Egress;
+use crate::limits;
+use crate::link;
 use crate::state::{ControlState, DaemonSettings, PersistError, StateError, Store};
 
 #[derive(Debug, Clone, Parser)]
@@ -32,7 +34,7 @@ use crate::state::{ControlState, DaemonSettings, PersistError, StateError, Store
 pub struct Args {
     /// Interface to attach to (repeatable, or comma-separated).
     #[arg(long = "iface", value_name = "IF", required = true, value_delimiter = ',',
-          value_parser = clap::builder::NonEmptyStringValueParser::new())]
+          value_parser = limits::parse_iface)]
     pub ifaces: Vec<String>,
     /// XDP attach mode: native (driver) or skb (generic, any interface).
     #[arg(long, value_enum, default_value_t = AttachMode::Native)]
@@ -61,11 +63,12 @@ pub struct Args {
     pub detach_on_exit: bool,
     /// Connection-table entries (each flow takes two).
     #[arg(long, default_value_t = lb_common::DEFAULT_FLOW_ENTRIES, value_name = "N",
-          value_parser = clap::value_parser!(u32).range(1..))]
+          value_parser = limits::parse_flow_entries, allow_negative_numbers = true)]
     pub flow_entries: u32,
-    /// Slots of the backend-table area (two halves; each service's table takes its size in both).
+    /// Slots of the backend-table area (two halves; each service's table takes its size in
+    /// both), at least 202: two of the smallest table.
     #[arg(long, default_value_t = lb_common::DEFAULT_TABLE_AREA, value_name = "N",
-          value_parser = clap::value_parser!(u32).range(2..))]
+          value_parser = limits::parse_table_area, allow_negative_numbers = true)]
     pub table_area: u32,
     /// Seconds an established TCP flow may idle before its entries expire.
     #[arg(long, default_value_t = 3600, value_name = "SECS")]
@@ -120,11 +123,11 @@ impl Args {
 /// Why the daemon could not start or stopped with an error; one line each.
 #[derive(Debug, thiserror::Error)]
 pub enum DaemonError {
-    #[error("another xlbd is running on {}", .0.display())]
+    #[error("another xlbd is running on {}", limits::shown_path(.0))]
     AlreadyRunning(PathBuf),
-    #[error("{} exists and is not a socket; not removing it", .0.display())]
+    #[error("{} exists and is not a socket; not removing it", limits::shown_path(.0))]
     NotASocket(PathBuf),
-    #[error("control socket {}: {source}", path.display())]
+    #[error("control socket {}: {source}", limits::shown_path(path))]
     Socket {
         path: PathBuf,
         #[source]
@@ -179,6 +182,11 @@ where
         }
     }
     let dp = load(&args.load_options())?;
+    for iface in &args.ifaces {
+        if let Some(w) = link::down_warning(iface) {
+            warn!("xlbd: {w}");
+        }
+    }
     let adopted = dp.adopted();
     let control = match saved {
         Some(saved) => ControlState::restore(dp, saved.control)?,

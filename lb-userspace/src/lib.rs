@@ -1,12 +1,13 @@
 //! xlb's userspace: the daemon's and the CLI's shared library.
 //!
 //! - [`addr`]: parsing `VIP:PORT/PROTO` and `ADDR:PORT`, conversion to the map types;
+//! - [`limits`]: weights, table sizes, map sizes and echoed input, for the CLI and the daemon;
 //! - [`table`] and [`maglev`]: the backend-table builder; [`alloc`]: ids and table regions;
 //! - [`state`]: services and backends over a [`dataplane::Dataplane`] (the control logic);
 //! - [`control`]: the gRPC server on a Unix socket; [`client`]: its client;
 //! - [`daemon`]: `xlbd`; [`cli`] and [`output`]: `xlb`;
-//! - [`bpf`]: the XDP loader, `BpfDataplane`; [`egress`] and [`netdev`]: which devices it
-//!   may redirect to.
+//! - [`bpf`]: the XDP loader, `BpfDataplane`; [`link`]: what xlbd says of its interfaces;
+//!   [`egress`] and [`netdev`]: which devices the program may redirect to.
 
 pub mod addr;
 pub mod alloc;
@@ -18,6 +19,8 @@ pub mod control;
 pub mod daemon;
 pub mod dataplane;
 pub mod egress;
+pub mod limits;
+pub mod link;
 pub mod maglev;
 pub mod netdev;
 pub mod output;

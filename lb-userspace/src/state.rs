@@ -24,17 +24,13 @@ use crate::addr::{AddrError, BackendAddr, ServiceAddr};
 use crate::alloc::{IdPool, Regions, Reuse};
 use crate::conntrack::{self, DEFAULT_TIMEOUTS, monotonic_ns};
 use crate::dataplane::{Dataplane, DataplaneError};
+use crate::limits::{self, LimitError, SLOTS_PER_BACKEND, WEIGHT};
 use crate::table::{TableEntry, build_table};
 
 mod persist;
 pub use persist::{ControlSnapshot, DaemonSettings, PersistError, STATE_FILE, Saved, Store};
 
-/// Table size when none is given: a prime, as Maglev needs.
-pub const DEFAULT_TABLE_SIZE: u32 = 65537;
-/// Weight when none is given.
-pub const DEFAULT_WEIGHT: u32 = 100;
-/// Largest weight accepted.
-pub const MAX_WEIGHT: u32 = 65535;
+pub use crate::limits::{DEFAULT_TABLE_SIZE, DEFAULT_WEIGHT, MAX_WEIGHT, is_prime};
 
 /// Why a request was refused. The `Display` is one line for the operator.
 #[derive(Debug, thiserror::Error)]
@@ -55,14 +51,23 @@ pub enum StateError {
         service: ServiceAddr,
         backend: BackendAddr,
     },
-    #[error("table size {0} is not a prime number")]
-    TableSizeNotPrime(u32),
+    #[error(transparent)]
+    Limit(#[from] LimitError),
     #[error(
         "table size {size} does not fit in half the table area ({half} slots; see xlbd --table-area)"
     )]
     TableSizeTooLarge { size: u32, half: u32 },
-    #[error("weight {0} out of range (0-{MAX_WEIGHT})")]
-    Weight(u32),
+    #[error(
+        "service {service} has no room for a backend more: its table of {size} slots takes {room} at {per} slots per backend, as Maglev needs (re-create it with --table-size {need} or more)"
+    )]
+    TableFull {
+        service: ServiceAddr,
+        size: u32,
+        room: u32,
+        per: u32,
+        /// The smallest table with room for one backend more, as text (it may not exist).
+        need: String,
+    },
     #[error(
         "backend {backend} has {flows} live flows: drain it (xlb backend drain) and remove it when they are gone, or remove it with --force to re-hash them"
     )]
@@ -98,15 +103,13 @@ impl StateError {
     pub fn kind(&self) -> ErrorKind {
         use StateError::*;
         match self {
-            Addr(_) | TableSizeNotPrime(_) | TableSizeTooLarge { .. } | Weight(_) => {
-                ErrorKind::InvalidArgument
-            }
+            Addr(_) | Limit(_) | TableSizeTooLarge { .. } => ErrorKind::InvalidArgument,
             NoSuchService(_) | NoSuchBackend { .. } => ErrorKind::NotFound,
             ServiceExists(_) | BackendExists { .. } => ErrorKind::AlreadyExists,
             TooManyServices | TooManyBackends | TableAreaFull { .. } => {
                 ErrorKind::ResourceExhausted
             }
-            LiveFlows { .. } | Restore(_) => ErrorKind::FailedPrecondition,
+            LiveFlows { .. } | TableFull { .. } | Restore(_) => ErrorKind::FailedPrecondition,
             Dataplane(_) | Persist(_) => ErrorKind::Internal,
         }
     }
@@ -166,6 +169,8 @@ pub struct ControlState<D> {
     timeouts: Timeouts,
     /// Where every accepted change is saved (none in tests that do not persist).
     store: Option<Store>,
+    /// Slots a table needs per backend: [`SLOTS_PER_BACKEND`] (see `limits`).
+    slots_per_backend: u32,
 }
 
 impl<D: Dataplane> ControlState<D> {
@@ -180,6 +185,7 @@ impl<D: Dataplane> ControlState<D> {
             regions: Regions::new(half),
             timeouts: DEFAULT_TIMEOUTS,
             store: None,
+            slots_per_backend: SLOTS_PER_BACKEND,
         }
     }
 
@@ -196,6 +202,14 @@ impl<D: Dataplane> ControlState<D> {
             store.save(self.snapshot())?;
         }
         Ok(())
+    }
+
+    /// Lets tables have fewer slots per backend than Maglev needs (0: any number of
+    /// backends), so unit tests about other things can use tables of a few slots.
+    #[cfg(test)]
+    pub(crate) fn with_slots_per_backend(mut self, slots: u32) -> Self {
+        self.slots_per_backend = slots;
+        self
     }
 
     /// Sets how long connection-table entries live (see `lb_common::conntrack`).
@@ -236,7 +250,9 @@ impl<D: Dataplane> ControlState<D> {
         self.dp
     }
 
-    /// Adds a service with no backends (its table is all `NO_BACKEND`: packets to it are
+    /// Adds a service. Refused when its VIP does not name one host or is
+    /// the address of a backend, or its table size is not a prime with room for one backend.
+    /// The service starts with no backends (its table is all `NO_BACKEND`: packets to it are
     /// dropped and counted until a backend is added).
     pub fn add_service(
         &mut self,
@@ -247,7 +263,13 @@ impl<D: Dataplane> ControlState<D> {
         if self.services.contains_key(&service) {
             return Err(StateError::ServiceExists(service));
         }
-        check_table_size(size)?;
+        service.check_vip()?;
+        for s in self.services.values() {
+            for backend in s.backends.keys() {
+                service.check_not_vip_of(backend)?;
+            }
+        }
+        limits::check_table_size_with(size, self.slots_per_backend)?;
         if size > self.half {
             return Err(StateError::TableSizeTooLarge {
                 size,
@@ -294,7 +316,9 @@ impl<D: Dataplane> ControlState<D> {
         self.services.keys().map(|s| self.info(s)).collect()
     }
 
-    /// Adds a backend to a service (`weight` defaults to [`DEFAULT_WEIGHT`]).
+    /// Adds a backend to a service (`weight` defaults to [`DEFAULT_WEIGHT`]). Refused when it
+    /// does not name one host, has the address of any service's VIP, or the service's table
+    /// has no room for it ([`SLOTS_PER_BACKEND`] slots per backend, drained ones included).
     pub fn add_backend(
         &mut self,
         service: &ServiceAddr,
@@ -303,11 +327,27 @@ impl<D: Dataplane> ControlState<D> {
     ) -> Result<BackendInfo, StateError> {
         let weight = check_weight(weight.unwrap_or(DEFAULT_WEIGHT))?;
         let mut next = self.get(service)?;
+        backend.check_host()?;
         service.check_backend(&backend)?;
+        for other in self.services.keys() {
+            other.check_not_vip_of(&backend)?;
+        }
         if next.backends.contains_key(&backend) {
             return Err(StateError::BackendExists {
                 service: *service,
                 backend,
+            });
+        }
+        let room = limits::backends_room(next.table_size, self.slots_per_backend);
+        if next.backends.len() as u64 >= u64::from(room) {
+            let more = next.backends.len() as u32 + 1;
+            return Err(StateError::TableFull {
+                service: *service,
+                size: next.table_size,
+                room,
+                per: self.slots_per_backend,
+                need: limits::table_size_for(more, self.slots_per_backend)
+                    .map_or_else(|| "(none fits)".into(), |n| n.to_string()),
             });
         }
         let index = self
@@ -500,28 +540,8 @@ fn table_offset(half: u32, region: u32, generation: u32) -> u32 {
 }
 
 /// Checks a weight (0 drains).
-pub fn check_weight(weight: u32) -> Result<u32, StateError> {
-    if weight > MAX_WEIGHT {
-        return Err(StateError::Weight(weight));
-    }
-    Ok(weight)
-}
-
-/// Checks what can be known of a table size without the table area: it is a prime.
-pub fn check_table_size(size: u32) -> Result<u32, StateError> {
-    if !is_prime(size) {
-        return Err(StateError::TableSizeNotPrime(size));
-    }
-    Ok(size)
-}
-
-/// Trial division; table sizes are at most a few million.
-pub fn is_prime(n: u32) -> bool {
-    if n < 2 {
-        return false;
-    }
-    let n = u64::from(n);
-    (2..).take_while(|d| d * d <= n).all(|d| n % d != 0)
+fn check_weight(weight: u32) -> Result<u32, StateError> {
+    Ok(WEIGHT.check(u64::from(weight))?)
 }
 
 #[cfg(test)]

@@ -14,7 +14,7 @@ fn main() -> ExitCode {
             e.exit()
         }
         Err(e) => {
-            eprintln!("xlb: error: {}", cli::usage_error_line(&e));
+            eprintln!("xlb: error: {}", cli::usage_error_line(e));
             return ExitCode::from(2);
         }
     };

@@ -15,7 +15,7 @@ fn main() -> ExitCode {
         Ok(args) => args,
         Err(e) if !e.use_stderr() => e.exit(),
         Err(e) => {
-            eprintln!("xlbd: error: {}", cli::usage_error_line(&e));
+            eprintln!("xlbd: error: {}", cli::usage_error_line(e));
             return ExitCode::from(2);
         }
     };

@@ -19,7 +19,9 @@ async fn start() -> Harness {
     let dir = TempDir::new();
     let sock = dir.0.join("xlbd.sock");
     let listener = UnixListener::bind(&sock).unwrap();
-    let state = Arc::new(Mutex::new(ControlState::new(Recorder::new(1 << 10))));
+    let state = Arc::new(Mutex::new(
+        ControlState::new(Recorder::new(1 << 10)).with_slots_per_backend(0),
+    ));
     let info = DaemonInfo {
         interfaces: vec!["veth0".into(), "veth1".into()],
         mode: AttachMode::Skb,
@@ -191,7 +193,7 @@ async fn errors_carry_codes_and_one_line_messages() {
             c.add_service(add_service("198.18.0.11:80/tcp", Some(9)))
                 .await,
             Code::InvalidArgument,
-            "table size 9 is not a prime number",
+            "table size 9 is not a prime number (Maglev needs a prime)",
         ),
     ];
     for (result, code, message) in cases {
@@ -293,4 +295,64 @@ async fn connecting_to_nothing_says_why() {
             sock.display()
         )
     );
+}
+
+/// A client that skips the CLI's checks gets the same one-line refusals from the daemon.
+#[tokio::test]
+async fn the_daemon_refuses_nonsense_from_any_client() {
+    let mut h = start().await;
+    let c = &mut h.client;
+    c.add_service(add_service("198.18.0.10:80/tcp", Some(7)))
+        .await
+        .unwrap();
+    let long = format!("198.18.0.10:80/tcp\n{}", "x".repeat(10_000));
+    let cases: [(Result<(), Status>, &str); 5] = [
+        (
+            c.add_service(add_service("0.0.0.0:80/tcp", None))
+                .await
+                .map(drop),
+            "invalid service \"0.0.0.0:80/tcp\": 0.0.0.0 is the unspecified address; a VIP or backend must be a unicast address",
+        ),
+        (
+            c.add_service(add_service(&long, None)).await.map(drop),
+            // 64 characters of each, the newline shown as \n.
+            &format!(
+                "invalid service \"198.18.0.10:80/tcp\\n{}…\": protocol \"tcp\\n{}…\" is not tcp or udp",
+                "x".repeat(64 - 19),
+                "x".repeat(64 - 4)
+            ),
+        ),
+        (
+            c.add_backend(add_backend("198.19.0.2:8080", Some(70000)))
+                .await
+                .map(drop),
+            "weight 70000 out of range (0-65535)",
+        ),
+        (
+            c.add_backend(add_backend("198.18.0.10:8080", None))
+                .await
+                .map(drop),
+            "backend 198.18.0.10:8080 has the address of service 198.18.0.10:80/tcp: a backend cannot be a VIP (its packets would come back to the load balancer)",
+        ),
+        (
+            c.set_weight(SetWeightRequest {
+                service: "198.18.0.10:80/tcp".into(),
+                backend: "198.19.0.2:8080".into(),
+                weight: u32::MAX,
+            })
+            .await
+            .map(drop),
+            "weight 4294967295 out of range (0-65535)",
+        ),
+    ];
+    for (result, message) in cases {
+        let e = result.unwrap_err();
+        assert_eq!((e.code(), e.message()), (Code::InvalidArgument, message));
+    }
+    let list = c
+        .list_backends(ListBackendsRequest::default())
+        .await
+        .unwrap();
+    assert!(list.into_inner().backends.is_empty());
+    h.stop().await;
 }

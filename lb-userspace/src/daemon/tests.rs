@@ -143,3 +143,71 @@ async fn live_services_without_saved_state_are_refused() {
     let e = run(args_in(&tmp, &[]), load).await.unwrap_err();
     assert!(e.to_string().contains("no saved state"), "{e}");
 }
+
+#[test]
+fn nonsense_arguments_get_one_line_naming_the_limit() {
+    let long = "e".repeat(10_000);
+    let cases: &[(&[&str], &str)] = &[
+        (
+            &["--iface", "eth0", "--flow-entries", "1"],
+            "flow entries 1 out of range (2-4294967295)",
+        ),
+        (
+            &["--iface", "eth0", "--flow-entries", "-1"],
+            "flow entries -1 out of range (2-4294967295)",
+        ),
+        (
+            &["--iface", "eth0", "--flow-entries", "4294967296"],
+            "flow entries 4294967296 out of range (2-4294967295)",
+        ),
+        (
+            &["--iface", "eth0", "--table-area", "201"],
+            "table area 201 out of range (202-4294967295)",
+        ),
+        (&["--iface", ""], "interface name \"\" is empty"),
+        (
+            &["--iface", "veth0,xlbL1234567890ab"],
+            "interface name \"xlbL1234567890ab\" is longer than 15 bytes (Linux's IFNAMSIZ)",
+        ),
+        (
+            &["--iface", "eth0\n"],
+            "interface name \"eth0\\n\" has a '/', ':', space or control character (Linux does not allow them)",
+        ),
+    ];
+    for (args, want) in cases {
+        let e = parse(args).unwrap_err();
+        assert_eq!(crate::cli::usage_error_line(e), *want, "{args:?}");
+    }
+    let e = crate::cli::usage_error_line(parse(&["--iface", &long]).unwrap_err());
+    assert!(
+        e.ends_with("…\" is longer than 15 bytes (Linux's IFNAMSIZ)"),
+        "{e}"
+    );
+    assert!(e.chars().count() < 150, "{e}");
+    let a = parse(&[
+        "--iface",
+        "eth0",
+        "--flow-entries",
+        "2",
+        "--table-area",
+        "202",
+    ])
+    .unwrap();
+    assert_eq!((a.flow_entries, a.table_area), (2, 202));
+}
+
+#[test]
+fn modes_are_spelled_as_the_flag() {
+    assert_eq!(AttachMode::Native.to_string(), "native");
+    assert_eq!(AttachMode::Skb.to_string(), "skb");
+    let e = LoadError::Attach {
+        iface: "veth0".into(),
+        mode: AttachMode::Native,
+        reason: "no".into(),
+    };
+    assert_eq!(
+        e.to_string(),
+        "cannot attach XDP to veth0 in native mode: no"
+    );
+    assert_eq!(control::mode_name(AttachMode::Skb), "skb");
+}

@@ -11,9 +11,10 @@ fn be(s: &str) -> BackendAddr {
     s.parse().unwrap()
 }
 
-/// A state over a table area of `2 * half` slots.
+/// A state over a table area of `2 * half` slots, with tables of any size for any number
+/// of backends (tiny tables keep these tests readable; the Maglev rule has its own tests).
 fn state(half: u32) -> ControlState<Recorder> {
-    ControlState::new(Recorder::new(2 * half))
+    ControlState::new(Recorder::new(2 * half)).with_slots_per_backend(0)
 }
 
 const WEB: &str = "198.18.0.10:80/tcp";
@@ -160,7 +161,7 @@ fn refused_requests_change_nothing() {
         messages,
         [
             "service 198.18.0.10:80/tcp already exists",
-            "table size 8 is not a prime number",
+            "table size 8 is not a prime number (Maglev needs a prime)",
             "table size 17 does not fit in half the table area (16 slots; see xlbd --table-area)",
             "no room for a table of 13 slots (largest free region: 9 slots; remove a service or raise xlbd --table-area)",
             "backend 198.19.0.2:8080 is already in service 198.18.0.10:80/tcp",
@@ -489,4 +490,113 @@ fn sweep_keeps_live_flows() {
     });
     std::thread::sleep(std::time::Duration::from_millis(1));
     assert_eq!(st.sweep().unwrap(), 4);
+}
+
+/// The daemon is the authority: every nonsense request of issue 16 is refused here, whatever
+/// the client checked, with one line naming the rule, and changes nothing.
+#[test]
+fn nonsense_is_refused_by_the_state_and_changes_nothing() {
+    // The real rule: SLOTS_PER_BACKEND slots per backend.
+    let mut st = ControlState::new(Recorder::new(2 * 4096));
+    let web = svc(WEB);
+    let other = svc("198.18.0.11:53/udp");
+    st.add_service(web, Some(211)).unwrap();
+    st.add_service(other, Some(101)).unwrap();
+    st.add_backend(&web, be("198.19.0.2:8080"), None).unwrap();
+    st.add_backend(&web, be("198.19.0.3:8080"), Some(0))
+        .unwrap();
+    let before = snapshot(&st);
+    let ops = st.dataplane().ops.len();
+
+    const UNICAST: &str = "a VIP or backend must be a unicast address";
+    type Attempt = Box<dyn Fn(&mut ControlState<Recorder>) -> Result<(), StateError>>;
+    let add_service = |s: &'static str, size: Option<u32>| -> Attempt {
+        Box::new(move |st| st.add_service(svc(s), size).map(drop))
+    };
+    let add_backend = |s: &'static str, b: &'static str, w: Option<u32>| -> Attempt {
+        Box::new(move |st| st.add_backend(&svc(s), be(b), w).map(drop))
+    };
+    let cases: Vec<(Attempt, ErrorKind, String)> = vec![
+        (add_service("0.0.0.0:80/tcp", None), ErrorKind::InvalidArgument,
+         format!("invalid service \"0.0.0.0:80/tcp\": 0.0.0.0 is the unspecified address; {UNICAST}")),
+        (add_service("[::]:80/tcp", None), ErrorKind::InvalidArgument,
+         format!("invalid service \"[::]:80/tcp\": :: is the unspecified address; {UNICAST}")),
+        (add_service("255.255.255.255:80/tcp", None), ErrorKind::InvalidArgument,
+         format!("invalid service \"255.255.255.255:80/tcp\": 255.255.255.255 is the broadcast address; {UNICAST}")),
+        (add_service("224.0.0.1:80/udp", None), ErrorKind::InvalidArgument,
+         format!("invalid service \"224.0.0.1:80/udp\": 224.0.0.1 is a multicast address (224.0.0.0/4, ff00::/8); {UNICAST}")),
+        (add_service("[ff05::2]:80/udp", None), ErrorKind::InvalidArgument,
+         format!("invalid service \"[ff05::2]:80/udp\": ff05::2 is a multicast address (224.0.0.0/4, ff00::/8); {UNICAST}")),
+        (add_service("[::ffff:198.18.0.20]:80/tcp", None), ErrorKind::InvalidArgument,
+         "invalid service \"[::ffff:198.18.0.20]:80/tcp\": ::ffff:198.18.0.20 is an IPv4-mapped IPv6 address (::ffff:0:0/96); write the IPv4 address 198.18.0.20".into()),
+        (add_service("198.19.0.2:443/tcp", None), ErrorKind::InvalidArgument,
+         "backend 198.19.0.2:8080 has the address of service 198.19.0.2:443/tcp: a backend cannot be a VIP (its packets would come back to the load balancer)".into()),
+        (add_service("198.18.0.12:80/tcp", Some(3)), ErrorKind::InvalidArgument,
+         "table size 3 out of range (101-4294967295)".into()),
+        (add_service("198.18.0.12:80/tcp", Some(100)), ErrorKind::InvalidArgument,
+         "table size 100 out of range (101-4294967295)".into()),
+        (add_service("198.18.0.12:80/tcp", Some(1009 * 5)), ErrorKind::InvalidArgument,
+         "table size 5045 is not a prime number (Maglev needs a prime)".into()),
+        (add_backend(WEB, "0.0.0.0:8080", None), ErrorKind::InvalidArgument,
+         format!("invalid backend \"0.0.0.0:8080\": 0.0.0.0 is the unspecified address; {UNICAST}")),
+        (add_backend(WEB, "255.255.255.255:8080", None), ErrorKind::InvalidArgument,
+         format!("invalid backend \"255.255.255.255:8080\": 255.255.255.255 is the broadcast address; {UNICAST}")),
+        (add_backend(WEB, "224.0.0.5:8080", None), ErrorKind::InvalidArgument,
+         format!("invalid backend \"224.0.0.5:8080\": 224.0.0.5 is a multicast address (224.0.0.0/4, ff00::/8); {UNICAST}")),
+        (add_backend(WEB, "198.18.0.10:8080", None), ErrorKind::InvalidArgument,
+         "backend 198.18.0.10:8080 has the address of service 198.18.0.10:80/tcp: a backend cannot be a VIP (its packets would come back to the load balancer)".into()),
+        (add_backend(WEB, "198.18.0.11:53", None), ErrorKind::InvalidArgument,
+         "backend 198.18.0.11:53 has the address of service 198.18.0.11:53/udp: a backend cannot be a VIP (its packets would come back to the load balancer)".into()),
+        (add_backend(WEB, "198.19.0.4:8080", Some(70000)), ErrorKind::InvalidArgument,
+         "weight 70000 out of range (0-65535)".into()),
+        // 211 slots hold 2 backends (a drained one counts: it may be given weight again).
+        (add_backend(WEB, "198.19.0.4:8080", None), ErrorKind::FailedPrecondition,
+         "service 198.18.0.10:80/tcp has no room for a backend more: its table of 211 slots takes 2 at 100 slots per backend, as Maglev needs (re-create it with --table-size 307 or more)".into()),
+    ];
+    for (i, (attempt, kind, message)) in cases.iter().enumerate() {
+        let e = attempt(&mut st).unwrap_err();
+        assert_eq!(
+            (e.kind(), e.to_string()),
+            (*kind, message.clone()),
+            "case {i}"
+        );
+        assert_eq!(snapshot(&st), before, "case {i} changed the state");
+        assert_eq!(
+            st.dataplane().ops.len(),
+            ops,
+            "case {i} wrote to the data path"
+        );
+    }
+    // The other service's table (101 slots) takes exactly one backend.
+    st.add_backend(&other, be("198.19.0.9:53"), None).unwrap();
+    let e = st
+        .add_backend(&other, be("198.19.0.10:53"), None)
+        .unwrap_err();
+    assert!(
+        e.to_string()
+            .contains("table of 101 slots takes 1 at 100 slots per backend"),
+        "{e}"
+    );
+}
+
+#[test]
+fn the_default_table_takes_655_backends() {
+    let mut st = ControlState::new(Recorder::new(2 * DEFAULT_TABLE_SIZE));
+    let s = svc(WEB);
+    st.add_service(s, None).unwrap();
+    // Adding them through the state would rebuild the table 655 times; fill the service
+    // with weight 0 backends instead (no table slots to compute) and check the 656th.
+    for i in 0..655u32 {
+        st.add_backend(
+            &s,
+            be(&format!("198.19.{}.{}:80", i / 250, i % 250 + 1)),
+            Some(0),
+        )
+        .unwrap();
+    }
+    let e = st.add_backend(&s, be("198.19.9.9:80"), None).unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        "service 198.18.0.10:80/tcp has no room for a backend more: its table of 65537 slots takes 655 at 100 slots per backend, as Maglev needs (re-create it with --table-size 65609 or more)"
+    );
 }
