@@ -1,7 +1,17 @@
 //! `xlb-bench tables`: how long a change of a 65537-slot backend table takes to reach the
 //! real maps (needs root: the program is loaded, not attached, on a thread in a private
 //! network namespace). Medians of several runs, printed as one JSON line and saved to
-//! `tables.json`.
+//! `tables.json`:
+//!
+//! - `full_rewrite_ms`: all 65537 slots changed and the flip (`Dataplane` calls);
+//! - `weight_change_ms`: one backend's weight changed in a 100-backend service, the whole
+//!   `ControlState::set_weight` (Maglev build, table write, flip), spaced from the previous
+//!   change; `maglev_build_ms` is the build alone, `weight_change_write_ms` the write and
+//!   flip alone, `weight_change_slots_written` how many slots changed,
+//!   `weight_change_wait_ms` what it waited for the previous grace period (0 unless the
+//!   machine is so loaded that one outlasts the pause);
+//! - `back_to_back_change_ms`: the same change right after another one, which first waits
+//!   for the grace period of the previous flip (`back_to_back_wait_ms`).
 
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -22,7 +32,7 @@ const BACKENDS: u32 = 100;
 const RUNS: usize = 9;
 const FLOW_ENTRIES: u32 = 1024;
 /// Pause between spaced changes: longer than an RCU grace period here (about 4-20 ms).
-const SPACING: Duration = Duration::from_millis(60);
+const SPACING: Duration = Duration::from_millis(100);
 
 /// Runs the measurement on a thread in a private network namespace.
 pub fn run(out: &Path) -> Result<()> {
@@ -100,21 +110,42 @@ fn measure() -> Result<String> {
         .collect();
     let mut build = Vec::new();
     let mut spaced = Vec::new();
+    let mut write = Vec::new();
+    let mut spaced_wait = Vec::new();
+    let mut written = Vec::new();
+    let mut quick = Vec::new();
+    let mut quick_wait = Vec::new();
+    let weight = |run: usize| if run.is_multiple_of(2) { 50 } else { 100 };
     for run in 0..RUNS {
         let t = Instant::now();
         std::hint::black_box(build_table(&entries, M));
         build.push(ms(t.elapsed()));
+        // Spaced: the grace period of the previous change has ended.
         std::thread::sleep(SPACING);
-        let weight = if run % 2 == 0 { 50 } else { 100 };
         let t = Instant::now();
-        st.set_weight(&svc, &backend(0), weight)?;
+        st.set_weight(&svc, &backend(0), weight(run))?;
         spaced.push(ms(t.elapsed()));
+        let cost = st.last_table_write().context("no table write recorded")?;
+        write.push(ms(cost.write));
+        spaced_wait.push(ms(cost.wait));
+        written.push(cost.slots_written as f64);
+        // Back to back: the next change right away, so it waits for the grace period.
+        let t = Instant::now();
+        st.set_weight(&svc, &backend(0), weight(run + 1))?;
+        quick.push(ms(t.elapsed()));
+        let cost = st.last_table_write().context("no table write recorded")?;
+        quick_wait.push(ms(cost.wait));
     }
 
     Ok(format!(
-        "{{\"table_size\":{M},\"backends\":{BACKENDS},\"runs\":{RUNS},\"full_rewrite_ms\":{},\"weight_change_ms\":{},\"maglev_build_ms\":{}}}",
+        "{{\"table_size\":{M},\"backends\":{BACKENDS},\"runs\":{RUNS},\"full_rewrite_ms\":{},\"weight_change_ms\":{},\"maglev_build_ms\":{},\"weight_change_write_ms\":{},\"weight_change_slots_written\":{},\"weight_change_wait_ms\":{},\"back_to_back_change_ms\":{},\"back_to_back_wait_ms\":{}}}",
         med(&full)?,
         med(&spaced)?,
         med(&build)?,
+        med(&write)?,
+        med(&written)?,
+        med(&spaced_wait)?,
+        med(&quick)?,
+        med(&quick_wait)?,
     ))
 }
