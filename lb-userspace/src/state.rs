@@ -167,7 +167,8 @@ pub struct TableWrite {
     pub slots_written: usize,
     /// Building the Maglev table.
     pub build: Duration,
-    /// Waiting for the grace period of the previous flip (zero when it had ended).
+    /// Waiting for the grace period of the previous flip (zero when it had ended, or when
+    /// no slot changed).
     pub wait: Duration,
     /// Reading the half back, writing the changed slots and flipping the service.
     pub write: Duration,
@@ -531,16 +532,18 @@ fn publish<D: Dataplane>(
     let table = build_table(&entries, s.table_size);
     let build = t.elapsed();
 
-    let t = Instant::now();
-    if let Some(ticket) = s.retired {
-        dp.wait_grace_period(ticket)?;
-    }
-    let wait = t.elapsed();
-
+    // Reading the retired half is harmless while packets may still read it too; only a
+    // write must wait, so a change that finds its table already there does not.
     let t = Instant::now();
     let held = dp.read_table(table_offset, s.table_size)?;
     let changed = changed_slots(table_offset, &held, &table);
+    let mut wait = Duration::ZERO;
     if !changed.is_empty() {
+        if let Some(ticket) = s.retired {
+            let w = Instant::now();
+            dp.wait_grace_period(ticket)?;
+            wait = w.elapsed();
+        }
         dp.write_slots(&changed)?;
     }
     let value = ServiceValue {
@@ -550,7 +553,7 @@ fn publish<D: Dataplane>(
         generation,
     };
     dp.put_service(&service.key(), &value)?;
-    let write = t.elapsed();
+    let write = t.elapsed() - wait;
     let ticket = dp.start_grace_period();
     Ok((
         generation,
