@@ -14,6 +14,7 @@ mod per_packet;
 mod report;
 mod servers;
 mod stats;
+mod tables;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -48,6 +49,9 @@ struct Args {
 enum What {
     /// Maglev table figures (no root needed): one JSON line, also saved to maglev.json
     Maglev,
+    /// Time to apply a change of a 65537-slot backend table to the real maps (root): one
+    /// JSON line, also saved to tables.json
+    Tables,
 }
 
 fn main() {
@@ -60,6 +64,13 @@ fn main() {
 fn run(args: &Args) -> Result<()> {
     if let Some(What::Maglev) = args.what {
         return maglev::run(&args.out);
+    }
+    if let Some(What::Tables) = args.what {
+        // SAFETY: geteuid(2) cannot fail and touches no memory.
+        if unsafe { libc::geteuid() } != 0 {
+            bail!("bench tables loads the XDP program: run it as root");
+        }
+        return tables::run(&args.out);
     }
     // SAFETY: geteuid(2) cannot fail and touches no memory.
     if unsafe { libc::geteuid() } != 0 {

@@ -24,6 +24,13 @@ pub const MAX_SERVICES: u32 = 256;
 pub const MAX_BACKENDS: u32 = 4096;
 /// Slots of the backend-table area (both halves of the double buffer together).
 pub const DEFAULT_TABLE_AREA: u32 = 1 << 20;
+/// `TABLES` is created with `BPF_F_MMAPABLE` (the kernel's value, stable UAPI since 5.5):
+/// userspace maps it and writes changed slots with plain stores instead of one syscall
+/// each. The data path reads it as any array; the flag changes nothing for the verifier.
+pub const TABLES_MAP_FLAGS: u32 = 1 << 10;
+/// Bytes a slot of `TABLES` takes in its memory mapping: the kernel rounds an array's
+/// values up to 8 bytes.
+pub const TABLES_MMAP_STRIDE: usize = 8;
 /// Connection-table entries (one per direction of each flow).
 pub const DEFAULT_FLOW_ENTRIES: u32 = 1 << 18;
 /// Datagrams whose later fragments can be followed at once.

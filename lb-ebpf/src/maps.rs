@@ -7,7 +7,7 @@ use aya_ebpf::{
 };
 use lb_common::{
     Backend, DEFAULT_FLOW_ENTRIES, DEFAULT_TABLE_AREA, FRAG_ENTRIES, FlowKey, FlowValue, FragKey,
-    FragValue, MAX_BACKENDS, MAX_EGRESS, MAX_SERVICES, ServiceKey, ServiceValue,
+    FragValue, MAX_BACKENDS, MAX_EGRESS, MAX_SERVICES, ServiceKey, ServiceValue, TABLES_MAP_FLAGS,
     stats::{Counter, STAT_COUNT},
 };
 
@@ -20,8 +20,9 @@ pub static SERVICES: HashMap<ServiceKey, ServiceValue> = HashMap::with_max_entri
 pub static BACKENDS: Array<Backend> = Array::with_max_entries(MAX_BACKENDS, 0);
 
 /// Every service's backend table, both halves of the double buffer (resizable).
+/// Mmap-able, so userspace writes it with plain stores (see `TABLES_MAP_FLAGS`).
 #[map]
-pub static TABLES: Array<u32> = Array::with_max_entries(DEFAULT_TABLE_AREA, 0);
+pub static TABLES: Array<u32> = Array::with_max_entries(DEFAULT_TABLE_AREA, TABLES_MAP_FLAGS);
 
 /// The connection table: both directions of every balanced flow (resizable).
 #[map]

@@ -18,7 +18,7 @@ use std::{
 use aya::{
     Ebpf, EbpfLoader,
     maps::MapInfo,
-    maps::{Array, DevMapHash, HashMap, Map, MapData, MapError, PerCpuArray},
+    maps::{Array, DevMapHash, HashMap, IterableMap as _, Map, MapData, MapError, PerCpuArray},
     programs::links::{FdLink, PinnedLink},
     programs::xdp::XdpLink,
     programs::{ProgramError, Xdp, XdpMode},
@@ -29,7 +29,9 @@ use lb_common::{
     stats::{Counter, STAT_COUNT},
 };
 
-use crate::dataplane::{Dataplane, DataplaneError};
+use crate::dataplane::{Dataplane, DataplaneError, GraceTicket};
+use crate::grace::GracePeriods;
+use crate::table_mem::TableMem;
 
 /// The XDP object built by build.rs from `lb-ebpf`.
 static XDP_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/xlb-xdp"));
@@ -149,6 +151,9 @@ pub struct BpfDataplane {
     /// Owns the program. Its XDP links are pinned, so dropping it detaches nothing.
     ebpf: Ebpf,
     maps: Maps,
+    /// `TABLES`, mapped: table writes are stores, not syscalls.
+    table_mem: TableMem,
+    grace: GracePeriods,
     pin_dir: Option<PathBuf>,
     /// The state pinned by an earlier daemon was adopted (rather than made anew).
     adopted: bool,
@@ -258,9 +263,21 @@ impl BpfDataplane {
             LoadError::Rejected(one_line(&e.to_string()))
         })?;
         let maps = Maps::take(&mut ebpf)?;
+        let table_mem = {
+            use std::os::fd::AsFd as _;
+            TableMem::new(maps.tables.map().fd().as_fd(), maps.tables.len())
+                .map_err(|e| LoadError::Rejected(format!("cannot map {MAP_TABLES}: {e}")))?
+        };
+        let grace = GracePeriods::new().map_err(|e| {
+            LoadError::Rejected(format!(
+                "cannot make the map-in-map that waits for running programs: {e}"
+            ))
+        })?;
         Ok(BpfDataplane {
             ebpf,
             maps,
+            table_mem,
+            grace,
             pin_dir: None,
             adopted: false,
             _lock: None,
@@ -611,22 +628,37 @@ impl Dataplane for BpfDataplane {
             .map_err(map_err(MAP_BACKENDS))
     }
 
-    fn write_table(&mut self, offset: u32, slots: &[u32]) -> Result<(), DataplaneError> {
-        let size = self.maps.tables.len();
-        if offset as u64 + slots.len() as u64 > size as u64 {
+    fn read_table(&self, offset: u32, len: u32) -> Result<Vec<u32>, DataplaneError> {
+        let size = self.table_mem.slots();
+        if offset as u64 + len as u64 > size as u64 {
             return Err(DataplaneError::OutOfRange {
                 map: MAP_TABLES,
-                index: offset + slots.len() as u32 - 1,
+                index: offset.saturating_add(len).saturating_sub(1),
                 size,
             });
         }
-        for (i, slot) in slots.iter().enumerate() {
-            self.maps
-                .tables
-                .set(offset + i as u32, slot, 0)
-                .map_err(map_err(MAP_TABLES))?;
+        Ok(self.table_mem.read(offset, len))
+    }
+
+    fn write_slots(&mut self, slots: &[(u32, u32)]) -> Result<(), DataplaneError> {
+        let size = self.table_mem.slots();
+        if let Some(&(index, _)) = slots.iter().find(|(i, _)| *i >= size) {
+            return Err(DataplaneError::OutOfRange {
+                map: MAP_TABLES,
+                index,
+                size,
+            });
         }
+        self.table_mem.write(slots);
         Ok(())
+    }
+
+    fn start_grace_period(&mut self) -> GraceTicket {
+        self.grace.start()
+    }
+
+    fn wait_grace_period(&mut self, ticket: GraceTicket) -> Result<(), DataplaneError> {
+        self.grace.wait(ticket).map_err(DataplaneError::GracePeriod)
     }
 
     fn table_area(&self) -> u32 {
@@ -809,6 +841,19 @@ mod root_tests {
             dp.put_service(&key, &value).unwrap();
             dp.write_table(4090, &[1, 2, 3, 4, 5, 6]).unwrap();
             assert!(dp.write_table(4095, &[1, 2]).is_err());
+            assert!(dp.write_slots(&[(7, 9), (4096, 9)]).is_err());
+            dp.write_slots(&[(4091, 20), (4093, 40)]).unwrap();
+            assert_eq!(dp.read_table(4090, 6).unwrap(), [1, 20, 3, 40, 5, 6]);
+            assert_eq!(
+                dp.read_table(0, 8).unwrap(),
+                [0; 8],
+                "a refused batch wrote"
+            );
+            assert!(dp.read_table(4095, 2).is_err());
+            // What the mapping wrote is what the map holds for the data path.
+            assert_eq!(dp.maps.tables.get(&4093, 0).unwrap(), 40);
+            let t = dp.start_grace_period();
+            dp.wait_grace_period(t).unwrap();
             assert_eq!(dp.stats().unwrap().len(), STAT_COUNT as usize);
             assert!(dp.flows().unwrap().is_empty());
             // A second daemon on the same pin dir is refused; the first is untouched.

@@ -22,11 +22,18 @@ pub enum DataplaneError {
     },
     #[error("cannot detach: {0}")]
     Detach(String),
+    #[error("waiting for running XDP programs to finish: {0}")]
+    GracePeriod(String),
 }
+
+/// A wait for running data-path programs, started by [`Dataplane::start_grace_period`].
+/// Tickets grow; waiting for one also waits for every smaller one.
+pub type GraceTicket = u64;
 
 /// Map operations the control plane needs. Each call is one or a few map updates; the
 /// caller orders them so the data path never sees a half-made state (write the backend
-/// entries and the new table first, then flip the service to it).
+/// entries and the new table first, then flip the service to it, then start a grace
+/// period that must end before the old table is written again).
 pub trait Dataplane: Send + 'static {
     /// Inserts or replaces a service. Replacing is atomic for the data path.
     fn put_service(&mut self, key: &ServiceKey, value: &ServiceValue)
@@ -43,10 +50,28 @@ pub trait Dataplane: Send + 'static {
     fn service_entries(&self) -> Result<Vec<(ServiceKey, ServiceValue)>, DataplaneError>;
     /// Writes a backend at `index` of `BACKENDS` (what table slots refer to).
     fn put_backend(&mut self, index: u32, backend: &Backend) -> Result<(), DataplaneError>;
-    /// Writes `slots` into `TABLES` starting at `offset`.
-    fn write_table(&mut self, offset: u32, slots: &[u32]) -> Result<(), DataplaneError>;
+    /// Reads `len` slots of `TABLES` from `offset`: what the map holds now (also what an
+    /// earlier daemon left there).
+    fn read_table(&self, offset: u32, len: u32) -> Result<Vec<u32>, DataplaneError>;
+    /// Writes each `(slot, value)` of `slots` into `TABLES`, all in one batch; slots not
+    /// named keep their values. Either every slot is in range and all are written, or
+    /// nothing is.
+    fn write_slots(&mut self, slots: &[(u32, u32)]) -> Result<(), DataplaneError>;
+    /// Writes `slots` into `TABLES` starting at `offset` (all of them, changed or not).
+    fn write_table(&mut self, offset: u32, slots: &[u32]) -> Result<(), DataplaneError> {
+        let all: Vec<(u32, u32)> = (offset..).zip(slots.iter().copied()).collect();
+        self.write_slots(&all)
+    }
     /// Size of the `TABLES` area (both halves of the double buffer together).
     fn table_area(&self) -> u32;
+    /// Starts, without blocking, a wait for every data-path program running now to
+    /// finish (an RCU grace period). What those programs may still read (a table half a
+    /// flip has just retired) may be rewritten once [`Dataplane::wait_grace_period`]
+    /// with this ticket has returned.
+    fn start_grace_period(&mut self) -> GraceTicket;
+    /// Blocks until the grace period of `ticket` (and every earlier one) has ended;
+    /// returns at once when it already has.
+    fn wait_grace_period(&mut self, ticket: GraceTicket) -> Result<(), DataplaneError>;
     /// Global counters, summed over CPUs, indexed by `lb_common::stats::STAT_*`.
     fn stats(&self) -> Result<Vec<Counter>, DataplaneError>;
     /// Packets and bytes forwarded to the backend at `index`, summed over CPUs.
@@ -76,12 +101,15 @@ pub struct FakeDataplane {
     pub flows: HashMap<FlowKey, FlowValue>,
     pub egress: BTreeSet<u32>,
     pub egress_miss: HashMap<u32, u64>,
+    /// Grace periods started; all of them end at once (no program runs here).
+    pub grace_periods: GraceTicket,
 }
 
 impl FakeDataplane {
+    /// A table area of `table_area` slots, all 0 as a new BPF array is.
     pub fn new(table_area: u32) -> Self {
         FakeDataplane {
-            tables: vec![lb_common::NO_BACKEND; table_area as usize],
+            tables: vec![0; table_area as usize],
             ..Default::default()
         }
     }
@@ -180,8 +208,8 @@ impl Dataplane for FakeDataplane {
         Ok(())
     }
 
-    fn write_table(&mut self, offset: u32, slots: &[u32]) -> Result<(), DataplaneError> {
-        let end = offset as usize + slots.len();
+    fn read_table(&self, offset: u32, len: u32) -> Result<Vec<u32>, DataplaneError> {
+        let end = offset as usize + len as usize;
         if end > self.tables.len() {
             return Err(DataplaneError::OutOfRange {
                 map: lb_common::MAP_TABLES,
@@ -189,7 +217,29 @@ impl Dataplane for FakeDataplane {
                 size: self.tables.len() as u32,
             });
         }
-        self.tables[offset as usize..end].copy_from_slice(slots);
+        Ok(self.tables[offset as usize..end].to_vec())
+    }
+
+    fn write_slots(&mut self, slots: &[(u32, u32)]) -> Result<(), DataplaneError> {
+        if let Some(&(index, _)) = slots.iter().find(|(i, _)| *i as usize >= self.tables.len()) {
+            return Err(DataplaneError::OutOfRange {
+                map: lb_common::MAP_TABLES,
+                index,
+                size: self.tables.len() as u32,
+            });
+        }
+        for &(i, v) in slots {
+            self.tables[i as usize] = v;
+        }
+        Ok(())
+    }
+
+    fn start_grace_period(&mut self) -> GraceTicket {
+        self.grace_periods += 1;
+        self.grace_periods
+    }
+
+    fn wait_grace_period(&mut self, _ticket: GraceTicket) -> Result<(), DataplaneError> {
         Ok(())
     }
 

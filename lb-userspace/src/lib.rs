@@ -7,7 +7,9 @@
 //! - [`control`]: the gRPC server on a Unix socket; [`client`]: its client;
 //! - [`daemon`]: `xlbd`; [`cli`] and [`output`]: `xlb`;
 //! - [`bpf`]: the XDP loader, `BpfDataplane`; [`link`]: what xlbd says of its interfaces;
-//!   [`egress`] and [`netdev`]: which devices the program may redirect to.
+//!   [`egress`] and [`netdev`]: which devices the program may redirect to;
+//!   [`table_mem`]: `TABLES` through its memory mapping; [`grace`]: waits for running XDP
+//!   programs before a table half is reused.
 
 pub mod addr;
 pub mod alloc;
@@ -19,6 +21,7 @@ pub mod control;
 pub mod daemon;
 pub mod dataplane;
 pub mod egress;
+pub mod grace;
 pub mod limits;
 pub mod link;
 pub mod maglev;
@@ -26,6 +29,7 @@ pub mod netdev;
 pub mod output;
 pub mod state;
 pub mod table;
+pub mod table_mem;
 
 #[cfg(test)]
 mod testing;

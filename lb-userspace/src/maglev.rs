@@ -46,7 +46,12 @@ pub fn build(members: &[Member], size: u32) -> Vec<Option<usize>> {
             (offset, skip)
         })
         .collect();
-    let mut next = vec![0u64; order.len()];
+    // Each member's next preferred slot, `(offset + n * skip) % m` for its n-th probe,
+    // kept by adding `skip` (< m) and subtracting m on overflow: no division per probe.
+    let mut pos: Vec<u64> = perms.iter().map(|p| p.0).collect();
+    // Which slots are claimed, one bit each: 8 KiB for 65537 slots, so the probes, most of
+    // which hit claimed slots, stay in L1 instead of walking the 1 MiB table.
+    let mut claimed = vec![0u64; (size as usize).div_ceil(64)];
     let mut credit = vec![0u64; order.len()];
     let mut filled = 0u64;
     while filled < m {
@@ -56,11 +61,16 @@ pub fn build(members: &[Member], size: u32) -> Vec<Option<usize>> {
                 continue;
             }
             credit[k] -= max_weight;
-            let (offset, skip) = perms[k];
+            let skip = perms[k].1;
             loop {
-                let slot = ((offset + next[k] * skip) % m) as usize;
-                next[k] += 1;
-                if table[slot].is_none() {
+                let slot = pos[k] as usize;
+                pos[k] += skip;
+                if pos[k] >= m {
+                    pos[k] -= m;
+                }
+                let (word, bit) = (slot / 64, 1u64 << (slot % 64));
+                if claimed[word] & bit == 0 {
+                    claimed[word] |= bit;
                     table[slot] = Some(i);
                     break;
                 }
@@ -211,5 +221,33 @@ mod tests {
     fn no_positive_weight_leaves_the_table_empty() {
         assert!(build(&[], 7).iter().all(Option::is_none));
         assert!(build(&[test_member(1, 0)], 7).iter().all(Option::is_none));
+    }
+
+    /// FNV-1a over the slots: a fingerprint of a whole table.
+    fn fingerprint(table: &[Option<usize>]) -> u64 {
+        table.iter().fold(0xcbf2_9ce4_8422_2325, |h, s| {
+            let v = s.map_or(u64::MAX, |i| i as u64);
+            (h ^ v).wrapping_mul(0x0000_0100_0000_01b3)
+        })
+    }
+
+    /// Nodes with the same config must build the same tables, also while they run
+    /// different versions (an upgrade, one node at a time): these are the tables of the
+    /// first release.
+    #[test]
+    fn tables_are_those_of_earlier_versions() {
+        let ms: Vec<Member> = (0..100).map(|i| test_member(i, 1 + i % 7)).collect();
+        let got: Vec<u64> = [7u32, 251, 65537]
+            .iter()
+            .map(|&size| fingerprint(&build(&ms, size)))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                0xc531_fce3_ca5c_c076,
+                0x363a_3023_5f56_f327,
+                0x00bd_3d4c_4b14_181e
+            ]
+        );
     }
 }

@@ -7,14 +7,24 @@
 //!    area is split into two halves; a service owns the same `table_size` slots at the
 //!    same offset in each);
 //! 3. the `SERVICES` entry is replaced in one update that points at the new half and bumps
-//!    `generation` (the flip).
+//!    `generation` (the flip);
+//! 4. a grace period starts: once it has ended, no program that read the old `SERVICES`
+//!    entry is still running, so nothing reads the half the flip retired. The next change
+//!    of the service waits for it (at once, when it has already ended) before step 2.
+//!
+//! Step 2 writes only the slots in which the new table differs from what that half holds
+//! now (its table of two changes ago), read back from the map, in one batch: a weight
+//! change of one backend in 100 writes about 1% of the slots.
 //!
 //! A request is validated in full before anything is written; if the data path refuses a
 //! write half way, the in-memory state is left as it was (what was written is unreferenced).
 //! Backend indexes are global (one per service/backend pair); a freed index is reused only
-//! after every never-used one, and then oldest-freed first (see [`Reuse::Oldest`]).
+//! after every never-used one, and then oldest-freed first (see [`Reuse::Oldest`]), and its
+//! `BACKENDS` entry is rewritten only after the grace period of the change that freed it,
+//! as a removed service's region is reused only after the grace period of its removal.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
+use std::time::{Duration, Instant};
 
 use lb_common::conntrack::Timeouts;
 use lb_common::stats::{Counter, STAT_NAMES};
@@ -23,7 +33,7 @@ use lb_common::{MAX_BACKENDS, MAX_SERVICES, ServiceValue};
 use crate::addr::{AddrError, BackendAddr, ServiceAddr};
 use crate::alloc::{IdPool, Regions, Reuse};
 use crate::conntrack::{self, DEFAULT_TIMEOUTS, monotonic_ns};
-use crate::dataplane::{Dataplane, DataplaneError};
+use crate::dataplane::{Dataplane, DataplaneError, GraceTicket};
 use crate::limits::{self, LimitError, SLOTS_PER_BACKEND, WEIGHT};
 use crate::table::{TableEntry, build_table};
 
@@ -154,7 +164,24 @@ struct Service {
     region: u32,
     /// Generation of the live table; 0 before the first publish.
     generation: u32,
+    /// The grace period that must end before the inactive half is written: the one
+    /// started after the last flip (or, for a new service, after the last removal).
+    retired: Option<GraceTicket>,
     backends: BTreeMap<BackendAddr, BackendSlot>,
+}
+
+/// What the last table change cost, for benchmarks and logs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TableWrite {
+    /// Slots written (those that differed from what the half held).
+    pub slots_written: usize,
+    /// Building the Maglev table.
+    pub build: Duration,
+    /// Waiting for the grace period of the previous flip (zero when it had ended, or when
+    /// no slot changed).
+    pub wait: Duration,
+    /// Reading the half back, writing the changed slots and flipping the service.
+    pub write: Duration,
 }
 
 /// Services, backends and table regions, over a [`Dataplane`].
@@ -171,6 +198,13 @@ pub struct ControlState<D> {
     store: Option<Store>,
     /// Slots a table needs per backend: [`SLOTS_PER_BACKEND`] (see `limits`).
     slots_per_backend: u32,
+    /// The grace period started after the last service removal: a freed region is
+    /// written again only after it.
+    last_removal: Option<GraceTicket>,
+    /// Freed backend indexes and the grace period after which their `BACKENDS` entry may
+    /// be rewritten.
+    freed_indexes: HashMap<u32, GraceTicket>,
+    last_write: Option<TableWrite>,
 }
 
 impl<D: Dataplane> ControlState<D> {
@@ -186,6 +220,9 @@ impl<D: Dataplane> ControlState<D> {
             timeouts: DEFAULT_TIMEOUTS,
             store: None,
             slots_per_backend: SLOTS_PER_BACKEND,
+            last_removal: None,
+            freed_indexes: HashMap::new(),
+            last_write: None,
         }
     }
 
@@ -239,6 +276,11 @@ impl<D: Dataplane> ControlState<D> {
         &self.dp
     }
 
+    /// What the last table change cost (`None` before the first).
+    pub fn last_table_write(&self) -> Option<TableWrite> {
+        self.last_write
+    }
+
     /// The data path, for what lies outside services and backends (the egress devices).
     /// Service and backend maps must only be changed through this type's methods.
     pub fn dataplane_mut(&mut self) -> &mut D {
@@ -281,17 +323,18 @@ impl<D: Dataplane> ControlState<D> {
             size,
             largest: self.regions.largest_free(),
         })?;
-        let mut new = Service {
+        let new = Service {
             id,
             table_size: size,
             region,
             generation: 0,
+            // The region may have been a removed service's, whose packets may still read it.
+            retired: self.last_removal,
             backends: BTreeMap::new(),
         };
-        new.generation = publish(&mut self.dp, self.half, &service, &new)?;
+        self.commit(&service, new)?;
         self.service_ids.take();
         self.regions.take(size);
-        self.services.insert(service, new);
         self.save()?;
         Ok(self.info(&service))
     }
@@ -302,11 +345,14 @@ impl<D: Dataplane> ControlState<D> {
             return Err(StateError::NoSuchService(*service));
         }
         self.dp.remove_service(&service.key())?;
+        let ticket = self.dp.start_grace_period();
+        self.last_removal = Some(ticket);
         let s = self.services.remove(service).expect("checked above");
         self.regions.free(s.region, s.table_size);
         self.service_ids.free(s.id);
         for b in s.backends.values() {
             self.backend_indexes.free(b.index);
+            self.freed_indexes.insert(b.index, ticket);
         }
         self.save()
     }
@@ -354,11 +400,16 @@ impl<D: Dataplane> ControlState<D> {
             .backend_indexes
             .peek()
             .ok_or(StateError::TooManyBackends)?;
+        // A reused index: packets that read the table that last named it may still run.
+        if let Some(&ticket) = self.freed_indexes.get(&index) {
+            self.dp.wait_grace_period(ticket)?;
+        }
         self.dp.put_backend(index, &backend.backend())?;
         next.backends.insert(backend, BackendSlot { index, weight });
         self.commit(service, next)?;
         self.backend_indexes.take();
         self.save()?;
+        self.freed_indexes.remove(&index);
         Ok(self.backend_info(service, &backend))
     }
 
@@ -386,10 +437,14 @@ impl<D: Dataplane> ControlState<D> {
                 flows: live,
             });
         }
-        self.commit(service, next)?;
+        let ticket = self.commit(service, next)?;
         self.backend_indexes.free(slot.index);
         self.save()?;
+        self.freed_indexes.insert(slot.index, ticket);
         if force {
+            // After the grace period no running program can still take the backend from
+            // the old table and add a flow for it behind our back.
+            self.dp.wait_grace_period(ticket)?;
             let flows = self.dp.flows()?;
             self.dp
                 .remove_flows(&conntrack::of_backend(&flows, slot.index))?;
@@ -466,11 +521,26 @@ impl<D: Dataplane> ControlState<D> {
             .ok_or(StateError::NoSuchService(*service))
     }
 
-    /// Publishes `next` as the service's new state and keeps it once the flip is done.
-    fn commit(&mut self, service: &ServiceAddr, mut next: Service) -> Result<(), StateError> {
-        next.generation = publish(&mut self.dp, self.half, service, &next)?;
+    /// Publishes `next` as the service's new state and keeps it once the flip is done;
+    /// returns the grace period that retires the old half.
+    fn commit(
+        &mut self,
+        service: &ServiceAddr,
+        mut next: Service,
+    ) -> Result<GraceTicket, StateError> {
+        let (generation, ticket, cost) = publish(&mut self.dp, self.half, service, &next)?;
+        tracing::debug!(
+            "{service}: table generation {generation}, {} slots written in {:?} (waited {:?}, built in {:?})",
+            cost.slots_written,
+            cost.write,
+            cost.wait,
+            cost.build
+        );
+        next.generation = generation;
+        next.retired = Some(ticket);
         self.services.insert(*service, next);
-        Ok(())
+        self.last_write = Some(cost);
+        Ok(ticket)
     }
 
     fn info(&self, service: &ServiceAddr) -> ServiceInfo {
@@ -500,13 +570,23 @@ impl<D: Dataplane> ControlState<D> {
 }
 
 /// Writes the table of `s` into the half its next generation uses, then flips the service
-/// to it. Returns the new generation.
+/// to it. Returns the new generation, the grace period that retires the old half, and
+/// what it cost.
+///
+/// Why no packet reads a half while it is written: a packet reads the `SERVICES` entry and
+/// then a slot of the half it names, all within one run of the XDP program, and XDP
+/// programs run inside an RCU read-side critical section (driver NAPI poll, generic XDP
+/// and BPF_PROG_TEST_RUN all hold it). The half written here was last live before the
+/// previous flip; `s.retired` is the grace period started right after that flip, and an
+/// RCU grace period ends only after every read-side section that was running when it
+/// began. So once it has ended, every program that could have read the old entry has
+/// returned, and later runs read the new entry, which names the other half.
 fn publish<D: Dataplane>(
     dp: &mut D,
     half: u32,
     service: &ServiceAddr,
     s: &Service,
-) -> Result<u32, DataplaneError> {
+) -> Result<(u32, GraceTicket, TableWrite), DataplaneError> {
     let generation = s.generation.wrapping_add(1);
     let table_offset = table_offset(half, s.region, generation);
     let entries: Vec<TableEntry> = s
@@ -518,7 +598,24 @@ fn publish<D: Dataplane>(
             weight: b.weight,
         })
         .collect();
-    dp.write_table(table_offset, &build_table(&entries, s.table_size))?;
+    let t = Instant::now();
+    let table = build_table(&entries, s.table_size);
+    let build = t.elapsed();
+
+    // Reading the retired half is harmless while packets may still read it too; only a
+    // write must wait, so a change that finds its table already there does not.
+    let t = Instant::now();
+    let held = dp.read_table(table_offset, s.table_size)?;
+    let changed = changed_slots(table_offset, &held, &table);
+    let mut wait = Duration::ZERO;
+    if !changed.is_empty() {
+        if let Some(ticket) = s.retired {
+            let w = Instant::now();
+            dp.wait_grace_period(ticket)?;
+            wait = w.elapsed();
+        }
+        dp.write_slots(&changed)?;
+    }
     let value = ServiceValue {
         id: s.id,
         table_offset,
@@ -526,7 +623,27 @@ fn publish<D: Dataplane>(
         generation,
     };
     dp.put_service(&service.key(), &value)?;
-    Ok(generation)
+    let write = t.elapsed() - wait;
+    let ticket = dp.start_grace_period();
+    Ok((
+        generation,
+        ticket,
+        TableWrite {
+            slots_written: changed.len(),
+            build,
+            wait,
+            write,
+        },
+    ))
+}
+
+/// The `(slot, value)` pairs where `new` differs from `held`, slots counted from `offset`.
+fn changed_slots(offset: u32, held: &[u32], new: &[u32]) -> Vec<(u32, u32)> {
+    (offset..)
+        .zip(held.iter().zip(new))
+        .filter(|(_, (h, n))| h != n)
+        .map(|(i, (_, n))| (i, *n))
+        .collect()
 }
 
 /// Where generation `generation` of a table lives: odd generations in the first half,

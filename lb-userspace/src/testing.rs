@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use lb_common::stats::{Counter, STAT_COUNT};
 use lb_common::{Backend, FlowKey, FlowValue, MAP_TABLES, ServiceKey, ServiceValue};
 
-use crate::dataplane::{Dataplane, DataplaneError, FakeDataplane};
+use crate::dataplane::{Dataplane, DataplaneError, FakeDataplane, GraceTicket};
 
 /// One write to the data path.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -14,8 +14,16 @@ pub enum Op {
     PutService(ServiceKey, ServiceValue),
     RemoveService(ServiceKey),
     PutBackend(u32, Backend),
-    /// Offset and length of the table written.
-    WriteTable(u32, usize),
+    /// One batch of table slots: the lowest and highest slot written, and how many.
+    WriteSlots {
+        first: u32,
+        last: u32,
+        count: usize,
+    },
+    /// A grace period started after a flip or removal, by its ticket.
+    StartGrace(GraceTicket),
+    /// A wait for the grace period of this ticket, before a table half is reused.
+    WaitGrace(GraceTicket),
 }
 
 /// Which kind of write to refuse.
@@ -24,7 +32,8 @@ pub enum Fail {
     PutService,
     RemoveService,
     PutBackend,
-    WriteTable,
+    WriteSlots,
+    WaitGrace,
 }
 
 #[derive(Debug)]
@@ -94,10 +103,32 @@ impl Dataplane for Recorder {
         self.fake.put_backend(index, backend)
     }
 
-    fn write_table(&mut self, offset: u32, slots: &[u32]) -> Result<(), DataplaneError> {
-        self.check(Fail::WriteTable)?;
-        self.ops.push(Op::WriteTable(offset, slots.len()));
-        self.fake.write_table(offset, slots)
+    fn read_table(&self, offset: u32, len: u32) -> Result<Vec<u32>, DataplaneError> {
+        self.fake.read_table(offset, len)
+    }
+
+    fn write_slots(&mut self, slots: &[(u32, u32)]) -> Result<(), DataplaneError> {
+        self.check(Fail::WriteSlots)?;
+        self.ops.push(Op::WriteSlots {
+            first: slots.iter().map(|s| s.0).min().unwrap_or(0),
+            last: slots.iter().map(|s| s.0).max().unwrap_or(0),
+            count: slots.len(),
+        });
+        self.fake.write_slots(slots)
+    }
+
+    fn start_grace_period(&mut self) -> GraceTicket {
+        let ticket = self.fake.start_grace_period();
+        self.ops.push(Op::StartGrace(ticket));
+        ticket
+    }
+
+    fn wait_grace_period(&mut self, ticket: GraceTicket) -> Result<(), DataplaneError> {
+        if self.fail == Some(Fail::WaitGrace) {
+            return Err(DataplaneError::GracePeriod("refused by the test".into()));
+        }
+        self.ops.push(Op::WaitGrace(ticket));
+        self.fake.wait_grace_period(ticket)
     }
 
     fn table_area(&self) -> u32 {

@@ -9,12 +9,16 @@ use crate::cmd;
 
 pub fn bench(args: &[String]) -> Result<()> {
     crate::setup::setup()?;
-    // `bench maglev` is pure computation; everything else needs root and the binaries.
-    if args.first().map(String::as_str) != Some("maglev") {
+    // `bench maglev` is pure computation; `bench tables` loads the program but starts no
+    // daemon; everything else needs root and the binaries.
+    let what = args.first().map(String::as_str);
+    if what != Some("maglev") {
         if !cmd::is_root() {
             bail!("the benchmark loads XDP programs and makes network namespaces: run it as root");
         }
-        crate::build_bins()?;
+        if what != Some("tables") {
+            crate::build_bins()?;
+        }
     }
     cmd::run(cmd::cargo(&["run", "--release", "--quiet", "-p", "xlb-bench", "--"]).args(args))
 }

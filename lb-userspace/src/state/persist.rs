@@ -219,6 +219,9 @@ impl<D: Dataplane> ControlState<D> {
                 2 * u64::from(st.half)
             )));
         }
+        // Whatever an earlier daemon flipped last, no program may still read a half this
+        // restore writes once this grace period has ended.
+        let retired = Some(st.dp.start_grace_period());
         let mut services = BTreeMap::new();
         for s in snap.services {
             let addr: ServiceAddr = s.service.parse()?;
@@ -236,6 +239,7 @@ impl<D: Dataplane> ControlState<D> {
                 table_size: s.table_size,
                 region: s.region,
                 generation: s.generation,
+                retired,
                 backends,
             };
             services.insert(addr, service);
@@ -259,7 +263,9 @@ impl<D: Dataplane> ControlState<D> {
                 Some(v) => s.generation = v.generation,
                 None => {}
             }
-            s.generation = publish(&mut st.dp, st.half, addr, s)?;
+            let (generation, ticket, _) = publish(&mut st.dp, st.half, addr, s)?;
+            s.generation = generation;
+            s.retired = Some(ticket);
         }
         for key in live.keys() {
             if !services.keys().any(|a| a.key() == *key) {

@@ -62,11 +62,17 @@ fn new_service_gets_an_empty_table_then_the_service_entry() {
         table_size: 65537,
         generation: 1,
     };
+    // A new map holds 0 (backend 0) everywhere: every slot changes to NO_BACKEND.
     assert_eq!(
         st.dataplane().ops,
         [
-            Op::WriteTable(0, 65537),
-            Op::PutService(svc(WEB).key(), value)
+            Op::WriteSlots {
+                first: 0,
+                last: 65536,
+                count: 65537
+            },
+            Op::PutService(svc(WEB).key(), value),
+            Op::StartGrace(1),
         ]
     );
     assert!(live(&st, WEB).iter().all(|&s| s == NO_BACKEND));
@@ -94,10 +100,11 @@ fn every_change_flips_to_the_other_half_and_bumps_generation() {
     assert_eq!(flips, [(1, 0), (2, 16), (3, 0), (4, 16), (5, 0)]);
     // Each flip points at the table written just before it.
     for pair in st.dataplane().ops.windows(2) {
-        if let [first, Op::PutService(_, v)] = pair {
-            assert_eq!(first, &Op::WriteTable(v.table_offset, 7));
+        if let [Op::WriteSlots { first, last, .. }, Op::PutService(_, v)] = pair {
+            assert!(*first >= v.table_offset && *last < v.table_offset + 7);
         }
     }
+    check_no_write_to_a_readable_half(&st.dataplane().ops).unwrap();
     // Only b2 is left, drained: the live table is empty.
     assert_eq!(live(&st, WEB), [NO_BACKEND; 7]);
     assert_eq!(st.services()[0].generation, 5);
@@ -106,19 +113,29 @@ fn every_change_flips_to_the_other_half_and_bumps_generation() {
 #[test]
 fn backend_entry_is_written_before_any_table_naming_it() {
     let mut st = state(16);
+    leave_old_tables(&mut st);
     st.add_service(svc(WEB), Some(7)).unwrap();
     let before = st.dataplane().ops.len();
     let info = st
         .add_backend(&svc(WEB), be("198.19.0.2:8080"), None)
         .unwrap();
     let ops = &st.dataplane().ops[before..];
-    assert_eq!(ops.len(), 3);
+    assert_eq!(ops.len(), 5);
     assert_eq!(
         ops[0],
         Op::PutBackend(info.index, be("198.19.0.2:8080").backend())
     );
-    assert!(matches!(ops[1], Op::WriteTable(16, 7)));
-    assert!(matches!(ops[2], Op::PutService(..)));
+    assert_eq!(ops[1], Op::WaitGrace(1));
+    assert_eq!(
+        ops[2],
+        Op::WriteSlots {
+            first: 16,
+            last: 22,
+            count: 7
+        }
+    );
+    assert!(matches!(ops[3], Op::PutService(..)));
+    assert_eq!(ops[4], Op::StartGrace(2));
     assert_eq!(live(&st, WEB), [info.index; 7]);
     assert_eq!(
         st.dataplane().fake.backends[&info.index],
@@ -202,9 +219,15 @@ fn refused_requests_change_nothing() {
 #[test]
 fn a_failed_write_leaves_the_state_as_it_was() {
     let mut st = state(16);
+    leave_old_tables(&mut st);
     st.add_service(svc(WEB), Some(7)).unwrap();
     let b1 = be("198.19.0.2:8080");
-    for fail in [Fail::PutBackend, Fail::WriteTable, Fail::PutService] {
+    for fail in [
+        Fail::PutBackend,
+        Fail::WaitGrace,
+        Fail::WriteSlots,
+        Fail::PutService,
+    ] {
         st.dataplane_mut().fail = Some(fail);
         let e = st.add_backend(&svc(WEB), b1, None).unwrap_err();
         assert_eq!(e.kind(), ErrorKind::Internal);
@@ -267,16 +290,20 @@ fn removing_a_service_frees_everything_it_held() {
     st.add_backend(&svc(WEB), be("198.19.0.3:80"), None)
         .unwrap();
     st.remove_service(&svc(WEB)).unwrap();
+    let ops = &st.dataplane().ops;
     assert_eq!(
-        st.dataplane().ops.last(),
-        Some(&Op::RemoveService(svc(WEB).key()))
+        ops[ops.len() - 2..],
+        [Op::RemoveService(svc(WEB).key()), Op::StartGrace(4)]
     );
     assert!(st.dataplane().fake.services.is_empty());
     assert_eq!(st.services(), []);
     assert_eq!(st.counts(), (0, 0));
     assert!(st.backends(None).unwrap().is_empty());
+    let before = st.dataplane().ops.len();
     let again = st.add_service(svc(WEB), Some(13)).unwrap();
     assert_eq!((again.id, again.table_offset, again.generation), (0, 0, 1));
+    // The freed region is written again only after the removal's grace period.
+    assert_eq!(st.dataplane().ops[before], Op::WaitGrace(4));
 }
 
 #[test]
@@ -599,4 +626,227 @@ fn the_default_table_takes_655_backends() {
         e.to_string(),
         "service 198.18.0.10:80/tcp has no room for a backend more: its table of 65537 slots takes 655 at 100 slots per backend, as Maglev needs (re-create it with --table-size 65609 or more)"
     );
+}
+
+/// Fills the table area with a value no table holds, as if an earlier daemon had left
+/// other tables there, so that every slot of a first write differs from what is there.
+fn leave_old_tables(st: &mut ControlState<Recorder>) {
+    st.dataplane_mut().fake.tables.fill(7777);
+}
+
+/// Replays `ops` and checks that no table write touches a range that a packet may be
+/// reading: a service's live half, or a half retired by a flip (or a removal) whose grace
+/// period has not been waited for.
+fn check_no_write_to_a_readable_half(ops: &[Op]) -> Result<(), String> {
+    use std::collections::HashMap;
+    let mut live: HashMap<lb_common::ServiceKey, (u32, u32)> = HashMap::new();
+    // Retired ranges and the grace period that covers them (None: none started yet).
+    let mut retired: Vec<((u32, u32), Option<u64>)> = Vec::new();
+    for (n, op) in ops.iter().enumerate() {
+        match op {
+            Op::PutService(k, v) => {
+                let range = (v.table_offset, v.table_offset + v.table_size);
+                if let Some(old) = live.insert(*k, range) {
+                    retired.push((old, None));
+                }
+            }
+            Op::RemoveService(k) => {
+                if let Some(old) = live.remove(k) {
+                    retired.push((old, None));
+                }
+            }
+            Op::StartGrace(t) => {
+                for r in retired.iter_mut().filter(|r| r.1.is_none()) {
+                    r.1 = Some(*t);
+                }
+            }
+            Op::WaitGrace(t) => retired.retain(|r| r.1.is_none_or(|x| x > *t)),
+            Op::WriteSlots { first, last, .. } => {
+                let readable = live.values().chain(retired.iter().map(|r| &r.0));
+                for (start, end) in readable {
+                    if *first < *end && *last >= *start {
+                        return Err(format!(
+                            "op {n}: write of slots {first}..={last} while {start}..{end} may be read"
+                        ));
+                    }
+                }
+            }
+            Op::PutBackend(..) => {}
+        }
+    }
+    Ok(())
+}
+
+#[test]
+fn the_checker_catches_a_write_to_a_retired_half() {
+    let key = svc(WEB).key();
+    let at = |table_offset| {
+        Op::PutService(
+            key,
+            ServiceValue {
+                table_offset,
+                table_size: 7,
+                ..Default::default()
+            },
+        )
+    };
+    let write = |first| Op::WriteSlots {
+        first,
+        last: first + 6,
+        count: 7,
+    };
+    let good = [
+        write(0),
+        at(0),
+        Op::StartGrace(1),
+        write(16),
+        at(16),
+        Op::StartGrace(2),
+        Op::WaitGrace(2),
+        write(0),
+    ];
+    assert_eq!(check_no_write_to_a_readable_half(&good), Ok(()));
+    // Without the wait; waiting for the grace period of an earlier flip; writing the live half.
+    let mut no_wait = good.to_vec();
+    no_wait.remove(6);
+    let mut early = good.to_vec();
+    early[6] = Op::WaitGrace(1);
+    let mut live_half = good.to_vec();
+    live_half[7] = write(16);
+    for bad in [no_wait, early, live_half] {
+        assert!(check_no_write_to_a_readable_half(&bad).is_err(), "{bad:?}");
+    }
+}
+
+#[test]
+fn two_quick_changes_wait_for_in_flight_programs_before_reusing_a_half() {
+    let mut st = state(16);
+    leave_old_tables(&mut st);
+    let s = svc(WEB);
+    st.add_service(s, Some(7)).unwrap();
+    let b = be("198.19.0.2:80");
+    let index = st.add_backend(&s, b, None).unwrap().index;
+    let b2 = be("198.19.0.3:80");
+    let index2 = st.add_backend(&s, b2, None).unwrap().index;
+    let value = |table_offset, generation| ServiceValue {
+        id: 0,
+        table_offset,
+        table_size: 7,
+        generation,
+    };
+    let write = |first| Op::WriteSlots {
+        first,
+        last: first + 6,
+        count: 7,
+    };
+    assert_eq!(
+        st.dataplane().ops,
+        [
+            // add: the first half, then the flip to it, then a grace period starts.
+            write(0),
+            Op::PutService(s.key(), value(0, 1)),
+            Op::StartGrace(1),
+            // add_backend: the second half was never live, but may have been read by a
+            // removed service's packets; wait, write it, flip.
+            Op::PutBackend(index, b.backend()),
+            Op::WaitGrace(1),
+            write(16),
+            Op::PutService(s.key(), value(16, 2)),
+            Op::StartGrace(2),
+            // The next add: the first half was live until the flip just before; only once
+            // the grace period started after that flip has ended is it rewritten.
+            Op::PutBackend(index2, b2.backend()),
+            Op::WaitGrace(2),
+            write(0),
+            Op::PutService(s.key(), value(0, 3)),
+            Op::StartGrace(3),
+        ]
+    );
+    check_no_write_to_a_readable_half(&st.dataplane().ops).unwrap();
+}
+
+#[test]
+fn only_the_changed_slots_are_written() {
+    const SIZE: u32 = 4099;
+    let mut st = state(SIZE);
+    let s = svc(WEB);
+    st.add_service(s, Some(SIZE)).unwrap();
+    let backends: Vec<BackendAddr> = (0..20)
+        .map(|i| be(&format!("198.19.0.{}:80", i + 2)))
+        .collect();
+    for b in &backends {
+        st.add_backend(&s, *b, None).unwrap();
+    }
+    // The same weight again: now both halves hold the table of all 20 at weight 100.
+    st.set_weight(&s, &backends[0], 100).unwrap();
+    let both = live(&st, WEB);
+
+    let before = st.dataplane().ops.len();
+    st.set_weight(&s, &backends[0], 50).unwrap();
+    let after = live(&st, WEB);
+    let differ = both.iter().zip(&after).filter(|(a, b)| a != b).count();
+    assert!(
+        differ > 0 && differ < SIZE as usize / 20,
+        "{differ} slots moved"
+    );
+    let written: Vec<usize> = st.dataplane().ops[before..]
+        .iter()
+        .filter_map(|op| match op {
+            Op::WriteSlots { count, .. } => Some(*count),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(written, [differ], "one batch of exactly the changed slots");
+    assert_eq!(st.last_table_write().unwrap().slots_written, differ);
+
+    // Twice more at 50: the first rewrites the other half (it held weight 100), the
+    // second finds the table already there and writes nothing, but still flips.
+    st.set_weight(&s, &backends[0], 50).unwrap();
+    assert_eq!(st.last_table_write().unwrap().slots_written, differ);
+    let before = st.dataplane().ops.len();
+    st.set_weight(&s, &backends[0], 50).unwrap();
+    let ops = &st.dataplane().ops[before..];
+    // Nothing to write, so nothing to wait for either: read back, flip, start a grace period.
+    assert!(
+        matches!(ops, [Op::PutService(..), Op::StartGrace(_)]),
+        "{ops:?}"
+    );
+    assert_eq!(live(&st, WEB), after);
+    check_no_write_to_a_readable_half(&st.dataplane().ops).unwrap();
+}
+
+#[test]
+fn no_sequence_of_changes_writes_a_half_that_may_be_read() {
+    let mut st = state(64);
+    leave_old_tables(&mut st);
+    let a = svc(WEB);
+    let b = svc("198.18.0.10:443/tcp");
+    let (b1, b2, b3) = (
+        be("198.19.0.2:80"),
+        be("198.19.0.3:80"),
+        be("198.19.0.4:80"),
+    );
+    st.add_service(a, Some(13)).unwrap();
+    st.add_service(b, Some(11)).unwrap();
+    st.add_backend(&a, b1, None).unwrap();
+    st.add_backend(&b, b1, Some(3)).unwrap();
+    st.add_backend(&a, b2, Some(7)).unwrap();
+    st.set_weight(&a, &b1, 0).unwrap();
+    st.set_weight(&b, &b1, 9).unwrap();
+    st.add_backend(&b, b3, None).unwrap();
+    st.remove_backend(&a, &b1, false).unwrap();
+    st.dataplane_mut().fake.add_live_flows(1, 2);
+    st.remove_backend(&b, &b1, true).unwrap();
+    st.remove_service(&a).unwrap();
+    // A new service in the freed region, changed at once.
+    let c = svc("198.18.0.10:8080/udp");
+    st.add_service(c, Some(13)).unwrap();
+    st.add_backend(&c, b3, None).unwrap();
+    st.set_weight(&c, &b3, 1).unwrap();
+    st.set_weight(&b, &b3, 1).unwrap();
+    let ops = &st.dataplane().ops;
+    check_no_write_to_a_readable_half(ops).unwrap();
+    // The forced removal waited for the grace period of its flip before deleting flows.
+    assert!(st.dataplane().fake.flows.is_empty());
+    assert!(ops.iter().filter(|o| matches!(o, Op::WaitGrace(_))).count() >= 10);
 }
