@@ -14,6 +14,8 @@ use crate::control::proto;
 use crate::output;
 use crate::state::{self, StateError};
 
+mod apply;
+
 #[derive(Debug, Parser)]
 #[command(
     name = "xlb",
@@ -48,6 +50,36 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Make the running services a configuration file's, with the fewest changes; prints
+    /// them. Services absent from the file are kept; backends absent are drained (weight 0).
+    Apply {
+        /// The configuration file (TOML; see the README, "Configuration").
+        #[arg(short = 'f', long = "file", value_name = "FILE")]
+        file: PathBuf,
+        /// Print the changes and make none.
+        #[arg(long)]
+        dry_run: bool,
+        /// Remove the services and backends absent from the file (refused while one has
+        /// live flows, unless --force).
+        #[arg(long)]
+        prune: bool,
+        /// With --prune: remove even with live flows; they re-hash to other backends.
+        #[arg(long, requires = "prune")]
+        force: bool,
+        /// The changes as a JSON array instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// The running configuration.
+    #[command(subcommand)]
+    Config(ConfigCmd),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ConfigCmd {
+    /// Print the running settings and services as a configuration file (`xlb apply` of it
+    /// changes nothing).
+    Dump,
 }
 
 #[derive(Debug, Subcommand)]
@@ -134,6 +166,8 @@ pub enum CliError {
     Daemon(String),
     #[error("cannot write JSON: {0}")]
     Json(#[from] serde_json::Error),
+    #[error("{0}")]
+    Config(String),
 }
 
 /// Runs one command; what it prints on success goes to stdout.
@@ -225,6 +259,8 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
             };
             print!("{text}");
         }
+        Request::Apply(apply) => print!("{}", apply.run(&mut client, &cli.socket).await?),
+        Request::Dump => print!("{}", apply::dump(&mut client, &cli.socket).await?),
     }
     Ok(())
 }
@@ -239,6 +275,8 @@ enum Request {
     SetWeight(ServiceAddr, BackendAddr, u32),
     ListBackends(Option<ServiceAddr>, bool),
     Status { json: bool, counters_only: bool },
+    Apply(Box<apply::Apply>),
+    Dump,
 }
 
 impl Request {
@@ -300,6 +338,21 @@ impl Request {
                 json,
                 counters_only: true,
             },
+            Command::Apply {
+                file,
+                dry_run,
+                prune,
+                force,
+                json,
+            } => {
+                let opts = crate::config::ApplyOptions {
+                    prune,
+                    force,
+                    dry_run,
+                };
+                Request::Apply(Box::new(apply::Apply::read(&file, opts, json)?))
+            }
+            Command::Config(ConfigCmd::Dump) => Request::Dump,
         })
     }
 }

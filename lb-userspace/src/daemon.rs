@@ -30,13 +30,19 @@ use crate::state::ControlState;
     about = "xlb's daemon: attaches the XDP load balancer to interfaces and serves the control API"
 )]
 pub struct Args {
-    /// Interface to attach to (repeatable, or comma-separated).
-    #[arg(long = "iface", value_name = "IF", required = true, value_delimiter = ',',
+    /// Interface to attach to (repeatable, or comma-separated) [default: the --config
+    /// file's].
+    #[arg(long = "iface", value_name = "IF", required_unless_present = "config", value_delimiter = ',',
           value_parser = clap::builder::NonEmptyStringValueParser::new())]
     pub ifaces: Vec<String>,
-    /// XDP attach mode: native (driver) or skb (generic, any interface).
-    #[arg(long, value_enum, default_value_t = AttachMode::Native)]
-    pub mode: AttachMode,
+    /// XDP attach mode: native (driver) or skb (generic, any interface) [default: the
+    /// --config file's, else native].
+    #[arg(long, value_enum)]
+    pub mode: Option<AttachMode>,
+    /// Configuration file (TOML): its interfaces and mode unless given as flags; its
+    /// services applied once the data path is loaded, as `xlb apply -f FILE` would.
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
     /// Control socket (mode 0600).
     #[arg(long, env = "XLB_SOCKET", default_value = DEFAULT_SOCKET, value_name = "PATH")]
     pub socket: PathBuf,
@@ -70,6 +76,11 @@ pub struct Args {
 }
 
 impl Args {
+    /// The attach mode: `--mode`, else the config file's, else native.
+    pub fn mode(&self) -> AttachMode {
+        self.mode.unwrap_or(AttachMode::Native)
+    }
+
     /// Connection-table timeouts, in the data path's nanoseconds.
     pub fn timeouts(&self) -> Timeouts {
         let ns = |secs: u64| secs.saturating_mul(1_000_000_000);
@@ -83,7 +94,7 @@ impl Args {
     pub fn load_options(&self) -> LoadOptions {
         LoadOptions {
             ifaces: self.ifaces.clone(),
-            mode: self.mode,
+            mode: self.mode(),
             pin_dir: self.pin_dir.clone(),
             flow_entries: self.flow_entries,
             table_area: self.table_area,
@@ -110,16 +121,19 @@ pub enum DaemonError {
     Load(#[from] LoadError),
     #[error("control API: {0}")]
     Serve(#[from] tonic::transport::Error),
+    #[error("{0}")]
+    Config(String),
 }
 
 /// Runs the daemon: prepares the socket, loads the data path with `load`, serves the
 /// control API until SIGINT or SIGTERM, then detaches (drops the data path) and removes
 /// the socket.
-pub async fn run<D, L>(args: Args, load: L) -> Result<(), DaemonError>
+pub async fn run<D, L>(mut args: Args, load: L) -> Result<(), DaemonError>
 where
     D: Dataplane,
     L: FnOnce(&LoadOptions) -> Result<D, LoadError>,
 {
+    let config = startup::read_config(&mut args)?;
     prepare_socket(&args.socket).await?;
     let dp = load(&args.load_options())?;
     let listener = bind(&args.socket)?;
@@ -128,21 +142,25 @@ where
     info!(
         "xlbd: attached to {} in {} mode, control socket {}",
         args.ifaces.join(", "),
-        control::mode_name(args.mode),
+        control::mode_name(args.mode()),
         args.socket.display()
     );
 
     let state = Arc::new(Mutex::new(
         ControlState::new(dp).with_timeouts(args.timeouts()),
     ));
-    let egress = Arc::new(Mutex::new(Egress::new(args.mode, args.ifaces.clone())));
+    if let Err(e) = startup::apply_config(&state, config.as_ref()).await {
+        remove_socket(&args.socket);
+        return Err(e);
+    }
+    let egress = Arc::new(Mutex::new(Egress::new(args.mode(), args.ifaces.clone())));
     // The first sync before the API answers: every device's path is in the log at start.
     sync_egress(&state, &egress).await;
     let sweeper = tokio::spawn(sweep(state.clone(), args.gc_interval));
     let watcher = tokio::spawn(watch_egress(state.clone(), egress.clone()));
     let info = DaemonInfo {
         interfaces: args.ifaces.clone(),
-        mode: args.mode,
+        mode: args.mode(),
         started: Instant::now(),
         egress,
     };
@@ -255,6 +273,8 @@ fn remove_socket(path: &Path) {
         warn!("xlbd: cannot remove {}: {e}", path.display());
     }
 }
+
+mod startup;
 
 #[cfg(test)]
 mod tests;

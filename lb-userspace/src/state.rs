@@ -26,6 +26,9 @@ use crate::conntrack::{self, DEFAULT_TIMEOUTS, monotonic_ns};
 use crate::dataplane::{Dataplane, DataplaneError};
 use crate::table::{TableEntry, build_table};
 
+mod apply;
+pub use apply::ApplyError;
+
 /// Table size when none is given: a prime, as Maglev needs.
 pub const DEFAULT_TABLE_SIZE: u32 = 65537;
 /// Weight when none is given.
