@@ -485,6 +485,36 @@ mod tests {
     }
 
     #[test]
+    fn apply_reads_the_file_before_contacting_the_daemon() {
+        let tmp = crate::testing::TempDir::new();
+        let path = tmp.0.join("xlb.toml");
+        let file = path.to_str().unwrap();
+        assert!(err(&["apply", "-f", file]).starts_with(&format!("cannot read {file}: ")));
+        std::fs::write(
+            &path,
+            "[[service]]\naddress = \"198.18.0.10:80/tcp\"\nweight = 1\n",
+        )
+        .unwrap();
+        assert_eq!(
+            err(&["apply", "-f", file, "--dry-run"]),
+            format!(
+                "{file}:3: service \"198.18.0.10:80/tcp\": unknown field `weight`, expected one of `address`, `table_size`, `backend`"
+            )
+        );
+        std::fs::write(&path, "[[service]]\naddress = \"198.18.0.10:80/tcp\"\n").unwrap();
+        match parse(&["apply", "--file", file, "--prune", "--force", "--json"]) {
+            Ok(Request::Apply(a)) => {
+                assert!(a.opts.prune && a.opts.force && !a.opts.dry_run && a.json);
+                assert_eq!(a.config.services.len(), 1);
+            }
+            _ => panic!("not an apply"),
+        }
+        // --force only with --prune.
+        assert!(Cli::try_parse_from(["xlb", "apply", "-f", file, "--force"]).is_err());
+        assert!(matches!(parse(&["config", "dump"]), Ok(Request::Dump)));
+    }
+
+    #[test]
     fn usage_errors_fit_on_one_line() {
         let e = Cli::try_parse_from([
             "xlb",

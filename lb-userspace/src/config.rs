@@ -209,8 +209,12 @@ pub fn parse(file: &str, text: &str) -> Result<Config, ConfigError> {
             mode: d
                 .mode
                 .map(|m| {
-                    parse_mode(m.get_ref())
-                        .ok_or_else(|| at(&m.span(), format!("daemon: mode: {}", mode_error(m.get_ref()))))
+                    parse_mode(m.get_ref()).ok_or_else(|| {
+                        at(
+                            &m.span(),
+                            format!("daemon: mode: {}", mode_error(m.get_ref())),
+                        )
+                    })
                 })
                 .transpose()?,
         },
@@ -278,7 +282,7 @@ pub fn validate<P: Clone>(raw: &[RawService<P>]) -> Result<Services, Invalid<P>>
         if let Some(&j) = first.get(&service) {
             return Err(bad(
                 &s.address.1,
-                format!("duplicate service (also service #{} of the file)", j + 1),
+                format!("duplicate service (also service #{})", j + 1),
             ));
         }
         first.insert(service, i);
@@ -341,7 +345,10 @@ fn join(context: &str, message: &str) -> String {
 /// 1-based line of byte offset `pos`.
 fn line_at(text: &str, pos: usize) -> usize {
     let pos = pos.min(text.len());
-    1 + text.as_bytes()[..pos].iter().filter(|&&b| b == b'\n').count()
+    1 + text.as_bytes()[..pos]
+        .iter()
+        .filter(|&&b| b == b'\n')
+        .count()
 }
 
 fn parse_mode(s: &str) -> Option<AttachMode> {

@@ -253,7 +253,8 @@ impl<D: Dataplane> Control for ControlService<D> {
         req: Request<proto::ApplyRequest>,
     ) -> Result<Response<proto::ApplyReply>, Status> {
         let req = req.into_inner();
-        let desired = config::services_from_proto(&req.services).map_err(Status::invalid_argument)?;
+        let desired =
+            config::services_from_proto(&req.services).map_err(Status::invalid_argument)?;
         let opts = ApplyOptions {
             prune: req.prune,
             force: req.force,

@@ -89,10 +89,7 @@ impl Apply {
 }
 
 /// `xlb config dump`: the running daemon's settings and services as a configuration file.
-pub async fn dump(
-    client: &mut ControlClient<Channel>,
-    socket: &Path,
-) -> Result<String, CliError> {
+pub async fn dump(client: &mut ControlClient<Channel>, socket: &Path) -> Result<String, CliError> {
     let rpc = |e: tonic::Status| daemon_error(socket, e);
     let status = client
         .status(proto::StatusRequest {})
