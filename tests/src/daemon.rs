@@ -47,6 +47,11 @@ impl Testbed {
         self.dir.path().join("xlbd.sock")
     }
 
+    /// A file in this testbed's run directory (removed with it).
+    pub fn run_file(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
     /// xlbd's stdout and stderr.
     pub fn xlbd_log(&self) -> PathBuf {
         self.dir.path().join("xlbd.log")
@@ -54,6 +59,8 @@ impl Testbed {
 
     /// Starts xlbd in the LB namespace on every LB-side veth (native mode unless `extra`
     /// has a `--mode`; its own bpffs mount and pins) and waits until `xlb status` answers.
+    /// With `--config` in `extra`, neither `--iface` nor `--mode` is given: the file's are
+    /// used.
     pub fn start_xlbd(&mut self, extra: &[&str]) -> Result<()> {
         if self.xlbd.is_some() {
             bail!("xlbd is already running in this testbed");
@@ -66,10 +73,11 @@ impl Testbed {
         cmd.arg("-c")
             .arg(r#"mountpoint -q /sys/fs/bpf || mount -t bpf bpf /sys/fs/bpf; exec "$0" "$@""#)
             .arg(&xlbd);
-        for iface in self.lb_ifaces() {
-            cmd.args(["--iface", &iface]);
+        let from_file = extra.contains(&"--config");
+        for iface in self.lb_ifaces().iter().filter(|_| !from_file) {
+            cmd.args(["--iface", iface]);
         }
-        if !extra.contains(&"--mode") {
+        if !extra.contains(&"--mode") && !from_file {
             cmd.args(["--mode", "native"]);
         }
         cmd.arg("--socket")
