@@ -97,7 +97,7 @@ pub fn apply_status(e: ApplyError) -> Status {
         put(META_BACKEND, b.to_string());
     }
     let message = e.to_string();
-    let code = status(e.source).code();
+    let code = status(*e.source).code();
     Status::with_metadata(code, message, metadata)
 }
 

@@ -6,7 +6,7 @@
 //! `xlbd --config` starts with the file's interfaces, mode and services.
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde_json::Value;
@@ -40,7 +40,7 @@ fn write(tb: &Testbed, name: &str, text: &str) -> PathBuf {
     path
 }
 
-fn apply(tb: &Testbed, path: &PathBuf, flags: &[&str]) -> String {
+fn apply(tb: &Testbed, path: &Path, flags: &[&str]) -> String {
     let mut args = vec!["apply", "-f", path.to_str().unwrap()];
     args.extend_from_slice(flags);
     tb.xlb_ok(&args).expect("xlb apply")

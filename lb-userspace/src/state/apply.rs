@@ -24,8 +24,9 @@ pub struct ApplyError {
     pub service: ServiceAddr,
     /// The backend at fault, when one is.
     pub backend: Option<BackendAddr>,
+    /// Boxed: a `Result` of it stays small.
     #[source]
-    pub source: StateError,
+    pub source: Box<StateError>,
 }
 
 impl<D: Dataplane> ControlState<D> {
@@ -76,7 +77,7 @@ impl<D: Dataplane> ControlState<D> {
             self.dp.flows().map_err(|e| ApplyError {
                 service: plans[0].service,
                 backend: None,
-                source: e.into(),
+                source: Box::new(e.into()),
             })?
         } else {
             Vec::new()
@@ -126,7 +127,7 @@ impl<D: Dataplane> ControlState<D> {
         let err = |backend: Option<BackendAddr>, source: StateError| ApplyError {
             service: *service,
             backend,
-            source,
+            source: Box::new(source),
         };
         let size = check_table_size(want.table_size).map_err(|e| err(None, e))?;
         if size > self.half {
@@ -230,7 +231,7 @@ impl<D: Dataplane> ControlState<D> {
         let err = |backend: Option<BackendAddr>, source: StateError| ApplyError {
             service: *service,
             backend,
-            source,
+            source: Box::new(source),
         };
         let slots: Vec<(BackendAddr, u32)> = match self.services.get(service) {
             Some(s) => s.backends.iter().map(|(b, x)| (*b, x.index)).collect(),

@@ -257,7 +257,7 @@ fn a_refused_apply_changes_nothing() {
     want.get_mut(&svc(DNS)).unwrap().table_size = 37;
     let e = st.apply(&want, ApplyOptions::default()).unwrap_err();
     assert!(matches!(
-        e.source,
+        *e.source,
         StateError::TableSizeTooLarge { size: 37, half: 32 }
     ));
     assert!(st.dataplane().ops.is_empty());
@@ -306,7 +306,7 @@ fn pruning_live_flows_needs_force() {
     };
     let e = st.apply(&want, prune).unwrap_err();
     assert_eq!(e.backend, Some(gone));
-    assert!(matches!(e.source, StateError::LiveFlows { flows: 3, .. }));
+    assert!(matches!(*e.source, StateError::LiveFlows { flows: 3, .. }));
     assert!(st.dataplane().ops.is_empty());
     assert_eq!(snapshot(&st), before);
     // Also when it is the whole service that goes.
