@@ -381,3 +381,15 @@ fn api_services_are_checked_like_a_file() {
     assert_eq!(web.table_size, DEFAULT_TABLE_SIZE);
     assert_eq!(web.backends[&be("198.19.0.2:8080")], DEFAULT_WEIGHT);
 }
+
+#[test]
+fn the_readme_example_parses() {
+    let readme = include_str!("../../../README.md");
+    let start = readme
+        .find("# /etc/xlb/xlb.toml")
+        .expect("the README's example file");
+    let end = start + readme[start..].find("```").expect("the end of the example");
+    let c = parse("README.md", &readme[start..end]).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(c.services.len(), 2);
+    assert_eq!(c.daemon.mode, Some(AttachMode::Native));
+}
