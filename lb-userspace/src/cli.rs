@@ -14,6 +14,8 @@ use crate::control::proto;
 use crate::limits::{self, LimitError};
 use crate::output;
 
+mod apply;
+
 #[derive(Debug, Parser)]
 #[command(
     name = "xlb",
@@ -48,6 +50,36 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Make the running services a configuration file's, with the fewest changes; prints
+    /// them. Services absent from the file are kept; backends absent are drained (weight 0).
+    Apply {
+        /// The configuration file (TOML; see the README, "Configuration").
+        #[arg(short = 'f', long = "file", value_name = "FILE")]
+        file: PathBuf,
+        /// Print the changes and make none.
+        #[arg(long)]
+        dry_run: bool,
+        /// Remove the services and backends absent from the file (refused while one has
+        /// live flows, unless --force).
+        #[arg(long)]
+        prune: bool,
+        /// With --prune: remove even with live flows; they re-hash to other backends.
+        #[arg(long, requires = "prune")]
+        force: bool,
+        /// The changes as a JSON array instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// The running configuration.
+    #[command(subcommand)]
+    Config(ConfigCmd),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ConfigCmd {
+    /// Print the running settings and services as a configuration file (`xlb apply` of it
+    /// changes nothing).
+    Dump,
 }
 
 #[derive(Debug, Subcommand)]
@@ -138,6 +170,8 @@ pub enum CliError {
     Daemon(String),
     #[error("cannot write JSON: {0}")]
     Json(#[from] serde_json::Error),
+    #[error("{0}")]
+    Config(String),
 }
 
 /// Runs one command; what it prints on success goes to stdout.
@@ -229,6 +263,8 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
             };
             print!("{text}");
         }
+        Request::Apply(apply) => print!("{}", apply.run(&mut client, &cli.socket).await?),
+        Request::Dump => print!("{}", apply::dump(&mut client, &cli.socket).await?),
     }
     Ok(())
 }
@@ -243,6 +279,8 @@ enum Request {
     SetWeight(ServiceAddr, BackendAddr, u32),
     ListBackends(Option<ServiceAddr>, bool),
     Status { json: bool, counters_only: bool },
+    Apply(Box<apply::Apply>),
+    Dump,
 }
 
 impl Request {
@@ -301,6 +339,21 @@ impl Request {
                 json,
                 counters_only: true,
             },
+            Command::Apply {
+                file,
+                dry_run,
+                prune,
+                force,
+                json,
+            } => {
+                let opts = crate::config::ApplyOptions {
+                    prune,
+                    force,
+                    dry_run,
+                };
+                Request::Apply(Box::new(apply::Apply::read(&file, opts, json)?))
+            }
+            Command::Config(ConfigCmd::Dump) => Request::Dump,
         })
     }
 }
@@ -540,6 +593,36 @@ mod tests {
         assert_eq!(cli.socket, PathBuf::from("/tmp/x.sock"));
         let cli = Cli::try_parse_from(["xlb", "status", "--socket", "/tmp/y.sock"]).unwrap();
         assert_eq!(cli.socket, PathBuf::from("/tmp/y.sock"));
+    }
+
+    #[test]
+    fn apply_reads_the_file_before_contacting_the_daemon() {
+        let tmp = crate::testing::TempDir::new();
+        let path = tmp.0.join("xlb.toml");
+        let file = path.to_str().unwrap();
+        assert!(err(&["apply", "-f", file]).starts_with(&format!("cannot read {file}: ")));
+        std::fs::write(
+            &path,
+            "[[service]]\naddress = \"198.18.0.10:80/tcp\"\nweight = 1\n",
+        )
+        .unwrap();
+        assert_eq!(
+            err(&["apply", "-f", file, "--dry-run"]),
+            format!(
+                "{file}:3: service \"198.18.0.10:80/tcp\": unknown field `weight`, expected one of `address`, `table_size`, `backend`"
+            )
+        );
+        std::fs::write(&path, "[[service]]\naddress = \"198.18.0.10:80/tcp\"\n").unwrap();
+        match parse(&["apply", "--file", file, "--prune", "--force", "--json"]) {
+            Ok(Request::Apply(a)) => {
+                assert!(a.opts.prune && a.opts.force && !a.opts.dry_run && a.json);
+                assert_eq!(a.config.services.len(), 1);
+            }
+            _ => panic!("not an apply"),
+        }
+        // --force only with --prune.
+        assert!(Cli::try_parse_from(["xlb", "apply", "-f", file, "--force"]).is_err());
+        assert!(matches!(parse(&["config", "dump"]), Ok(Request::Dump)));
     }
 
     #[test]

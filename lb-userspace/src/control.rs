@@ -13,9 +13,10 @@ use tracing::info;
 
 use crate::addr::{BackendAddr, ServiceAddr};
 use crate::bpf::AttachMode;
+use crate::config::{self, ApplyOptions};
 use crate::dataplane::Dataplane;
 use crate::egress::Egress;
-use crate::state::{BackendInfo, ControlState, ErrorKind, ServiceInfo, StateError};
+use crate::state::{ApplyError, BackendInfo, ControlState, ErrorKind, ServiceInfo, StateError};
 
 /// The generated gRPC code (`proto/xlb.proto`).
 pub mod proto {
@@ -81,6 +82,28 @@ fn status(e: StateError) -> Status {
         ErrorKind::Internal => Status::internal(msg),
     }
 }
+
+/// An apply's refusal, with the service and backend at fault as metadata (`xlb-service`,
+/// `xlb-backend`) so the CLI can name the file's line.
+pub fn apply_status(e: ApplyError) -> Status {
+    let mut metadata = tonic::metadata::MetadataMap::new();
+    let mut put = |key: &'static str, value: String| {
+        if let Ok(v) = value.parse() {
+            metadata.insert(key, v);
+        }
+    };
+    put(META_SERVICE, e.service.to_string());
+    if let Some(b) = e.backend {
+        put(META_BACKEND, b.to_string());
+    }
+    let message = e.to_string();
+    let code = status(*e.source).code();
+    Status::with_metadata(code, message, metadata)
+}
+
+/// Metadata keys of an `Apply` error: the service and backend at fault.
+pub const META_SERVICE: &str = "xlb-service";
+pub const META_BACKEND: &str = "xlb-backend";
 
 fn parse_service(s: &str) -> Result<ServiceAddr, Status> {
     s.parse().map_err(|e| status(StateError::Addr(e)))
@@ -222,6 +245,34 @@ impl<D: Dataplane> Control for ControlService<D> {
             .map_err(status)?;
         Ok(Response::new(proto::ListBackendsReply {
             backends: backends.into_iter().map(backend_msg).collect(),
+        }))
+    }
+
+    async fn apply(
+        &self,
+        req: Request<proto::ApplyRequest>,
+    ) -> Result<Response<proto::ApplyReply>, Status> {
+        let req = req.into_inner();
+        let desired =
+            config::services_from_proto(&req.services).map_err(Status::invalid_argument)?;
+        let opts = ApplyOptions {
+            prune: req.prune,
+            force: req.force,
+            dry_run: req.dry_run,
+        };
+        let changes = self
+            .state
+            .lock()
+            .await
+            .apply(&desired, opts)
+            .map_err(apply_status)?;
+        if !opts.dry_run {
+            for c in &changes {
+                info!("apply: {c}");
+            }
+        }
+        Ok(Response::new(proto::ApplyReply {
+            changes: changes.iter().map(config::Change::to_proto).collect(),
         }))
     }
 

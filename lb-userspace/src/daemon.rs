@@ -32,13 +32,19 @@ use crate::state::{ControlState, DaemonSettings, PersistError, StateError, Store
     about = "xlb's daemon: attaches the XDP load balancer to interfaces and serves the control API"
 )]
 pub struct Args {
-    /// Interface to attach to (repeatable, or comma-separated).
-    #[arg(long = "iface", value_name = "IF", required = true, value_delimiter = ',',
+    /// Interface to attach to (repeatable, or comma-separated) [default: the --config
+    /// file's].
+    #[arg(long = "iface", value_name = "IF", required_unless_present = "config", value_delimiter = ',',
           value_parser = limits::parse_iface)]
     pub ifaces: Vec<String>,
-    /// XDP attach mode: native (driver) or skb (generic, any interface).
-    #[arg(long, value_enum, default_value_t = AttachMode::Native)]
-    pub mode: AttachMode,
+    /// XDP attach mode: native (driver) or skb (generic, any interface) [default: the
+    /// --config file's, else native].
+    #[arg(long, value_enum)]
+    pub mode: Option<AttachMode>,
+    /// Configuration file (TOML): its interfaces and mode unless given as flags; its
+    /// services applied once the data path is loaded, as `xlb apply -f FILE` would.
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
     /// Control socket (mode 0600).
     #[arg(long, env = "XLB_SOCKET", default_value = DEFAULT_SOCKET, value_name = "PATH")]
     pub socket: PathBuf,
@@ -89,6 +95,11 @@ pub struct Args {
 }
 
 impl Args {
+    /// The attach mode: `--mode`, else the config file's, else native.
+    pub fn mode(&self) -> AttachMode {
+        self.mode.unwrap_or(AttachMode::Native)
+    }
+
     /// Connection-table timeouts, in the data path's nanoseconds.
     pub fn timeouts(&self) -> Timeouts {
         let ns = |secs: u64| secs.saturating_mul(1_000_000_000);
@@ -102,7 +113,7 @@ impl Args {
     pub fn load_options(&self) -> LoadOptions {
         LoadOptions {
             ifaces: self.ifaces.clone(),
-            mode: self.mode,
+            mode: self.mode(),
             pin_dir: self.pin_dir.clone(),
             flow_entries: self.flow_entries,
             table_area: self.table_area,
@@ -115,7 +126,7 @@ impl Args {
     pub fn settings(&self) -> DaemonSettings {
         DaemonSettings {
             interfaces: self.ifaces.clone(),
-            mode: control::mode_name(self.mode),
+            mode: control::mode_name(self.mode()),
         }
     }
 }
@@ -157,22 +168,25 @@ pub enum DaemonError {
     NoSavedState { pins: PathBuf, state: PathBuf },
     #[error("control API: {0}")]
     Serve(#[from] tonic::transport::Error),
+    #[error("{0}")]
+    Config(String),
 }
 
 /// Runs the daemon: prepares the socket, opens the state dir, loads (or adopts) the data
 /// path with `load`, restores the saved control state over it, serves the control API
 /// until SIGINT or SIGTERM, then removes the socket and leaves the data path attached
 /// (or detaches it, with `--detach-on-exit`).
-pub async fn run<D, L>(args: Args, load: L) -> Result<(), DaemonError>
+pub async fn run<D, L>(mut args: Args, load: L) -> Result<(), DaemonError>
 where
     D: Dataplane,
     L: FnOnce(&LoadOptions) -> Result<D, LoadError>,
 {
+    let config = startup::read_config(&mut args)?;
     prepare_socket(&args.socket).await?;
     let store = Store::open(&args.state_dir, args.settings())?;
     let saved = if args.reset { None } else { store.load()? };
     if let Some(saved) = &saved {
-        let asked = control::mode_name(args.mode);
+        let asked = control::mode_name(args.mode());
         if saved.daemon.mode != asked && args.pin_dir.exists() {
             return Err(DaemonError::ModeChanged {
                 path: store.path(),
@@ -207,19 +221,23 @@ where
         "xlbd: {} the data path on {} in {} mode ({services} services, {backends} backends), control socket {}",
         if adopted { "adopted" } else { "attached" },
         args.ifaces.join(", "),
-        control::mode_name(args.mode),
+        control::mode_name(args.mode()),
         args.socket.display()
     );
 
     let state = Arc::new(Mutex::new(control));
-    let egress = Arc::new(Mutex::new(Egress::new(args.mode, args.ifaces.clone())));
+    if let Err(e) = startup::apply_config(&state, config.as_ref()).await {
+        remove_socket(&args.socket);
+        return Err(e);
+    }
+    let egress = Arc::new(Mutex::new(Egress::new(args.mode(), args.ifaces.clone())));
     // The first sync before the API answers: every device's path is in the log at start.
     sync_egress(&state, &egress).await;
     let sweeper = tokio::spawn(sweep(state.clone(), args.gc_interval));
     let watcher = tokio::spawn(watch_egress(state.clone(), egress.clone()));
     let info = DaemonInfo {
         interfaces: args.ifaces.clone(),
-        mode: args.mode,
+        mode: args.mode(),
         started: Instant::now(),
         egress,
     };
@@ -343,6 +361,8 @@ fn remove_socket(path: &Path) {
         warn!("xlbd: cannot remove {}: {e}", path.display());
     }
 }
+
+mod startup;
 
 #[cfg(test)]
 mod tests;

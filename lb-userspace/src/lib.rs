@@ -5,6 +5,7 @@
 //! - [`table`] and [`maglev`]: the backend-table builder; [`alloc`]: ids and table regions;
 //! - [`state`]: services and backends over a [`dataplane::Dataplane`] (the control logic);
 //! - [`control`]: the gRPC server on a Unix socket; [`client`]: its client;
+//! - [`config`]: the declarative configuration file (`xlb apply`, `xlbd --config`);
 //! - [`daemon`]: `xlbd`; [`cli`] and [`output`]: `xlb`;
 //! - [`bpf`]: the XDP loader, `BpfDataplane`; [`link`]: what xlbd says of its interfaces;
 //!   [`egress`] and [`netdev`]: which devices the program may redirect to;
@@ -16,6 +17,7 @@ pub mod alloc;
 pub mod bpf;
 pub mod cli;
 pub mod client;
+pub mod config;
 pub mod conntrack;
 pub mod control;
 pub mod daemon;

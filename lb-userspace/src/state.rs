@@ -37,7 +37,9 @@ use crate::dataplane::{Dataplane, DataplaneError, GraceTicket};
 use crate::limits::{self, LimitError, SLOTS_PER_BACKEND, WEIGHT};
 use crate::table::{TableEntry, build_table};
 
+mod apply;
 mod persist;
+pub use apply::ApplyError;
 pub use persist::{ControlSnapshot, DaemonSettings, PersistError, STATE_FILE, Saved, Store};
 
 pub use crate::limits::{DEFAULT_TABLE_SIZE, DEFAULT_WEIGHT, MAX_WEIGHT, is_prime};
@@ -657,7 +659,7 @@ fn table_offset(half: u32, region: u32, generation: u32) -> u32 {
 }
 
 /// Checks a weight (0 drains).
-fn check_weight(weight: u32) -> Result<u32, StateError> {
+pub fn check_weight(weight: u32) -> Result<u32, StateError> {
     Ok(WEIGHT.check(u64::from(weight))?)
 }
 

@@ -47,6 +47,11 @@ impl Testbed {
         self.dir.path().join("xlbd.sock")
     }
 
+    /// A file in this testbed's run directory (removed with it).
+    pub fn run_file(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
     /// xlbd's stdout and stderr.
     pub fn xlbd_log(&self) -> PathBuf {
         self.dir.path().join("xlbd.log")
@@ -82,6 +87,8 @@ impl Testbed {
     /// has a `--mode`; pins in the testbed's bpffs, state in its run dir) and waits until
     /// `xlb status` answers. A second call after [`Testbed::kill_xlbd`] restarts it, and it
     /// adopts what the first pinned and saved.
+    /// With `--config` in `extra`, neither `--iface` nor `--mode` is given: the file's are
+    /// used.
     pub fn start_xlbd(&mut self, extra: &[&str]) -> Result<()> {
         if self.xlbd.is_some() {
             bail!("xlbd is already running in this testbed");
@@ -89,10 +96,11 @@ impl Testbed {
         let xlbd = bin_path("xlbd")?;
         let log = File::create(self.xlbd_log()).context("creating xlbd.log")?;
         let mut cmd = self.lb.cmd(&xlbd.to_string_lossy());
-        for iface in self.lb_ifaces() {
-            cmd.args(["--iface", &iface]);
+        let from_file = extra.contains(&"--config");
+        for iface in self.lb_ifaces().iter().filter(|_| !from_file) {
+            cmd.args(["--iface", iface]);
         }
-        if !extra.contains(&"--mode") {
+        if !extra.contains(&"--mode") && !from_file {
             cmd.args(["--mode", "native"]);
         }
         cmd.arg("--socket")

@@ -356,3 +356,50 @@ async fn the_daemon_refuses_nonsense_from_any_client() {
     assert!(list.into_inner().backends.is_empty());
     h.stop().await;
 }
+
+#[tokio::test]
+async fn apply_reports_changes_and_names_the_culprit_in_metadata() {
+    let mut h = start().await;
+    let text = "[[service]]\naddress = \"198.18.0.10:80/tcp\"\ntable_size = 107\n\
+                [[service.backend]]\naddress = \"198.19.0.2:8080\"\n";
+    let cfg = crate::config::parse("x.toml", text).unwrap();
+    let req = |dry_run: bool| ApplyRequest {
+        services: crate::config::services_to_proto(&cfg.services),
+        prune: false,
+        force: false,
+        dry_run,
+    };
+    let dry = h.client.apply(req(true)).await.unwrap().into_inner();
+    let ops: Vec<&str> = dry.changes.iter().map(|c| c.op.as_str()).collect();
+    assert_eq!(ops, ["add_service", "add_backend"]);
+    assert!(h.state.lock().await.services().is_empty());
+    let done = h.client.apply(req(false)).await.unwrap().into_inner();
+    assert_eq!(done.changes, dry.changes);
+    assert_eq!(h.state.lock().await.services().len(), 1);
+    let again = h.client.apply(req(false)).await.unwrap().into_inner();
+    assert!(again.changes.is_empty());
+
+    // A table larger than half the area (512 slots here): refused with the service named.
+    let mut big = req(false);
+    big.services[0].table_size = Some(521);
+    let e = h.client.apply(big).await.unwrap_err();
+    assert_eq!(e.code(), Code::InvalidArgument);
+    assert!(
+        e.message()
+            .starts_with("service \"198.18.0.10:80/tcp\": table size 521 does not fit"),
+        "{}",
+        e.message()
+    );
+    let service = e.metadata().get(META_SERVICE).unwrap().to_str().unwrap();
+    assert_eq!(service, "198.18.0.10:80/tcp");
+    assert!(e.metadata().get(META_BACKEND).is_none());
+
+    // Bad input is checked by the daemon too.
+    let mut bad = req(false);
+    bad.services[0].backends[0].weight = Some(70000);
+    let e = h.client.apply(bad).await.unwrap_err();
+    assert_eq!(e.code(), Code::InvalidArgument);
+    assert!(e.message().ends_with("weight 70000 out of range (0-65535)"));
+    assert_eq!(h.state.lock().await.running(), cfg.services);
+    h.stop().await;
+}

@@ -9,7 +9,7 @@ fn parse(args: &[&str]) -> Result<Args, clap::Error> {
 fn interfaces_repeat_and_split_on_commas() {
     let a = parse(&["--iface", "veth0,veth1", "--iface", "eth2"]).unwrap();
     assert_eq!(a.ifaces, ["veth0", "veth1", "eth2"]);
-    assert_eq!(a.mode, AttachMode::Native);
+    assert_eq!(a.mode(), AttachMode::Native);
     assert_eq!(a.pin_dir, PathBuf::from("/sys/fs/bpf/xlb"));
     assert_eq!(a.flow_entries, lb_common::DEFAULT_FLOW_ENTRIES);
     assert_eq!(a.table_area, lb_common::DEFAULT_TABLE_AREA);
@@ -24,7 +24,7 @@ fn arguments_are_checked() {
     assert!(parse(&["--iface", "eth0", "--mode", "offload"]).is_err());
     assert!(parse(&["--iface", "eth0", "--flow-entries", "0"]).is_err());
     let a = parse(&["--iface", "eth0", "--mode", "skb", "--table-area", "1000"]).unwrap();
-    assert_eq!((a.mode, a.table_area), (AttachMode::Skb, 1000));
+    assert_eq!((a.mode(), a.table_area), (AttachMode::Skb, 1000));
 }
 
 #[tokio::test]
@@ -210,4 +210,82 @@ fn modes_are_spelled_as_the_flag() {
         "cannot attach XDP to veth0 in native mode: no"
     );
     assert_eq!(control::mode_name(AttachMode::Skb), "skb");
+}
+
+#[test]
+fn a_config_file_gives_interfaces_and_mode_unless_flags_do() {
+    let tmp = TempDir::new();
+    let path = tmp.0.join("xlb.toml");
+    std::fs::write(
+        &path,
+        "[daemon]\ninterfaces = [\"veth7\"]\nmode = \"skb\"\n",
+    )
+    .unwrap();
+    let file = path.to_str().unwrap();
+    let mut a = parse(&["--config", file]).unwrap();
+    assert!(startup::read_config(&mut a).unwrap().is_some());
+    assert_eq!(
+        (a.ifaces.clone(), a.mode()),
+        (vec!["veth7".into()], AttachMode::Skb)
+    );
+
+    let mut a = parse(&["--config", file, "--iface", "eth0", "--mode", "native"]).unwrap();
+    startup::read_config(&mut a).unwrap();
+    assert_eq!(
+        (a.ifaces.clone(), a.mode()),
+        (vec!["eth0".into()], AttachMode::Native)
+    );
+
+    std::fs::write(&path, "[[service]]\naddress = \"198.18.0.10:80/tcp\"\n").unwrap();
+    let mut a = parse(&["--config", file]).unwrap();
+    let e = startup::read_config(&mut a).err().unwrap();
+    assert!(
+        e.to_string().starts_with("no interface to attach to"),
+        "{e}"
+    );
+
+    std::fs::write(&path, "[daemon]\ninterfaces = [\"eth0\"]\nmod = \"skb\"\n").unwrap();
+    let mut a = parse(&["--config", file]).unwrap();
+    let e = startup::read_config(&mut a).err().unwrap();
+    assert_eq!(
+        e.to_string(),
+        format!("{file}:3: daemon: unknown field `mod`, expected `interfaces` or `mode`")
+    );
+}
+
+#[tokio::test]
+async fn the_config_files_services_are_applied_at_start_and_errors_name_the_line() {
+    use crate::dataplane::FakeDataplane;
+    let tmp = TempDir::new();
+    let path = tmp.0.join("xlb.toml");
+    let file = path.to_str().unwrap();
+    // Half the table area is 256 slots: the second service does not fit.
+    std::fs::write(
+        &path,
+        "[[service]]\naddress = \"198.18.0.10:80/tcp\"\ntable_size = 131\n\n\
+         [[service]]\naddress = \"198.18.0.11:80/tcp\"\ntable_size = 257\n",
+    )
+    .unwrap();
+    let mut a = parse(&["--config", file, "--iface", "veth0"]).unwrap();
+    let start = startup::read_config(&mut a).unwrap();
+    let state = Mutex::new(ControlState::new(FakeDataplane::new(512)));
+    let e = startup::apply_config(&state, start.as_ref())
+        .await
+        .unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        format!(
+            "{file}:6: service \"198.18.0.11:80/tcp\": table size 257 does not fit in half the table area (256 slots; see xlbd --table-area)"
+        )
+    );
+    assert!(state.lock().await.services().is_empty());
+
+    std::fs::write(
+        &path,
+        "[[service]]\naddress = \"198.18.0.10:80/tcp\"\ntable_size = 131\n",
+    )
+    .unwrap();
+    let start = startup::read_config(&mut a).unwrap();
+    startup::apply_config(&state, start.as_ref()).await.unwrap();
+    assert_eq!(state.lock().await.services().len(), 1);
 }

@@ -1,0 +1,395 @@
+use super::*;
+
+fn svc(s: &str) -> ServiceAddr {
+    s.parse().unwrap()
+}
+
+fn be(s: &str) -> BackendAddr {
+    s.parse().unwrap()
+}
+
+fn spec(table_size: u32, backends: &[(&str, u32)]) -> ServiceSpec {
+    ServiceSpec {
+        table_size,
+        backends: backends.iter().map(|(b, w)| (be(b), *w)).collect(),
+    }
+}
+
+const EXAMPLE: &str = r#"# two services
+[daemon]
+interfaces = ["veth0", "veth1"]
+mode = "skb"
+
+[[service]]
+address = "198.18.0.10:80/tcp"
+
+[[service.backend]]
+address = "198.19.0.2:8080"
+weight = 50
+
+[[service.backend]]
+address = "198.19.1.2:8080"
+
+[[service]]
+address = "[2001:2::10]:53/udp"
+table_size = 251
+backend = [{ address = "[2001:2::2]:53", weight = 0 }]
+"#;
+
+#[test]
+fn parses_the_example_with_defaults() {
+    let c = parse("xlb.toml", EXAMPLE).unwrap();
+    assert_eq!(
+        c.daemon,
+        DaemonSettings {
+            interfaces: Some(vec!["veth0".into(), "veth1".into()]),
+            mode: Some(AttachMode::Skb),
+        }
+    );
+    let want: Services = [
+        (
+            svc("198.18.0.10:80/tcp"),
+            spec(
+                DEFAULT_TABLE_SIZE,
+                &[("198.19.0.2:8080", 50), ("198.19.1.2:8080", DEFAULT_WEIGHT)],
+            ),
+        ),
+        (
+            svc("[2001:2::10]:53/udp"),
+            spec(251, &[("[2001:2::2]:53", 0)]),
+        ),
+    ]
+    .into();
+    assert_eq!(c.services, want);
+    assert_eq!(c.line_of(&svc("198.18.0.10:80/tcp"), None), Some(7));
+    let web = svc("198.18.0.10:80/tcp");
+    assert_eq!(c.line_of(&web, Some(&be("198.19.1.2:8080"))), Some(14));
+    // A backend not in the file points at its service.
+    assert_eq!(c.line_of(&web, Some(&be("198.19.9.9:1"))), Some(7));
+    assert_eq!(parse("x", "").unwrap().services, Services::new());
+}
+
+/// Each bad file and the one line it gets.
+#[test]
+fn errors_name_the_file_the_line_and_the_field() {
+    let svc_hdr = "[[service]]\naddress = \"198.18.0.10:80/tcp\"\n";
+    let be_hdr = "[[service.backend]]\naddress = \"198.19.0.2:8080\"\n";
+    let cases: Vec<(String, &str)> = vec![
+        // Bad TOML.
+        (
+            "[[service]\naddress = \"x\"\n".into(),
+            "xlb.toml:1: unclosed array table, expected `]`",
+        ),
+        (
+            format!("{svc_hdr}table_size = \n"),
+            "xlb.toml:3: string values must be quoted, expected literal string",
+        ),
+        // Unknown fields, at every level.
+        (
+            "colour = \"red\"\n".into(),
+            "xlb.toml:1: unknown field `colour`, expected `daemon` or `service`",
+        ),
+        (
+            "[daemon]\ninterface = [\"eth0\"]\n".into(),
+            "xlb.toml:2: daemon: unknown field `interface`, expected `interfaces` or `mode`",
+        ),
+        (
+            format!("{svc_hdr}tablesize = 251\n"),
+            "xlb.toml:3: service \"198.18.0.10:80/tcp\": unknown field `tablesize`, expected one of `address`, `table_size`, `backend`",
+        ),
+        (
+            format!("{svc_hdr}{be_hdr}weigth = 5\n"),
+            "xlb.toml:5: service \"198.18.0.10:80/tcp\": backend \"198.19.0.2:8080\": unknown field `weigth`, expected `address` or `weight`",
+        ),
+        // Wrong types and missing fields.
+        (
+            format!("{svc_hdr}{be_hdr}weight = -1\n"),
+            "xlb.toml:5: service \"198.18.0.10:80/tcp\": backend \"198.19.0.2:8080\": weight: invalid value: integer `-1`, expected u32",
+        ),
+        (
+            format!("{svc_hdr}table_size = \"big\"\n"),
+            "xlb.toml:3: service \"198.18.0.10:80/tcp\": table_size: invalid type: string \"big\", expected u32",
+        ),
+        (
+            "[[service]]\ntable_size = 251\n".into(),
+            "xlb.toml:1: service #1: missing field `address`",
+        ),
+        // Bad addresses.
+        (
+            "[[service]]\naddress = \"198.18.0.300:80/tcp\"\n".into(),
+            "xlb.toml:2: service \"198.18.0.300:80/tcp\": address: \"198.18.0.300\" is not an IP address",
+        ),
+        (
+            format!("{svc_hdr}[[service.backend]]\naddress = \"198.19.0.2\"\n"),
+            "xlb.toml:4: service \"198.18.0.10:80/tcp\": backend \"198.19.0.2\": address: expected ADDR:PORT, e.g. 198.19.0.2:8080 or [2001:2::2]:8080",
+        ),
+        (
+            format!("{svc_hdr}[[service.backend]]\naddress = \"[2001:2::2]:80\"\n"),
+            "xlb.toml:4: service \"198.18.0.10:80/tcp\": backend \"[2001:2::2]:80\": backend [2001:2::2]:80 is IPv6 but service 198.18.0.10:80/tcp is IPv4 (no NAT between IPv4 and IPv6)",
+        ),
+        // Duplicates (compared as addresses, not as text).
+        (
+            format!("{svc_hdr}{be_hdr}\n{be_hdr}"),
+            "xlb.toml:7: service \"198.18.0.10:80/tcp\": backend \"198.19.0.2:8080\": duplicate backend",
+        ),
+        (
+            format!("{svc_hdr}\n[[service]]\naddress = \"198.18.0.10:80/TCP\"\n"),
+            "xlb.toml:5: service \"198.18.0.10:80/TCP\": duplicate service (also service #1)",
+        ),
+        // Out of range.
+        (
+            format!("{svc_hdr}{be_hdr}weight = 70000\n"),
+            "xlb.toml:5: service \"198.18.0.10:80/tcp\": backend \"198.19.0.2:8080\": weight 70000 out of range (0-65535)",
+        ),
+        (
+            format!("{svc_hdr}table_size = 1000\n"),
+            "xlb.toml:3: service \"198.18.0.10:80/tcp\": table size 1000 is not a prime number (Maglev needs a prime)",
+        ),
+        // The daemon table.
+        (
+            "[daemon]\nmode = \"offload\"\n".into(),
+            "xlb.toml:2: daemon: mode: \"offload\" is not \"native\" or \"skb\"",
+        ),
+        (
+            "[daemon]\ninterfaces = []\n".into(),
+            "xlb.toml:2: daemon: interfaces: the list is empty",
+        ),
+        (
+            "[daemon]\ninterfaces = [\"eth0\", \"\"]\n".into(),
+            "xlb.toml:2: daemon: interfaces: \"\" is not an interface name",
+        ),
+    ];
+    let mut failed = Vec::new();
+    for (text, want) in &cases {
+        match parse("xlb.toml", text) {
+            Ok(_) => failed.push(format!("accepted:\n{text}")),
+            Err(e) if e.to_string() != *want => {
+                failed.push(format!("{text}\n  got:  {e}\n  want: {want}"))
+            }
+            Err(e) => assert!(!e.to_string().contains('\n')),
+        }
+    }
+    assert!(failed.is_empty(), "{}", failed.join("\n\n"));
+}
+
+fn running() -> Services {
+    [
+        (
+            svc("198.18.0.10:80/tcp"),
+            spec(65537, &[("198.19.0.2:8080", 100), ("198.19.1.2:8080", 100)]),
+        ),
+        (
+            svc("198.18.0.10:53/udp"),
+            spec(251, &[("198.19.0.2:53", 100)]),
+        ),
+    ]
+    .into()
+}
+
+#[test]
+fn the_same_services_make_an_empty_plan() {
+    let opts = ApplyOptions::default();
+    assert!(plan(&running(), &running(), opts).is_empty());
+    let prune = ApplyOptions {
+        prune: true,
+        ..opts
+    };
+    assert!(plan(&running(), &running(), prune).is_empty());
+    assert_eq!(render_changes(&[]), "no changes\n");
+}
+
+#[test]
+fn one_weight_changes_one_service() {
+    let mut want = running();
+    let web = svc("198.18.0.10:80/tcp");
+    want.get_mut(&web)
+        .unwrap()
+        .backends
+        .insert(be("198.19.0.2:8080"), 50);
+    let p = plan(&running(), &want, ApplyOptions::default());
+    assert_eq!(p.len(), 1);
+    assert_eq!(p[0].service, web);
+    assert_eq!(
+        changes(&p),
+        [Change::SetWeight {
+            service: web,
+            backend: be("198.19.0.2:8080"),
+            from: 100,
+            to: 50
+        }]
+    );
+    assert_eq!(
+        render_changes(&changes(&p)),
+        "~ backend 198.18.0.10:80/tcp 198.19.0.2:8080 weight=100->50\n"
+    );
+}
+
+#[test]
+fn absent_backends_drain_absent_services_stay_unless_pruned() {
+    let web = svc("198.18.0.10:80/tcp");
+    let dns = svc("198.18.0.10:53/udp");
+    // The file: web without 198.19.1.2, a new backend, a new table size; no dns; a new service.
+    let want: Services = [
+        (
+            web,
+            spec(251, &[("198.19.0.2:8080", 100), ("198.19.2.2:8080", 7)]),
+        ),
+        (
+            svc("198.18.0.11:80/tcp"),
+            spec(65537, &[("198.19.0.2:80", 1)]),
+        ),
+    ]
+    .into();
+
+    let kept = plan(&running(), &want, ApplyOptions::default());
+    let lines = render_changes(&changes(&kept));
+    assert_eq!(
+        lines,
+        "~ service 198.18.0.10:80/tcp table_size=65537->251\n\
+         ~ backend 198.18.0.10:80/tcp 198.19.1.2:8080 weight=100->0 (drain)\n\
+         + backend 198.18.0.10:80/tcp 198.19.2.2:8080 weight=7\n\
+         + service 198.18.0.11:80/tcp table_size=65537\n\
+         + backend 198.18.0.11:80/tcp 198.19.0.2:80 weight=1\n"
+    );
+    assert!(kept.iter().all(|p| p.service != dns));
+    // A drained backend stays drained: applying the same file again changes nothing.
+    let after: Services = kept
+        .iter()
+        .filter_map(|p| Some((p.service, p.after.clone()?)))
+        .chain([(dns, running()[&dns].clone())])
+        .collect();
+    assert!(plan(&after, &want, ApplyOptions::default()).is_empty());
+
+    let prune = ApplyOptions {
+        prune: true,
+        ..Default::default()
+    };
+    let pruned = plan(&running(), &want, prune);
+    // Removals first: they free what the additions take.
+    assert_eq!(
+        pruned.iter().map(|p| p.service).collect::<Vec<_>>(),
+        [dns, web, svc("198.18.0.11:80/tcp")]
+    );
+    let c = changes(&pruned);
+    assert_eq!(c[0], Change::RemoveService { service: dns });
+    assert!(c.contains(&Change::RemoveBackend {
+        service: web,
+        backend: be("198.19.1.2:8080")
+    }));
+    let json = serde_json::to_value(&c).unwrap();
+    assert_eq!(
+        json[0],
+        serde_json::json!({"op": "remove_service", "service": "198.18.0.10:53/udp"})
+    );
+    assert_eq!(
+        json[1],
+        serde_json::json!({"op": "set_table_size", "service": "198.18.0.10:80/tcp", "from": 65537, "to": 251})
+    );
+}
+
+#[test]
+fn changes_survive_the_api_round_trip() {
+    let want: Services = [(svc("198.18.0.12:80/tcp"), spec(7, &[("198.19.0.2:80", 3)]))].into();
+    let prune = ApplyOptions {
+        prune: true,
+        ..Default::default()
+    };
+    let mut all = changes(&plan(&running(), &want, prune));
+    let mut web = running()[&svc("198.18.0.10:80/tcp")].clone();
+    web.table_size = 7;
+    web.backends.insert(be("198.19.0.2:8080"), 0);
+    web.backends.remove(&be("198.19.1.2:8080"));
+    web.backends.insert(be("198.19.3.2:8080"), 1);
+    let one: Services = [(svc("198.18.0.10:80/tcp"), web)].into();
+    all.extend(changes(&plan(&running(), &one, prune)));
+    let ops: std::collections::BTreeSet<&str> = all
+        .iter()
+        .map(|c| match c {
+            Change::AddService { .. } => "add_service",
+            Change::RemoveService { .. } => "remove_service",
+            Change::SetTableSize { .. } => "set_table_size",
+            Change::AddBackend { .. } => "add_backend",
+            Change::RemoveBackend { .. } => "remove_backend",
+            Change::SetWeight { .. } => "set_weight",
+        })
+        .collect();
+    assert_eq!(ops.len(), 6, "every kind of change is covered: {ops:?}");
+    for c in &all {
+        assert_eq!(Change::from_proto(&c.to_proto()).as_ref(), Some(c));
+    }
+    let unknown = proto::Change {
+        op: "teleport".into(),
+        ..all[0].to_proto()
+    };
+    assert_eq!(Change::from_proto(&unknown), None);
+}
+
+#[test]
+fn dump_parses_back_to_the_same_config() {
+    let mut services = running();
+    services.insert(
+        svc("[2001:2::10]:443/tcp"),
+        spec(211, &[("[2001:2::2]:8443", 0), ("[2001:2::3]:8443", 65535)]),
+    );
+    services.insert(svc("198.18.0.12:80/udp"), spec(65537, &[]));
+    for daemon in [
+        DaemonSettings::default(),
+        DaemonSettings {
+            interfaces: Some(vec!["veth0".into(), "we\"ird\\name".into()]),
+            mode: Some(AttachMode::Native),
+        },
+    ] {
+        let config = Config::new(daemon, services.clone());
+        let text = render(&config);
+        let back = parse("dump.toml", &text).unwrap_or_else(|e| panic!("{e}\n{text}"));
+        assert_eq!(back.daemon, config.daemon);
+        assert_eq!(back.services, config.services);
+        // And applying it over what it was dumped from changes nothing.
+        let p = plan(
+            &services,
+            &back.services,
+            ApplyOptions {
+                prune: true,
+                ..Default::default()
+            },
+        );
+        assert!(p.is_empty(), "{p:?}");
+    }
+}
+
+#[test]
+fn api_services_are_checked_like_a_file() {
+    let ok = services_to_proto(&running());
+    assert_eq!(services_from_proto(&ok).unwrap(), running());
+    let mut bad = ok.clone();
+    bad[0].backends[0].weight = Some(70000);
+    assert_eq!(
+        services_from_proto(&bad).unwrap_err(),
+        "service \"198.18.0.10:53/udp\": backend \"198.19.0.2:53\": weight 70000 out of range (0-65535)"
+    );
+    let mut dup = ok.clone();
+    dup.push(ok[1].clone());
+    assert!(
+        services_from_proto(&dup)
+            .unwrap_err()
+            .ends_with("duplicate service (also service #2)")
+    );
+    let mut defaults = ok;
+    defaults[1].table_size = None;
+    defaults[1].backends[0].weight = None;
+    let web = &services_from_proto(&defaults).unwrap()[&svc("198.18.0.10:80/tcp")];
+    assert_eq!(web.table_size, DEFAULT_TABLE_SIZE);
+    assert_eq!(web.backends[&be("198.19.0.2:8080")], DEFAULT_WEIGHT);
+}
+
+#[test]
+fn the_readme_example_parses() {
+    let readme = include_str!("../../../README.md");
+    let start = readme
+        .find("# /etc/xlb/xlb.toml")
+        .expect("the README's example file");
+    let end = start + readme[start..].find("```").expect("the end of the example");
+    let c = parse("README.md", &readme[start..end]).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(c.services.len(), 2);
+    assert_eq!(c.daemon.mode, Some(AttachMode::Native));
+}
