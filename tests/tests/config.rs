@@ -158,7 +158,7 @@ fn dry_run_prints_the_diff_and_changes_nothing() {
     let (b0, b1) = (tb.backend_addr(0, PORT), tb.backend_addr(1, PORT));
     // WEB: backend 1 re-weighted; API: backend 0 left out; a new service.
     let mut text = two_services(&tb, [Some(100), Some(7)], [None, Some(100)]);
-    text += "\n[[service]]\naddress = \"198.18.0.10:53/udp\"\ntable_size = 13\n";
+    text += "\n[[service]]\naddress = \"198.18.0.10:53/udp\"\ntable_size = 131\n";
     let next = write(&tb, "b.toml", &text);
 
     let out = apply(&tb, &next, &["--dry-run"]);
@@ -167,7 +167,7 @@ fn dry_run_prints_the_diff_and_changes_nothing() {
         format!(
             "~ backend {WEB} {b1} weight=100->7\n\
              ~ backend {API} {b0} weight=100->0 (drain)\n\
-             + service 198.18.0.10:53/udp table_size=13\n"
+             + service 198.18.0.10:53/udp table_size=131\n"
         )
     );
     let pruned = apply(&tb, &next, &["--dry-run", "--prune", "--json"]);
@@ -197,7 +197,7 @@ fn malformed_files_exit_non_zero_with_file_line_and_change_nothing() {
     let tb = testbed(&["--table-area", "1000"]);
     let good = two_services(&tb, [Some(100); 2], [Some(100); 2]).replace(
         &format!("address = \"{API}\"\n"),
-        &format!("address = \"{API}\"\ntable_size = 13\n"),
+        &format!("address = \"{API}\"\ntable_size = 211\n"),
     );
     apply(&tb, &write(&tb, "good.toml", &good), &[]);
     let before = state(&tb);
@@ -285,8 +285,14 @@ fn dump_then_apply_is_a_no_op() {
         &[],
     );
     // Changes made by the CLI are in the dump too.
-    tb.xlb_ok(&["service", "add", "[2001:2::10]:53/udp", "--table-size", "7"])
-        .unwrap();
+    tb.xlb_ok(&[
+        "service",
+        "add",
+        "[2001:2::10]:53/udp",
+        "--table-size",
+        "107",
+    ])
+    .unwrap();
     let b6 = format!("[{}]:53", tb.backend(0).addr6());
     tb.xlb_ok(&[
         "backend",
