@@ -5,7 +5,8 @@
 //! - [`table`] and [`maglev`]: the backend-table builder; [`alloc`]: ids and table regions;
 //! - [`state`]: services and backends over a [`dataplane::Dataplane`] (the control logic);
 //! - [`control`]: the gRPC server on a Unix socket; [`client`]: its client;
-//! - [`daemon`]: `xlbd`; [`cli`] and [`output`]: `xlb`;
+//! - [`daemon`]: `xlbd`; [`metrics`]: its Prometheus endpoint; [`cli`] and [`output`]: `xlb`,
+//!   [`top`]: `xlb top`;
 //! - [`bpf`]: the XDP loader, `BpfDataplane`; [`link`]: what xlbd says of its interfaces;
 //!   [`egress`] and [`netdev`]: which devices the program may redirect to.
 
@@ -22,6 +23,7 @@ pub mod egress;
 pub mod limits;
 pub mod link;
 pub mod maglev;
+pub mod metrics;
 pub mod netdev;
 pub mod output;
 pub mod state;

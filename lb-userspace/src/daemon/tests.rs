@@ -211,3 +211,28 @@ fn modes_are_spelled_as_the_flag() {
     );
     assert_eq!(control::mode_name(AttachMode::Skb), "skb");
 }
+
+#[tokio::test]
+async fn a_public_metrics_address_is_refused_before_anything_is_touched() {
+    let tmp = TempDir::new();
+    let args = args_in(&tmp, &["--metrics-addr", "0.0.0.0:9100"]);
+    let e = run(args.clone(), no_load).await.unwrap_err();
+    assert!(
+        e.to_string()
+            .starts_with("--metrics-addr 0.0.0.0:9100 is not a loopback address"),
+        "{e}"
+    );
+    assert!(!args.socket.exists());
+    assert!(!args.state_dir.exists());
+    // --metrics-public needs --metrics-addr; with it, the address is accepted.
+    assert!(parse(&["--iface", "eth0", "--metrics-public"]).is_err());
+    let a = parse(&[
+        "--iface",
+        "eth0",
+        "--metrics-addr",
+        "198.18.0.1:9100",
+        "--metrics-public",
+    ])
+    .unwrap();
+    assert!(metrics::check_addr(a.metrics_addr.unwrap(), a.metrics_public).is_ok());
+}
