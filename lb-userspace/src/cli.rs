@@ -42,11 +42,17 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Global data-path counters, by name.
+    /// Global data-path counters, by name: a table, or JSON with --json.
     Stats {
         /// One JSON document instead of text.
         #[arg(long)]
         json: bool,
+    },
+    /// A live view of services and backends: packets/s, bit/s, live flows; q quits.
+    Top {
+        /// Seconds between refreshes (0.1-3600, decimals allowed) [default: 1].
+        #[arg(long, value_name = "SECS", value_parser = crate::top::parse_interval)]
+        interval: Option<std::time::Duration>,
     },
 }
 
@@ -138,6 +144,8 @@ pub enum CliError {
     Daemon(String),
     #[error("cannot write JSON: {0}")]
     Json(#[from] serde_json::Error),
+    #[error("{0}")]
+    Top(String),
 }
 
 /// Runs one command; what it prints on success goes to stdout.
@@ -229,6 +237,11 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
             };
             print!("{text}");
         }
+        Request::Top(interval) => match crate::top::run(&mut client, interval).await {
+            Ok(()) => {}
+            Err(crate::top::TopError::Rpc(e)) => return Err(rpc(e)),
+            Err(e) => return Err(CliError::Top(e.to_string())),
+        },
     }
     Ok(())
 }
@@ -243,6 +256,7 @@ enum Request {
     SetWeight(ServiceAddr, BackendAddr, u32),
     ListBackends(Option<ServiceAddr>, bool),
     Status { json: bool, counters_only: bool },
+    Top(std::time::Duration),
 }
 
 impl Request {
@@ -301,6 +315,9 @@ impl Request {
                 json,
                 counters_only: true,
             },
+            Command::Top { interval } => {
+                Request::Top(interval.unwrap_or(crate::top::DEFAULT_INTERVAL))
+            }
         })
     }
 }

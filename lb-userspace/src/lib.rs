@@ -28,6 +28,7 @@ pub mod netdev;
 pub mod output;
 pub mod state;
 pub mod table;
+pub mod top;
 
 #[cfg(test)]
 mod testing;
