@@ -78,7 +78,7 @@ fn every_family_parses_with_its_type_and_values() {
     let text = encode(&usage(), 1024);
     let exp = openmetrics_parser::openmetrics::parse_openmetrics(&text)
         .unwrap_or_else(|e| panic!("{e}\n{text}"));
-    let ty = |f: &str| exp.families[f].family_type.clone();
+    let ty = |f: &str| exp.families[f].family_type;
     for counter in [
         "xlb_backend_packets",
         "xlb_backend_bytes",
