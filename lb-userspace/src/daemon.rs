@@ -364,15 +364,29 @@ async fn prepare_socket(path: &Path) -> Result<(), DaemonError> {
     Ok(())
 }
 
-/// Binds the control socket, readable and writable by its owner only.
+/// Binds the control socket, readable and writable by its owner only (xlbd runs as root,
+/// so root): the socket is the only way to change the data path. It is made with mode
+/// 0600 from the start (umask 0177 around bind(2)), so no other user can connect in a
+/// window before the chmod, which stays as the explicit statement of the mode.
 fn bind(path: &Path) -> Result<UnixListener, DaemonError> {
     let err = |source| DaemonError::Socket {
         path: path.to_path_buf(),
         source,
     };
-    let listener = UnixListener::bind(path).map_err(err)?;
+    let listener = with_umask(0o177, || UnixListener::bind(path)).map_err(err)?;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).map_err(err)?;
     Ok(listener)
+}
+
+/// Runs `f` with the process's umask set to `mask`, then puts the old one back. The umask
+/// is process-wide: used at start-up only, while nothing else creates files.
+fn with_umask<T>(mask: libc::mode_t, f: impl FnOnce() -> T) -> T {
+    // SAFETY: umask(2) cannot fail and touches no memory.
+    let old = unsafe { libc::umask(mask) };
+    let out = f();
+    // SAFETY: as above.
+    unsafe { libc::umask(old) };
+    out
 }
 
 fn remove_socket(path: &Path) {

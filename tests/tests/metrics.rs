@@ -429,3 +429,32 @@ fn xlb_top_shows_services_backends_and_rates_and_quits_on_q() {
         "xlb top: a refreshed screen read under tmux:\n{seen}"
     ));
 }
+
+/// The control socket stays the only way in: mode 0600, owned by root, and a user other
+/// than root cannot use it (issue 10, item 6). The metrics endpoint only reads.
+#[test]
+fn the_control_socket_is_root_only() {
+    if !require_root("the_control_socket_is_root_only") {
+        return;
+    }
+    use std::os::unix::fs::{MetadataExt as _, PermissionsExt as _};
+    let mut tb = Testbed::new(1, 1).expect("testbed");
+    tb.start_xlbd(&[]).expect("start xlbd");
+    let meta = std::fs::metadata(tb.socket()).expect("the socket");
+    assert_eq!(meta.permissions().mode() & 0o777, 0o600);
+    assert_eq!((meta.uid(), meta.gid()), (0, 0));
+    // nobody (65534), through setpriv (util-linux): refused by the kernel.
+    let xlb = bin_path("xlb").expect("xlb");
+    let out = Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+        .arg(&xlb)
+        .arg("--socket")
+        .arg(tb.socket())
+        .arg("status")
+        .output()
+        .expect("run setpriv");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "nobody reached xlbd: {err}");
+    assert!(err.contains("Permission denied"), "{err}");
+    assert!(tb.xlb_ok(&["status"]).is_ok());
+}

@@ -236,3 +236,17 @@ async fn a_public_metrics_address_is_refused_before_anything_is_touched() {
     .unwrap();
     assert!(metrics::check_addr(a.metrics_addr.unwrap(), a.metrics_public).is_ok());
 }
+
+#[tokio::test]
+async fn the_socket_is_private_from_its_creation() {
+    use std::os::unix::fs::MetadataExt as _;
+    let tmp = TempDir::new();
+    let sock = tmp.0.join("xlbd.sock");
+    // Without the chmod: the mode bind(2) gave it under the umask.
+    let listener = with_umask(0o177, || UnixListener::bind(&sock)).unwrap();
+    let meta = std::fs::metadata(&sock).unwrap();
+    assert_eq!(meta.permissions().mode() & 0o777, 0o600);
+    // SAFETY: geteuid(2) cannot fail.
+    assert_eq!(meta.uid(), unsafe { libc::geteuid() });
+    drop(listener);
+}
