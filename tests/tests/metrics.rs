@@ -326,6 +326,13 @@ fn xlb_top_shows_services_backends_and_rates_and_quits_on_q() {
         panic!("tmux is not installed: run `cargo xtask setup`");
     }
     let tb = testbed();
+    // Without a terminal: one line and exit 1.
+    let out = tb.xlb(&["top"]).expect("run xlb top");
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr),
+        "xlb: error: xlb top needs a terminal (for scripts: xlb backend list --json, xlb stats --json)\n"
+    );
     let xlb = bin_path("xlb").expect("xlb");
     let (before, after, rc) = (tmp_file("before"), tmp_file("after"), tmp_file("rc"));
     // The terminal's settings before and after, and xlb's exit code, written by the shell

@@ -224,6 +224,11 @@ async fn a_public_metrics_address_is_refused_before_anything_is_touched() {
     );
     assert!(!args.socket.exists());
     assert!(!args.state_dir.exists());
+    let e = parse(&["--iface", "eth0", "--metrics-addr", "localhost"]).unwrap_err();
+    assert_eq!(
+        crate::cli::usage_error_line(e),
+        "invalid value 'localhost' for '--metrics-addr <ADDR:PORT>': invalid socket address syntax (try --help)"
+    );
     // --metrics-public needs --metrics-addr; with it, the address is accepted.
     assert!(parse(&["--iface", "eth0", "--metrics-public"]).is_err());
     let a = parse(&[
