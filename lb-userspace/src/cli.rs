@@ -51,7 +51,8 @@ pub enum Command {
     /// A live view of services and backends: packets/s, bit/s, live flows; q quits.
     Top {
         /// Seconds between refreshes (0.1-3600, decimals allowed) [default: 1].
-        #[arg(long, value_name = "SECS", value_parser = crate::top::parse_interval)]
+        #[arg(long, value_name = "SECS", value_parser = limits::parse_interval,
+              allow_negative_numbers = true)]
         interval: Option<std::time::Duration>,
     },
 }

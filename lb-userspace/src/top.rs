@@ -15,21 +15,6 @@ use crate::control::proto::{self, control_client::ControlClient};
 
 /// Default refresh interval.
 pub const DEFAULT_INTERVAL: Duration = Duration::from_secs(1);
-/// `--interval` bounds, in seconds.
-pub const INTERVAL_RANGE: (f64, f64) = (0.1, 3600.0);
-
-/// Parses `--interval SECS` (decimals allowed).
-pub fn parse_interval(s: &str) -> Result<Duration, String> {
-    let (lo, hi) = INTERVAL_RANGE;
-    match s.trim().parse::<f64>() {
-        Ok(secs) if (lo..=hi).contains(&secs) => Ok(Duration::from_secs_f64(secs)),
-        _ => Err(format!(
-            "interval {} out of range ({lo}-{hi} seconds)",
-            crate::limits::cut(s)
-        )),
-    }
-}
-
 /// Why `xlb top` stopped.
 #[derive(Debug, thiserror::Error)]
 pub enum TopError {

@@ -1,3 +1,5 @@
+use clap::Parser as _;
+
 use super::*;
 
 const WEB: &str = "198.18.0.10:80/tcp";
@@ -74,14 +76,21 @@ fn si_units() {
 
 #[test]
 fn intervals_are_checked() {
-    assert_eq!(parse_interval("0.5"), Ok(Duration::from_millis(500)));
-    assert_eq!(parse_interval("2"), Ok(Duration::from_secs(2)));
+    use crate::limits::parse_interval;
+    assert_eq!(parse_interval("0.5").unwrap(), Duration::from_millis(500));
+    assert_eq!(parse_interval("2").unwrap(), Duration::from_secs(2));
     assert_eq!(
-        parse_interval("0"),
-        Err("interval 0 out of range (0.1-3600 seconds)".into())
+        parse_interval("0").unwrap_err().to_string(),
+        "interval 0 out of range (0.1-3600 seconds)"
     );
     assert!(parse_interval("soon").is_err());
     assert!(parse_interval("NaN").is_err());
+    // As the CLI prints it: our message alone.
+    let e = crate::cli::Cli::try_parse_from(["xlb", "top", "--interval", "-1"]).unwrap_err();
+    assert_eq!(
+        crate::cli::usage_error_line(e),
+        "interval -1 out of range (0.1-3600 seconds)"
+    );
 }
 
 #[test]
