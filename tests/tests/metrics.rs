@@ -172,7 +172,13 @@ fn metrics_count_what_the_clients_sent() {
     // Let the last connections' FINs and ACKs pass.
     thread::sleep(Duration::from_millis(300));
 
+    let started = Instant::now();
     let (_, text) = scrape(&tb);
+    report(&format!(
+        "metrics: a scrape took {:?} ({} bytes)",
+        started.elapsed(),
+        text.len()
+    ));
     let exp = parse(&text);
     let mut forwarded = 0.0;
     for j in 0..BACKENDS {
