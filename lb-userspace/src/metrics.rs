@@ -215,8 +215,13 @@ pub fn verdict(name: &str) -> (&'static str, &str) {
 }
 
 /// Serves `GET /metrics` on `listener` for ever (the daemon aborts the task at shutdown;
-/// connections are tasks of this one, so they go with it).
+/// connections are tasks of this one, so they go with it). Connections hold the state
+/// weakly, taking it only for the length of a scrape: a scraper's idle keep-alive
+/// connection does not keep the daemon from taking the data path back at exit.
 pub async fn serve<D: Dataplane>(listener: TcpListener, state: SharedState<D>, flow_capacity: u64) {
+    let weak = std::sync::Arc::downgrade(&state);
+    drop(state);
+    let state = weak;
     let mut conns = JoinSet::new();
     loop {
         let (stream, peer) = tokio::select! {
@@ -246,7 +251,7 @@ pub async fn serve<D: Dataplane>(listener: TcpListener, state: SharedState<D>, f
 
 async fn respond<D: Dataplane>(
     req: Request<Incoming>,
-    state: SharedState<D>,
+    state: std::sync::Weak<tokio::sync::Mutex<crate::state::ControlState<D>>>,
     flow_capacity: u64,
 ) -> Result<Response<Full<Bytes>>, Infallible> {
     let reply = |status, content_type: &str, body: String| {
@@ -269,8 +274,16 @@ async fn respond<D: Dataplane>(
     if req.method() != Method::GET && req.method() != Method::HEAD {
         return reply(StatusCode::METHOD_NOT_ALLOWED, PLAIN, "only GET\n".into());
     }
+    let Some(state) = state.upgrade() else {
+        return reply(
+            StatusCode::SERVICE_UNAVAILABLE,
+            PLAIN,
+            "xlbd is stopping\n".into(),
+        );
+    };
     // One read under the lock; the encoding happens after it is released.
     let usage = state.lock().await.usage();
+    drop(state);
     match usage {
         Ok(usage) => reply(StatusCode::OK, CONTENT_TYPE, encode(&usage, flow_capacity)),
         Err(e) => {

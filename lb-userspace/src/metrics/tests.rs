@@ -199,7 +199,7 @@ async fn serves_get_metrics_over_http() {
     let state = std::sync::Arc::new(tokio::sync::Mutex::new(st));
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    let server = tokio::spawn(serve(listener, state, 64));
+    let server = tokio::spawn(serve(listener, state.clone(), 64));
     let get = |req: &'static str| async move {
         use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
         let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
@@ -219,5 +219,20 @@ async fn serves_get_metrics_over_http() {
         get("POST /metrics HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
             .await;
     assert!(post.starts_with("HTTP/1.1 405"), "{post}");
+
+    // A scraper's keep-alive connection, idle after one scrape, when the daemon stops:
+    // the state is the daemon's alone again once the server task is gone.
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let mut idle = tokio::net::TcpStream::connect(addr).await.unwrap();
+    idle.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let mut buf = [0u8; 256];
+    assert!(idle.read(&mut buf).await.unwrap() > 0);
+    // Neither the idle connection nor the server holds the state between scrapes.
+    assert_eq!(std::sync::Arc::strong_count(&state), 1);
     server.abort();
+    let _ = server.await;
+    assert!(std::sync::Arc::try_unwrap(state).is_ok());
+    drop(idle);
 }
