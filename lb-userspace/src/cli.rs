@@ -44,11 +44,18 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Global data-path counters, by name.
+    /// Global data-path counters, by name: a table, or JSON with --json.
     Stats {
         /// One JSON document instead of text.
         #[arg(long)]
         json: bool,
+    },
+    /// A live view of services and backends: packets/s, bit/s, live flows; q quits.
+    Top {
+        /// Seconds between refreshes (0.1-3600, decimals allowed) [default: 1].
+        #[arg(long, value_name = "SECS", value_parser = limits::parse_interval,
+              allow_negative_numbers = true)]
+        interval: Option<std::time::Duration>,
     },
     /// Make the running services a configuration file's, with the fewest changes; prints
     /// them. Services absent from the file are kept; backends absent are drained (weight 0).
@@ -172,6 +179,8 @@ pub enum CliError {
     Json(#[from] serde_json::Error),
     #[error("{0}")]
     Config(String),
+    #[error("{0}")]
+    Top(String),
 }
 
 /// Runs one command; what it prints on success goes to stdout.
@@ -265,6 +274,11 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
         }
         Request::Apply(apply) => print!("{}", apply.run(&mut client, &cli.socket).await?),
         Request::Dump => print!("{}", apply::dump(&mut client, &cli.socket).await?),
+        Request::Top(interval) => match crate::top::run(&mut client, interval).await {
+            Ok(()) => {}
+            Err(crate::top::TopError::Rpc(e)) => return Err(rpc(e)),
+            Err(e) => return Err(CliError::Top(e.to_string())),
+        },
     }
     Ok(())
 }
@@ -281,6 +295,7 @@ enum Request {
     Status { json: bool, counters_only: bool },
     Apply(Box<apply::Apply>),
     Dump,
+    Top(std::time::Duration),
 }
 
 impl Request {
@@ -354,6 +369,9 @@ impl Request {
                 Request::Apply(Box::new(apply::Apply::read(&file, opts, json)?))
             }
             Command::Config(ConfigCmd::Dump) => Request::Dump,
+            Command::Top { interval } => {
+                Request::Top(interval.unwrap_or(crate::top::DEFAULT_INTERVAL))
+            }
         })
     }
 }

@@ -3,6 +3,7 @@
 //! binary passes `BpfDataplane::load`.
 
 use std::io;
+use std::net::SocketAddr;
 use std::os::unix::fs::{FileTypeExt as _, PermissionsExt as _};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -23,6 +24,7 @@ use crate::dataplane::Dataplane;
 use crate::egress::Egress;
 use crate::limits;
 use crate::link;
+use crate::metrics::{self, MetricsAddrError};
 use crate::state::{ControlState, DaemonSettings, PersistError, StateError, Store};
 
 #[derive(Debug, Clone, Parser)]
@@ -89,6 +91,14 @@ pub struct Args {
     #[arg(long, default_value_t = 2, value_name = "SECS",
           value_parser = clap::value_parser!(u64).range(1..))]
     pub gc_interval: u64,
+    /// Serve Prometheus metrics at http://ADDR:PORT/metrics (off by default). A loopback
+    /// address only, unless --metrics-public.
+    #[arg(long, value_name = "ADDR:PORT")]
+    pub metrics_addr: Option<SocketAddr>,
+    /// Let --metrics-addr be an address other hosts reach (the metrics name every service
+    /// and backend, and the endpoint has no authentication).
+    #[arg(long, requires = "metrics_addr")]
+    pub metrics_public: bool,
     /// Log filter, e.g. info or lb_userspace=debug [default: $RUST_LOG, else info].
     #[arg(long, value_name = "FILTER")]
     pub log_level: Option<String>,
@@ -170,6 +180,14 @@ pub enum DaemonError {
     Serve(#[from] tonic::transport::Error),
     #[error("{0}")]
     Config(String),
+    #[error(transparent)]
+    MetricsAddr(#[from] MetricsAddrError),
+    #[error("metrics endpoint {addr}: {source}")]
+    MetricsBind {
+        addr: SocketAddr,
+        #[source]
+        source: io::Error,
+    },
 }
 
 /// Runs the daemon: prepares the socket, opens the state dir, loads (or adopts) the data
@@ -182,7 +200,19 @@ where
     L: FnOnce(&LoadOptions) -> Result<D, LoadError>,
 {
     let config = startup::read_config(&mut args)?;
+    let metrics_addr = args
+        .metrics_addr
+        .map(|a| metrics::check_addr(a, args.metrics_public))
+        .transpose()?;
     prepare_socket(&args.socket).await?;
+    let metrics_listener = match metrics_addr {
+        Some(addr) => Some(
+            tokio::net::TcpListener::bind(addr)
+                .await
+                .map_err(|source| DaemonError::MetricsBind { addr, source })?,
+        ),
+        None => None,
+    };
     let store = Store::open(&args.state_dir, args.settings())?;
     let saved = if args.reset { None } else { store.load()? };
     if let Some(saved) = &saved {
@@ -235,6 +265,13 @@ where
     sync_egress(&state, &egress).await;
     let sweeper = tokio::spawn(sweep(state.clone(), args.gc_interval));
     let watcher = tokio::spawn(watch_egress(state.clone(), egress.clone()));
+    let metrics = metrics_listener.map(|listener| {
+        if let Ok(addr) = listener.local_addr() {
+            info!("xlbd: metrics at http://{addr}/metrics");
+        }
+        let capacity = u64::from(args.flow_entries);
+        tokio::spawn(metrics::serve(listener, state.clone(), capacity))
+    });
     let info = DaemonInfo {
         interfaces: args.ifaces.clone(),
         mode: args.mode(),
@@ -248,7 +285,7 @@ where
         }
     };
     let served = control::serve(listener, ControlService::new(state.clone(), info), shutdown).await;
-    for task in [sweeper, watcher] {
+    for task in [sweeper, watcher].into_iter().chain(metrics) {
         task.abort();
         let _ = task.await;
     }
@@ -345,15 +382,29 @@ async fn prepare_socket(path: &Path) -> Result<(), DaemonError> {
     Ok(())
 }
 
-/// Binds the control socket, readable and writable by its owner only.
+/// Binds the control socket, readable and writable by its owner only (xlbd runs as root,
+/// so root): the socket is the only way to change the data path. It is made with mode
+/// 0600 from the start (umask 0177 around bind(2)), so no other user can connect in a
+/// window before the chmod, which stays as the explicit statement of the mode.
 fn bind(path: &Path) -> Result<UnixListener, DaemonError> {
     let err = |source| DaemonError::Socket {
         path: path.to_path_buf(),
         source,
     };
-    let listener = UnixListener::bind(path).map_err(err)?;
+    let listener = with_umask(0o177, || UnixListener::bind(path)).map_err(err)?;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).map_err(err)?;
     Ok(listener)
+}
+
+/// Runs `f` with the process's umask set to `mask`, then puts the old one back. The umask
+/// is process-wide: used at start-up only, while nothing else creates files.
+fn with_umask<T>(mask: libc::mode_t, f: impl FnOnce() -> T) -> T {
+    // SAFETY: umask(2) cannot fail and touches no memory.
+    let old = unsafe { libc::umask(mask) };
+    let out = f();
+    // SAFETY: as above.
+    unsafe { libc::umask(old) };
+    out
 }
 
 fn remove_socket(path: &Path) {

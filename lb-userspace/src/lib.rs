@@ -6,7 +6,8 @@
 //! - [`state`]: services and backends over a [`dataplane::Dataplane`] (the control logic);
 //! - [`control`]: the gRPC server on a Unix socket; [`client`]: its client;
 //! - [`config`]: the declarative configuration file (`xlb apply`, `xlbd --config`);
-//! - [`daemon`]: `xlbd`; [`cli`] and [`output`]: `xlb`;
+//! - [`daemon`]: `xlbd`; [`metrics`]: its Prometheus endpoint; [`cli`] and [`output`]: `xlb`,
+//!   [`top`]: `xlb top`;
 //! - [`bpf`]: the XDP loader, `BpfDataplane`; [`link`]: what xlbd says of its interfaces;
 //!   [`egress`] and [`netdev`]: which devices the program may redirect to;
 //!   [`table_mem`]: `TABLES` through its memory mapping; [`grace`]: waits for running XDP
@@ -27,11 +28,13 @@ pub mod grace;
 pub mod limits;
 pub mod link;
 pub mod maglev;
+pub mod metrics;
 pub mod netdev;
 pub mod output;
 pub mod state;
 pub mod table;
 pub mod table_mem;
+pub mod top;
 
 #[cfg(test)]
 mod testing;

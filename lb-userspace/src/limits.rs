@@ -71,6 +71,21 @@ pub enum LimitError {
     NotPrime(u32),
     #[error("interface name {} {why}", quoted(name))]
     IfaceName { name: String, why: &'static str },
+    /// `value` as given, cut to [`ECHO_CHARS`].
+    #[error("interval {value} out of range ({}-{} seconds)", INTERVAL_SECS.0, INTERVAL_SECS.1)]
+    Interval { value: String },
+}
+
+/// `xlb top --interval` bounds, in seconds.
+pub const INTERVAL_SECS: (f64, f64) = (0.1, 3600.0);
+
+/// `xlb top --interval SECS` (decimals allowed).
+pub fn parse_interval(s: &str) -> Result<std::time::Duration, LimitError> {
+    let (lo, hi) = INTERVAL_SECS;
+    match s.trim().parse::<f64>() {
+        Ok(secs) if (lo..=hi).contains(&secs) => Ok(std::time::Duration::from_secs_f64(secs)),
+        _ => Err(LimitError::Interval { value: cut(s) }),
+    }
 }
 
 impl Limit {

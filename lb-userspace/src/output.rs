@@ -401,6 +401,17 @@ mod tests {
     }
 
     #[test]
+    fn stats_is_a_table_unless_json() {
+        let out = stats(&[counter("rx", 12), counter("drop_no_backend", 3)], false).unwrap();
+        assert_eq!(
+            out,
+            "COUNTER          PACKETS  BYTES\n\
+             rx                    12   1200\n\
+             drop_no_backend        3    300\n"
+        );
+    }
+
+    #[test]
     fn durations() {
         assert_eq!(duration(0), "0s");
         assert_eq!(duration(59), "59s");

@@ -152,6 +152,18 @@ pub struct BackendInfo {
     pub flows: u64,
 }
 
+/// Everything a metrics scrape reports, read at once (see [`ControlState::usage`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Usage {
+    pub services: Vec<ServiceInfo>,
+    pub backends: Vec<BackendInfo>,
+    /// Global counters by name, in `STAT_NAMES` order.
+    pub counters: Vec<(&'static str, Counter)>,
+    /// Entries in the connection table (both directions of every flow, expired ones until
+    /// the next sweep).
+    pub flow_entries: u64,
+}
+
 #[derive(Debug, Clone, Copy)]
 struct BackendSlot {
     index: u32,
@@ -486,6 +498,15 @@ impl<D: Dataplane> ControlState<D> {
             None => self.services.keys().collect(),
         };
         let flows = self.live_flows()?;
+        self.backends_with(services, &flows)
+    }
+
+    /// `services`' backends with their counters and live flows (from `flows`).
+    fn backends_with(
+        &self,
+        services: Vec<&ServiceAddr>,
+        flows: &std::collections::HashMap<u32, u64>,
+    ) -> Result<Vec<BackendInfo>, StateError> {
         let mut out = Vec::new();
         for s in services {
             for b in self.services[s].backends.keys() {
@@ -498,6 +519,20 @@ impl<D: Dataplane> ControlState<D> {
             }
         }
         Ok(out)
+    }
+
+    /// What a metrics scrape reports: services, every backend with its counters and live
+    /// flows, the global counters and the connection table's entries, read with one walk
+    /// of the connection table (as `backends` does).
+    pub fn usage(&self) -> Result<Usage, StateError> {
+        let flows = self.dp.flows()?;
+        let live = conntrack::live_counts(&flows, monotonic_ns(), &self.timeouts);
+        Ok(Usage {
+            services: self.services(),
+            backends: self.backends_with(self.services.keys().collect(), &live)?,
+            counters: self.counters()?,
+            flow_entries: flows.len() as u64,
+        })
     }
 
     /// Global counters by name (`lb_common::stats::STAT_NAMES`).

@@ -9,7 +9,7 @@ use anyhow::{Context as _, Result, bail};
 use crate::cmd::{is_root, probe, run};
 
 /// Debian packages: iperf3 (benchmarks, tests), iproute2 (ip, ss), ethtool, iputils-ping,
-/// procps, util-linux (mount, mountpoint); for `cargo xtask bench`, the balancers xlb is
+/// procps, util-linux (mount, mountpoint), tmux (the `xlb top` test reads its screen); for `cargo xtask bench`, the balancers xlb is
 /// compared with: haproxy, nginx with its stream module, iptables (kube-proxy's DNAT), and
 /// the font its charts are drawn with.
 const PACKAGES: &[&str] = &[
@@ -19,6 +19,7 @@ const PACKAGES: &[&str] = &[
     "iputils-ping",
     "procps",
     "util-linux",
+    "tmux",
     "haproxy",
     "nginx-light",
     "libnginx-mod-stream",

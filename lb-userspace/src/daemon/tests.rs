@@ -289,3 +289,47 @@ async fn the_config_files_services_are_applied_at_start_and_errors_name_the_line
     startup::apply_config(&state, start.as_ref()).await.unwrap();
     assert_eq!(state.lock().await.services().len(), 1);
 }
+
+#[tokio::test]
+async fn a_public_metrics_address_is_refused_before_anything_is_touched() {
+    let tmp = TempDir::new();
+    let args = args_in(&tmp, &["--metrics-addr", "0.0.0.0:9100"]);
+    let e = run(args.clone(), no_load).await.unwrap_err();
+    assert!(
+        e.to_string()
+            .starts_with("--metrics-addr 0.0.0.0:9100 is not a loopback address"),
+        "{e}"
+    );
+    assert!(!args.socket.exists());
+    assert!(!args.state_dir.exists());
+    let e = parse(&["--iface", "eth0", "--metrics-addr", "localhost"]).unwrap_err();
+    assert_eq!(
+        crate::cli::usage_error_line(e),
+        "invalid value 'localhost' for '--metrics-addr <ADDR:PORT>': invalid socket address syntax (try --help)"
+    );
+    // --metrics-public needs --metrics-addr; with it, the address is accepted.
+    assert!(parse(&["--iface", "eth0", "--metrics-public"]).is_err());
+    let a = parse(&[
+        "--iface",
+        "eth0",
+        "--metrics-addr",
+        "198.18.0.1:9100",
+        "--metrics-public",
+    ])
+    .unwrap();
+    assert!(metrics::check_addr(a.metrics_addr.unwrap(), a.metrics_public).is_ok());
+}
+
+#[tokio::test]
+async fn the_socket_is_private_from_its_creation() {
+    use std::os::unix::fs::MetadataExt as _;
+    let tmp = TempDir::new();
+    let sock = tmp.0.join("xlbd.sock");
+    // Without the chmod: the mode bind(2) gave it under the umask.
+    let listener = with_umask(0o177, || UnixListener::bind(&sock)).unwrap();
+    let meta = std::fs::metadata(&sock).unwrap();
+    assert_eq!(meta.permissions().mode() & 0o777, 0o600);
+    // SAFETY: geteuid(2) cannot fail.
+    assert_eq!(meta.uid(), unsafe { libc::geteuid() });
+    drop(listener);
+}
