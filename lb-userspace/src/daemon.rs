@@ -217,6 +217,7 @@ where
     sync_egress(&state, &egress).await;
     let sweeper = tokio::spawn(sweep(state.clone(), args.gc_interval));
     let watcher = tokio::spawn(watch_egress(state.clone(), egress.clone()));
+    let checker = tokio::spawn(crate::health::run(state.clone()));
     let info = DaemonInfo {
         interfaces: args.ifaces.clone(),
         mode: args.mode,
@@ -230,7 +231,7 @@ where
         }
     };
     let served = control::serve(listener, ControlService::new(state.clone(), info), shutdown).await;
-    for task in [sweeper, watcher] {
+    for task in [sweeper, watcher, checker] {
         task.abort();
         let _ = task.await;
     }

@@ -5,6 +5,7 @@
 //! - [`table`] and [`maglev`]: the backend-table builder; [`alloc`]: ids and table regions;
 //! - [`state`]: services and backends over a [`dataplane::Dataplane`] (the control logic);
 //! - [`control`]: the gRPC server on a Unix socket; [`client`]: its client;
+//! - [`check`]: a service's health-check settings; [`health`]: the checker in xlbd;
 //! - [`daemon`]: `xlbd`; [`cli`] and [`output`]: `xlb`;
 //! - [`bpf`]: the XDP loader, `BpfDataplane`; [`link`]: what xlbd says of its interfaces;
 //!   [`egress`] and [`netdev`]: which devices the program may redirect to.
@@ -12,6 +13,7 @@
 pub mod addr;
 pub mod alloc;
 pub mod bpf;
+pub mod check;
 pub mod cli;
 pub mod client;
 pub mod conntrack;
@@ -19,6 +21,7 @@ pub mod control;
 pub mod daemon;
 pub mod dataplane;
 pub mod egress;
+pub mod health;
 pub mod limits;
 pub mod link;
 pub mod maglev;

@@ -15,6 +15,8 @@
 //! after every never-used one, and then oldest-freed first (see [`Reuse::Oldest`]).
 
 use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::time::SystemTime;
 
 use lb_common::conntrack::Timeouts;
 use lb_common::stats::{Counter, STAT_NAMES};
@@ -22,8 +24,10 @@ use lb_common::{MAX_BACKENDS, MAX_SERVICES, ServiceValue};
 
 use crate::addr::{AddrError, BackendAddr, ServiceAddr};
 use crate::alloc::{IdPool, Regions, Reuse};
+use crate::check::{AllDown, CheckError, CheckSettings};
 use crate::conntrack::{self, DEFAULT_TIMEOUTS, monotonic_ns};
 use crate::dataplane::{Dataplane, DataplaneError};
+use crate::health::{CheckResult, Health, HealthState};
 use crate::limits::{self, LimitError, SLOTS_PER_BACKEND, WEIGHT};
 use crate::table::{TableEntry, build_table};
 
@@ -53,6 +57,8 @@ pub enum StateError {
     },
     #[error(transparent)]
     Limit(#[from] LimitError),
+    #[error(transparent)]
+    Check(#[from] CheckError),
     #[error(
         "table size {size} does not fit in half the table area ({half} slots; see xlbd --table-area)"
     )]
@@ -103,7 +109,7 @@ impl StateError {
     pub fn kind(&self) -> ErrorKind {
         use StateError::*;
         match self {
-            Addr(_) | Limit(_) | TableSizeTooLarge { .. } => ErrorKind::InvalidArgument,
+            Addr(_) | Limit(_) | Check(_) | TableSizeTooLarge { .. } => ErrorKind::InvalidArgument,
             NoSuchService(_) | NoSuchBackend { .. } => ErrorKind::NotFound,
             ServiceExists(_) | BackendExists { .. } => ErrorKind::AlreadyExists,
             TooManyServices | TooManyBackends | TableAreaFull { .. } => {
@@ -125,6 +131,7 @@ pub struct ServiceInfo {
     pub table_offset: u32,
     pub generation: u32,
     pub backends: u32,
+    pub check: CheckSettings,
 }
 
 /// A backend of a service, with its data-path counters when listed.
@@ -138,12 +145,56 @@ pub struct BackendInfo {
     pub bytes: u64,
     /// Live request-direction flows in the connection table.
     pub flows: u64,
+    /// What `backend list` shows: `draining` (weight 0), else the health verdict.
+    pub state: &'static str,
+    /// When `state` last changed (or the daemon started).
+    pub since: SystemTime,
+    pub health: Health,
 }
 
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 struct BackendSlot {
     index: u32,
     weight: u32,
+    health: Health,
+    /// When the shown state (see [`shown_state`]) last changed.
+    since: SystemTime,
+    /// Bumped whenever the backend's checks start anew, so that a result of an older
+    /// check (settings since changed, or the backend removed and added again) is ignored.
+    epoch: u64,
+}
+
+/// `draining` for a backend of weight 0 (whatever its health: a drained backend stays
+/// drained), else its health verdict.
+pub fn shown_state(weight: u32, health: HealthState) -> &'static str {
+    if weight == 0 {
+        "draining"
+    } else {
+        health.name()
+    }
+}
+
+/// A backend to check, as the checker needs it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CheckTarget {
+    pub service: ServiceAddr,
+    pub backend: BackendAddr,
+    /// Where the probe goes: the backend, or the check address/port.
+    pub target: SocketAddr,
+    pub settings: CheckSettings,
+    pub epoch: u64,
+}
+
+/// What one check result changed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Transition {
+    pub from: HealthState,
+    pub to: HealthState,
+    /// Whether the service now fails open (every backend that is not drained is down);
+    /// `None` when that did not change.
+    pub fail_open: Option<bool>,
+    /// Whether every backend that is not drained is down now.
+    pub all_down: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -155,6 +206,7 @@ struct Service {
     /// Generation of the live table; 0 before the first publish.
     generation: u32,
     backends: BTreeMap<BackendAddr, BackendSlot>,
+    check: CheckSettings,
 }
 
 /// Services, backends and table regions, over a [`Dataplane`].
@@ -171,6 +223,8 @@ pub struct ControlState<D> {
     store: Option<Store>,
     /// Slots a table needs per backend: [`SLOTS_PER_BACKEND`] (see `limits`).
     slots_per_backend: u32,
+    /// The last check epoch given out (see `BackendSlot::epoch`).
+    epochs: u64,
 }
 
 impl<D: Dataplane> ControlState<D> {
@@ -186,6 +240,7 @@ impl<D: Dataplane> ControlState<D> {
             timeouts: DEFAULT_TIMEOUTS,
             store: None,
             slots_per_backend: SLOTS_PER_BACKEND,
+            epochs: 0,
         }
     }
 
@@ -287,6 +342,7 @@ impl<D: Dataplane> ControlState<D> {
             region,
             generation: 0,
             backends: BTreeMap::new(),
+            check: CheckSettings::default(),
         };
         new.generation = publish(&mut self.dp, self.half, &service, &new)?;
         self.service_ids.take();
@@ -355,8 +411,16 @@ impl<D: Dataplane> ControlState<D> {
             .peek()
             .ok_or(StateError::TooManyBackends)?;
         self.dp.put_backend(index, &backend.backend())?;
-        next.backends.insert(backend, BackendSlot { index, weight });
+        let slot = BackendSlot {
+            index,
+            weight,
+            health: Health::new(next.check.is_on()),
+            since: SystemTime::now(),
+            epoch: self.epochs + 1,
+        };
+        next.backends.insert(backend, slot);
         self.commit(service, next)?;
+        self.epochs += 1;
         self.backend_indexes.take();
         self.save()?;
         Ok(self.backend_info(service, &backend))
@@ -413,6 +477,9 @@ impl<D: Dataplane> ControlState<D> {
                 service: *service,
                 backend: *backend,
             })?;
+        if (slot.weight == 0) != (weight == 0) {
+            slot.since = SystemTime::now();
+        }
         slot.weight = weight;
         self.commit(service, next)?;
         self.save()?;
@@ -441,6 +508,118 @@ impl<D: Dataplane> ControlState<D> {
             }
         }
         Ok(out)
+    }
+
+    /// Sets how the backends of `service` are checked. Their verdicts start anew: all
+    /// `checking` when the service did not check before, all `up` with `--check none`,
+    /// else each keeps its verdict and counts from 0 with the new settings. The table is
+    /// published again only when what it holds changes (e.g. down backends return with
+    /// `none`).
+    pub fn set_check(
+        &mut self,
+        service: &ServiceAddr,
+        check: CheckSettings,
+    ) -> Result<ServiceInfo, StateError> {
+        let mut next = self.get(service)?;
+        check.validate(service)?;
+        let was_on = next.check.is_on();
+        let epoch = self.epochs + 1;
+        let now = SystemTime::now();
+        for b in next.backends.values_mut() {
+            let before = shown_state(b.weight, b.health.state);
+            b.health = if !check.is_on() || !was_on {
+                Health::new(check.is_on())
+            } else {
+                Health {
+                    successes: 0,
+                    failures: 0,
+                    ..b.health.clone()
+                }
+            };
+            b.epoch = epoch;
+            if shown_state(b.weight, b.health.state) != before {
+                b.since = now;
+            }
+        }
+        next.check = check;
+        if table_entries(&self.services[service]) != table_entries(&next) {
+            self.commit(service, next)?;
+        } else {
+            self.services.insert(*service, next);
+        }
+        self.epochs = epoch;
+        self.save()?;
+        Ok(self.info(service))
+    }
+
+    /// Every backend of a service that checks, and where its probe goes.
+    pub fn check_targets(&self) -> Vec<CheckTarget> {
+        let mut out = Vec::new();
+        for (addr, s) in self.services.iter().filter(|(_, s)| s.check.is_on()) {
+            for (b, slot) in &s.backends {
+                let target = SocketAddr::new(
+                    s.check.addr.unwrap_or(b.ip()),
+                    s.check.port.unwrap_or(b.0.port()),
+                );
+                out.push(CheckTarget {
+                    service: *addr,
+                    backend: *b,
+                    target,
+                    settings: s.check.clone(),
+                    epoch: slot.epoch,
+                });
+            }
+        }
+        out
+    }
+
+    /// Counts one check result of `backend` in (ignored when it belongs to an older
+    /// epoch, or the backend is gone). When the verdict changes, the service's table is
+    /// published again if what it holds changed, and the state is saved (a down backend
+    /// stays down across a restart). Returns the change, if any.
+    pub fn record_check(
+        &mut self,
+        service: &ServiceAddr,
+        backend: &BackendAddr,
+        epoch: u64,
+        result: CheckResult,
+    ) -> Result<Option<Transition>, StateError> {
+        let Some(s) = self.services.get(service) else {
+            return Ok(None);
+        };
+        let Some(slot) = s.backends.get(backend).filter(|b| b.epoch == epoch) else {
+            return Ok(None);
+        };
+        if !s.check.is_on() {
+            return Ok(None);
+        }
+        let from = slot.health.state;
+        let mut health = slot.health.clone();
+        let Some(to) = health.record(result, s.check.rise, s.check.fall) else {
+            let s = self.services.get_mut(service).expect("checked above");
+            s.backends.get_mut(backend).expect("checked above").health = health;
+            return Ok(None);
+        };
+        let mut next = s.clone();
+        let slot = next.backends.get_mut(backend).expect("checked above");
+        slot.health = health;
+        if slot.weight > 0 {
+            slot.since = SystemTime::now();
+        }
+        let open_before = fails_open(s);
+        let (open, all) = (fails_open(&next), all_down(&next));
+        if table_entries(s) != table_entries(&next) {
+            self.commit(service, next)?;
+        } else {
+            self.services.insert(*service, next);
+        }
+        self.save()?;
+        Ok(Some(Transition {
+            from,
+            to,
+            fail_open: (open != open_before).then_some(open),
+            all_down: all,
+        }))
     }
 
     /// Global counters by name (`lb_common::stats::STAT_NAMES`).
@@ -482,11 +661,12 @@ impl<D: Dataplane> ControlState<D> {
             table_offset: table_offset(self.half, s.region, s.generation),
             generation: s.generation,
             backends: s.backends.len() as u32,
+            check: s.check.clone(),
         }
     }
 
     fn backend_info(&self, service: &ServiceAddr, backend: &BackendAddr) -> BackendInfo {
-        let slot = self.services[service].backends[backend];
+        let slot = &self.services[service].backends[backend];
         BackendInfo {
             service: *service,
             backend: *backend,
@@ -495,6 +675,9 @@ impl<D: Dataplane> ControlState<D> {
             packets: 0,
             bytes: 0,
             flows: 0,
+            state: shown_state(slot.weight, slot.health.state),
+            since: slot.since,
+            health: slot.health.clone(),
         }
     }
 }
@@ -509,15 +692,7 @@ fn publish<D: Dataplane>(
 ) -> Result<u32, DataplaneError> {
     let generation = s.generation.wrapping_add(1);
     let table_offset = table_offset(half, s.region, generation);
-    let entries: Vec<TableEntry> = s
-        .backends
-        .iter()
-        .map(|(addr, b)| TableEntry {
-            addr: *addr,
-            index: b.index,
-            weight: b.weight,
-        })
-        .collect();
+    let entries = table_entries(s);
     dp.write_table(table_offset, &build_table(&entries, s.table_size))?;
     let value = ServiceValue {
         id: s.id,
@@ -527,6 +702,42 @@ fn publish<D: Dataplane>(
     };
     dp.put_service(&service.key(), &value)?;
     Ok(generation)
+}
+
+/// What the table of `s` is built from: every backend with its weight, except that a down
+/// backend (of a service that checks) counts as weight 0, unless every backend that is not
+/// drained is down and the service fails open (see [`AllDown`]).
+fn table_entries(s: &Service) -> Vec<TableEntry> {
+    let fail_open = fails_open(s);
+    s.backends
+        .iter()
+        .map(|(addr, b)| TableEntry {
+            addr: *addr,
+            index: b.index,
+            weight: if fail_open || serves(s, b) {
+                b.weight
+            } else {
+                0
+            },
+        })
+        .collect()
+}
+
+/// Whether `b` gets table slots by its own weight and health.
+fn serves(s: &Service, b: &BackendSlot) -> bool {
+    b.weight > 0 && !(s.check.is_on() && b.health.state == HealthState::Down)
+}
+
+/// Whether every backend of `s` that is not drained is down (and there is one).
+fn all_down(s: &Service) -> bool {
+    s.check.is_on()
+        && s.backends.values().any(|b| b.weight > 0)
+        && !s.backends.values().any(|b| serves(s, b))
+}
+
+/// Whether the table of `s` holds its down backends: all are down and it fails open.
+fn fails_open(s: &Service) -> bool {
+    all_down(s) && s.check.all_down == AllDown::FailOpen
 }
 
 /// Where generation `generation` of a table lives: odd generations in the first half,
@@ -546,3 +757,6 @@ fn check_weight(weight: u32) -> Result<u32, StateError> {
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod health_tests;

@@ -58,6 +58,7 @@ fn add_service(service: &str, table_size: Option<u32>) -> AddServiceRequest {
     AddServiceRequest {
         service: service.into(),
         table_size,
+        check: None,
     }
 }
 
@@ -86,7 +87,8 @@ async fn services_and_backends_round_trip() {
             table_size: 7,
             table_offset: 0,
             generation: 1,
-            backends: 0
+            backends: 0,
+            check: Some(crate::check::CheckSettings::default().to_proto()),
         }
     );
     let b = c
