@@ -365,11 +365,11 @@ impl fmt::Display for CheckSettings {
 
 /// `200ms`, `2s`, `1m` (the shortest exact spelling).
 pub fn ms(n: u32) -> String {
-    if n >= 3_600_000 && n % 3_600_000 == 0 {
+    if n >= 3_600_000 && n.is_multiple_of(3_600_000) {
         format!("{}h", n / 3_600_000)
-    } else if n >= 60_000 && n % 60_000 == 0 {
+    } else if n >= 60_000 && n.is_multiple_of(60_000) {
         format!("{}m", n / 60_000)
-    } else if n >= 1000 && n % 1000 == 0 {
+    } else if n >= 1000 && n.is_multiple_of(1000) {
         format!("{}s", n / 1000)
     } else {
         format!("{n}ms")
