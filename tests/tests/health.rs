@@ -165,7 +165,9 @@ fn away_and_back(
 
     take_away();
     let stopped = Instant::now();
-    thread::sleep(INTERVAL * FALL + INTERVAL);
+    let bound = INTERVAL * FALL + INTERVAL;
+    let down_after = wait_state(tb, service, port, "down", bound);
+    thread::sleep(bound.saturating_sub(stopped.elapsed()));
     let (during, failed) = connect(tb);
     let noticed = state_of(tb, service, VICTIM, port);
     assert_eq!(
@@ -176,18 +178,12 @@ fn away_and_back(
         INTERVAL * FALL + INTERVAL
     );
     assert_eq!(noticed, "down", "{kind}: state of backend-{VICTIM}");
-    let row = tb
-        .backend_rows(service)
-        .expect("backend list")
-        .remove(VICTIM);
-    eprintln!(
-        "{kind}: backend-{VICTIM} down after {:?}: {row:?}",
-        stopped.elapsed()
-    );
 
     bring_back();
     let back = Instant::now();
-    thread::sleep(INTERVAL * RISE + INTERVAL);
+    let bound = INTERVAL * RISE + INTERVAL;
+    let up_after = wait_state(tb, service, port, "up", bound);
+    thread::sleep(bound.saturating_sub(back.elapsed()));
     let state = state_of(tb, service, VICTIM, port);
     let (after, failed) = connect(tb);
     assert_eq!(state, "up", "{kind}: backend-{VICTIM} after rise checks");
@@ -201,8 +197,22 @@ fn away_and_back(
         back.elapsed()
     );
     report(&format!(
-        "health {kind}: before={before:?} while_down={during:?} failed=0 after_back={after:?}"
+        "health {kind}: before={before:?} while_down={during:?} failed=0 after_back={after:?} \
+         down_after={down_after} up_after={up_after}"
     ));
+}
+
+/// Polls the victim's state until it is `want` or `bound` passed since now; how long it
+/// took, as text (`>bound` when it did not come).
+fn wait_state(tb: &Testbed, service: &str, port: u16, want: &str, bound: Duration) -> String {
+    let start = Instant::now();
+    while start.elapsed() < bound {
+        if state_of(tb, service, VICTIM, port) == want {
+            return format!("{}ms", start.elapsed().as_millis());
+        }
+        thread::sleep(Duration::from_millis(20));
+    }
+    format!(">{}ms", bound.as_millis())
 }
 
 #[test]
@@ -237,6 +247,7 @@ fn tcp_check_takes_a_dead_backend_out_and_back() {
         .lines()
         .filter(|l| l.contains(&format!("backend {b} of {SERVICE} is ")))
         .collect();
+    eprintln!("{}", lines.join("\n"));
     assert_eq!(lines.len(), 3, "verdict lines of {b}: {lines:#?}");
     assert!(lines[1].contains("is down (was up)"), "{}", lines[1]);
     assert!(lines[2].contains("is up (was down)"), "{}", lines[2]);

@@ -70,6 +70,7 @@ async fn check_loop<D: Dataplane>(state: Weak<Mutex<ControlState<D>>>, t: CheckT
         let Some(state) = state.upgrade() else {
             return;
         };
+        let applying = Instant::now();
         let change =
             state
                 .lock()
@@ -77,7 +78,7 @@ async fn check_loop<D: Dataplane>(state: Weak<Mutex<ControlState<D>>>, t: CheckT
                 .record_check(&t.service, &t.backend, t.epoch, result.clone());
         drop(state);
         match change {
-            Ok(Some(tr)) => log(&t, &tr, &result),
+            Ok(Some(tr)) => log(&t, &tr, &result, applying.elapsed()),
             Ok(None) => {}
             Err(e) => warn!(
                 "xlbd: backend {} of {}: cannot apply its check result: {e}",
@@ -89,7 +90,7 @@ async fn check_loop<D: Dataplane>(state: Weak<Mutex<ControlState<D>>>, t: CheckT
 
 /// One line per verdict change, and one when the service starts or stops failing open or
 /// drops everything.
-fn log(t: &CheckTarget, tr: &Transition, last: &CheckResult) {
+fn log(t: &CheckTarget, tr: &Transition, last: &CheckResult, applied: Duration) {
     let s = &t.settings;
     let (n, what) = if last.ok {
         (s.rise, "passed")
@@ -97,7 +98,7 @@ fn log(t: &CheckTarget, tr: &Transition, last: &CheckResult) {
         (s.fall, "failed")
     };
     let line = format!(
-        "xlbd: backend {} of {} is {} (was {}): {n} {} checks {what} in a row, the last to {}: {} in {}",
+        "xlbd: backend {} of {} is {} (was {}): {n} {} checks {what} in a row, the last to {}: {} in {} (applied in {})",
         t.backend,
         t.service,
         tr.to,
@@ -106,6 +107,7 @@ fn log(t: &CheckTarget, tr: &Transition, last: &CheckResult) {
         t.target,
         last.detail,
         latency(last.latency),
+        latency(applied),
     );
     if tr.to == HealthState::Down {
         warn!("{line}");
@@ -128,5 +130,86 @@ fn log(t: &CheckTarget, tr: &Transition, last: &CheckResult) {
             )
         }
         None => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::check::{CheckKind, CheckSettings};
+    use crate::dataplane::FakeDataplane;
+    use crate::state::ControlState;
+
+    /// The checker over the fake data path, against a listener on loopback: the backend
+    /// comes up, goes down when the listener closes (leaving the table), and the state is
+    /// given back whole when the checker stops.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_checker_follows_a_listener_and_gives_the_state_back() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let svc: ServiceAddr = "198.18.0.10:80/tcp".parse().unwrap();
+        let live: BackendAddr = format!("127.0.0.1:{port}").parse().unwrap();
+        let mut st = ControlState::new(FakeDataplane::new(4096));
+        st.add_service(svc, Some(1031)).unwrap();
+        st.add_backend(&svc, live, None).unwrap();
+        st.add_backend(&svc, "198.19.0.2:8080".parse().unwrap(), None)
+            .unwrap();
+        let check = CheckSettings {
+            kind: CheckKind::Tcp,
+            interval_ms: 20,
+            timeout_ms: 20,
+            rise: 2,
+            fall: 2,
+            port: Some(port),
+            addr: Some("127.0.0.1".parse().unwrap()),
+            ..CheckSettings::default()
+        };
+        st.set_check(&svc, check).unwrap();
+        let state = Arc::new(Mutex::new(st));
+        let checker = tokio::spawn(run(state.clone()));
+        let wait = |want: &'static str| {
+            let state = state.clone();
+            async move {
+                for _ in 0..200 {
+                    let rows = state.lock().await.backends(None).unwrap();
+                    if rows.iter().all(|r| r.state == want) {
+                        return true;
+                    }
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+                false
+            }
+        };
+        // Both are checked at 127.0.0.1:port (the check address and port).
+        assert!(
+            wait("up").await,
+            "backends not up while the listener accepts"
+        );
+        drop(listener);
+        assert!(
+            wait("down").await,
+            "backends not down after the listener closed"
+        );
+        {
+            let st = state.lock().await;
+            let rows = st.backends(None).unwrap();
+            let last = rows[0].health.last.as_ref().unwrap();
+            assert!(!last.ok && last.detail.starts_with("connect: "), "{last:?}");
+            // Both down: fail-open keeps the table full.
+            let table = st.dataplane().live_table(&svc.key()).unwrap();
+            assert!(!table.contains(&lb_common::NO_BACKEND));
+        }
+        checker.abort();
+        let _ = checker.await;
+        // The probe loops hold only weak references: the state comes back whole.
+        let mut state = state;
+        for _ in 0..100 {
+            match Arc::try_unwrap(state) {
+                Ok(_) => return,
+                Err(s) => state = s,
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        panic!("the state is still shared after the checker stopped");
     }
 }
