@@ -258,6 +258,10 @@ fn tcp_check_takes_a_dead_backend_out_and_back() {
         text.lines().next().unwrap_or("").contains("STATE"),
         "{text}"
     );
+    eprintln!(
+        "{text}{}",
+        tb.xlb_ok(&["service", "list"]).expect("service list")
+    );
     drop(restarted);
     drop(servers);
 }
