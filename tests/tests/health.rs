@@ -448,8 +448,119 @@ fn a_backend_that_fails_its_check_keeps_its_connections() {
     );
     let log = std::fs::read_to_string(tb.xlbd_log()).unwrap_or_default();
     assert!(log.contains("failing open"), "no fail-open line in the log");
+
+    // --all-down drop: the table empties, so a new connection is dropped (and counted),
+    // while the established ones (in the connection table) still answer.
+    let drops = |tb: &Testbed| -> u64 {
+        let out = tb.xlb_ok(&["stats", "--json"]).expect("stats");
+        let v: serde_json::Value = serde_json::from_str(&out).expect("stats JSON");
+        v["counters"]["drop_no_backend"]["packets"]
+            .as_u64()
+            .expect("drop_no_backend counter")
+    };
+    let dropped_before = drops(&tb);
+    let mut args = vec!["service", "set-check", SERVICE];
+    args.extend(check_args(
+        "tcp",
+        &["--check-port", "9090", "--all-down", "drop"],
+    ));
+    tb.xlb_ok(&args).expect("set-check --all-down drop");
+    assert_eq!(
+        states(&tb.backend_rows(SERVICE).expect("backend list")),
+        ["down"; BACKENDS],
+        "verdicts after a set-check of the same kind"
+    );
+    let refused = tb.tcp_conn(0, vip);
+    assert!(
+        refused.is_err(),
+        "a new connection got through with every backend down and --all-down drop"
+    );
+    let dropped = drops(&tb) - dropped_before;
+    assert!(
+        dropped > 0,
+        "drop_no_backend did not count the dropped SYNs"
+    );
+    for (&j, conns) in by_backend.iter_mut() {
+        for answer in ask_all(conns) {
+            let id = answer.unwrap_or_else(|e| panic!("established connection broke: {e:#}"));
+            assert_eq!(id, backend_id(j));
+        }
+    }
     report(&format!(
         "health established: on_down_backend={on_sick} still_served=all new_on_down=0 \
-         all_down_fail_open={open:?}"
+         all_down_fail_open={open:?} all_down_drop_dropped_syns={dropped}"
+    ));
+}
+
+/// A down verdict is saved: an xlbd killed and started again keeps the dead backend out of
+/// the table from its first moment, and takes it back after rise checks pass.
+#[test]
+fn a_down_verdict_survives_an_xlbd_restart() {
+    if !require_root("a_down_verdict_survives_an_xlbd_restart") {
+        return;
+    }
+    const SERVICE: &str = "198.18.0.10:80/tcp";
+    let mut tb = Testbed::new(1, BACKENDS).expect("testbed");
+    let mut servers: Vec<Option<IdServer>> = (0..BACKENDS)
+        .map(|j| Some(tb.start_id_server(j, 8080).expect("id server")))
+        .collect();
+    tb.start_xlbd(&[]).expect("start xlbd");
+    // Three failures 1 s apart: a new xlbd needs 2 s to find the victim down by itself.
+    let check = [
+        "--check",
+        "tcp",
+        "--interval",
+        "1s",
+        "--timeout",
+        "500ms",
+        "--rise",
+        "1",
+        "--fall",
+        "3",
+    ];
+    add_checked_service(&tb, SERVICE, 8080, &check);
+    wait_all_up(&tb, SERVICE);
+    servers[VICTIM].take().expect("victim's server").stop();
+    let b = tb.backend_addr(VICTIM, 8080);
+    let rows = wait_rows(&tb, SERVICE, SETTLE, |rows| {
+        rows.iter().any(|r| r.backend == b && r.state == "down")
+    });
+    assert_eq!(rows[VICTIM].state, "down");
+
+    tb.kill_xlbd(libc::SIGKILL).expect("kill -9 xlbd");
+    let restarted = Instant::now();
+    tb.start_xlbd(&[]).expect("restart xlbd");
+    assert_eq!(
+        state_of(&tb, SERVICE, VICTIM, 8080),
+        "down",
+        "backend {b} right after the restart"
+    );
+    let log = std::fs::read_to_string(tb.xlbd_log()).unwrap_or_default();
+    assert!(
+        restarted.elapsed() < Duration::from_secs(2) && !log.contains("is down (was"),
+        "the new xlbd found the victim down by itself ({:?} after the restart), \
+         not from the saved state",
+        restarted.elapsed()
+    );
+    let vip = SocketAddr::new(VIP.into(), 80);
+    let (new, failed) = tcp_connections(&tb, vip, 30);
+    assert_eq!(
+        (failed, new.get(&VICTIM).copied().unwrap_or(0)),
+        (0, 0),
+        "new connections after the restart (failed, on the down backend): {new:?}"
+    );
+    servers[VICTIM] = Some(
+        tb.start_id_server(VICTIM, 8080)
+            .expect("restart the server"),
+    );
+    wait_all_up(&tb, SERVICE);
+    let (after, failed) = tcp_connections(&tb, vip, NEW);
+    assert_eq!(failed, 0);
+    assert!(
+        after.get(&VICTIM).is_some_and(|&n| n > 0),
+        "backend-{VICTIM} got no new connection once up again: {after:?}"
+    );
+    report(&format!(
+        "health restart: down_after_restart=yes new_on_down=0/30 after_up={after:?}"
     ));
 }
