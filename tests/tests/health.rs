@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use grpc_demo::{ClientConfig, Mode, ServerHandle};
 use xlb_testbed::{
-    BackendRow, IdServer, TcpConn, Testbed, VIP, ask_all, backend_id, report, require_root,
+    BackendRow, IdServer, TcpConn, Testbed, VIP, VIP6, ask_all, backend_id, report, require_root,
     tcp_flow,
 };
 
@@ -51,8 +51,22 @@ fn add_checked_service(tb: &Testbed, service: &str, port: u16, check: &[&str]) {
     args.extend_from_slice(check);
     tb.xlb_ok(&args).expect("service add with a check");
     for j in 0..BACKENDS {
-        tb.xlb_ok(&["backend", "add", service, &tb.backend_addr(j, port)])
-            .expect("backend add");
+        tb.xlb_ok(&[
+            "backend",
+            "add",
+            service,
+            &backend_addr(tb, service, j, port),
+        ])
+        .expect("backend add");
+    }
+}
+
+/// `ADDR:PORT` of backend `j` in the address family of `service`.
+fn backend_addr(tb: &Testbed, service: &str, j: usize, port: u16) -> String {
+    if service.starts_with('[') {
+        format!("[{}]:{port}", tb.backend(j).addr6())
+    } else {
+        tb.backend_addr(j, port)
     }
 }
 
@@ -91,7 +105,7 @@ fn wait_all_up(tb: &Testbed, service: &str) {
 
 /// The state `backend list` shows for backend `j` of `service` on `port`.
 fn state_of(tb: &Testbed, service: &str, j: usize, port: u16) -> String {
-    let b = tb.backend_addr(j, port);
+    let b = backend_addr(tb, service, j, port);
     let row = tb.backend_row(service, &b).expect("backend list");
     row.unwrap_or_else(|| panic!("backend {b} not listed"))
         .state
@@ -563,4 +577,35 @@ fn a_down_verdict_survives_an_xlbd_restart() {
     report(&format!(
         "health restart: down_after_restart=yes new_on_down=0/30 after_up={after:?}"
     ));
+}
+
+/// The same over IPv6, with an http check: the probe goes to `[ADDR]:PORT` and its Host
+/// header is that.
+#[test]
+fn http_check_over_ipv6_takes_a_dead_backend_out_and_back() {
+    if !require_root("http_check_over_ipv6_takes_a_dead_backend_out_and_back") {
+        return;
+    }
+    const SERVICE: &str = "[2001:2::10]:80/tcp";
+    let mut tb = Testbed::new(1, BACKENDS).expect("testbed");
+    let mut servers: Vec<Option<IdServer>> = (0..BACKENDS)
+        .map(|j| Some(tb.start_id_server(j, 8080).expect("id server")))
+        .collect();
+    tb.start_xlbd(&[]).expect("start xlbd");
+    add_checked_service(&tb, SERVICE, 8080, &check_args("http", &[]));
+    let vip = SocketAddr::new(VIP6.into(), 80);
+    let victim = servers[VICTIM].take().expect("victim's server");
+    let tb_ref = &tb;
+    let mut restarted = None;
+    away_and_back(
+        "http-ipv6",
+        tb_ref,
+        SERVICE,
+        8080,
+        |tb| tcp_connections(tb, vip, NEW),
+        || victim.stop(),
+        || restarted = Some(tb_ref.start_id_server(VICTIM, 8080).expect("restart")),
+    );
+    drop(restarted);
+    drop(servers);
 }
