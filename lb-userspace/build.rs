@@ -15,6 +15,8 @@ fn build_proto() -> anyhow::Result<()> {
     tonic_prost_build::configure()
         // Printed as they are by `xlb ... --json` (STYLE.md example 5).
         .type_attribute("xlb.v1.Egress", "#[derive(serde::Serialize)]")
+        .type_attribute("xlb.v1.CheckResult", "#[derive(serde::Serialize)]")
+        .type_attribute("xlb.v1.HealthCheck", "#[derive(serde::Serialize)]")
         .compile_fds(fds)
         .context("generating gRPC code")?;
     Ok(())

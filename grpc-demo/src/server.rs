@@ -11,10 +11,12 @@ use tokio::sync::{Notify, oneshot};
 use tokio_stream::wrappers::TcpListenerStream;
 use tokio_stream::{Stream, StreamExt as _};
 use tonic::{Request, Response, Status, Streaming};
+use tonic_health::ServingStatus;
+use tonic_health::server::HealthReporter;
 
 use crate::proto::demo_service_server::{DemoService, DemoServiceServer};
 use crate::proto::{HelloReply, HelloRequest};
-use crate::{Error, runtime};
+use crate::{Error, SERVICE, runtime};
 
 /// How long a stopping server waits for its connections to close before it quits anyway.
 const GRACE: Duration = Duration::from_secs(2);
@@ -66,6 +68,17 @@ pub async fn serve(
     stop: impl Future<Output = ()>,
 ) -> Result<(), Error> {
     let (health, health_service) = tonic_health::server::health_reporter();
+    serve_reporting(listener, id, health, health_service, stop).await
+}
+
+/// [`serve`] with the health service of `health` (whose statuses the caller may change).
+async fn serve_reporting<H: tonic_health::pb::health_server::Health>(
+    listener: tokio::net::TcpListener,
+    id: &str,
+    health: HealthReporter,
+    health_service: tonic_health::pb::health_server::HealthServer<H>,
+    stop: impl Future<Output = ()>,
+) -> Result<(), Error> {
     health.set_serving::<DemoServiceServer<Backend>>().await;
     tonic::transport::Server::builder()
         .add_service(health_service)
@@ -80,6 +93,7 @@ pub async fn serve(
 pub struct ServerHandle {
     stop: Option<oneshot::Sender<()>>,
     thread: Option<JoinHandle<Result<(), Error>>>,
+    health: HealthReporter,
 }
 
 /// Starts [`serve`] on `listener` (bound by the caller, e.g. in a backend's namespace) on a
@@ -89,6 +103,8 @@ pub fn spawn(listener: TcpListener, id: &str) -> Result<ServerHandle, Error> {
     let rt = runtime()?;
     let (stop, stopped) = oneshot::channel::<()>();
     let id = id.to_owned();
+    let (health, health_service) = tonic_health::server::health_reporter();
+    let reporter = health.clone();
     let thread = std::thread::spawn(move || {
         rt.block_on(async move {
             let listener = tokio::net::TcpListener::from_std(listener).map_err(Error::Listener)?;
@@ -105,7 +121,7 @@ pub fn spawn(listener: TcpListener, id: &str) -> Result<ServerHandle, Error> {
                 tokio::time::sleep(GRACE).await;
             };
             tokio::select! {
-                r = serve(listener, &id, signal) => r,
+                r = serve_reporting(listener, &id, reporter, health_service, signal) => r,
                 () = grace_over => Ok(()),
             }
         })
@@ -113,10 +129,26 @@ pub fn spawn(listener: TcpListener, id: &str) -> Result<ServerHandle, Error> {
     Ok(ServerHandle {
         stop: Some(stop),
         thread: Some(thread),
+        health,
     })
 }
 
 impl ServerHandle {
+    /// Sets what the health service answers, for the server as a whole (`""`) and for
+    /// [`SERVICE`]: `SERVING`, or `NOT_SERVING` while the server goes on answering calls.
+    pub fn set_serving(&self, serving: bool) -> Result<(), Error> {
+        let status = if serving {
+            ServingStatus::Serving
+        } else {
+            ServingStatus::NotServing
+        };
+        runtime()?.block_on(async {
+            self.health.set_service_status("", status).await;
+            self.health.set_service_status(SERVICE, status).await;
+        });
+        Ok(())
+    }
+
     /// Stops the server and waits (at most [`GRACE`] after the stop) for its thread.
     pub fn stop(mut self) -> Result<(), Error> {
         self.stop_and_join()

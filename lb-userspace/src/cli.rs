@@ -3,12 +3,14 @@
 //! Addresses, weights and table sizes are checked here before the daemon is contacted, so a
 //! bad argument fails fast; the daemon checks them again with the same code.
 
+use std::net::IpAddr;
 use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
 use tonic::Code;
 
 use crate::addr::{AddrError, BackendAddr, ServiceAddr};
+use crate::check::{self, AllDown, CheckError, CheckSettings};
 use crate::client::{self, DEFAULT_SOCKET, Unreachable};
 use crate::control::proto;
 use crate::limits::{self, LimitError};
@@ -100,6 +102,16 @@ pub enum ServiceCmd {
         #[arg(long, value_name = "M", value_parser = limits::parse_table_size,
               allow_negative_numbers = true)]
         table_size: Option<u32>,
+        #[command(flatten)]
+        check: CheckArgs,
+    },
+    /// Set how a service's backends are health-checked (replaces all its check settings;
+    /// --check none stops checking).
+    SetCheck {
+        /// VIP:PORT/PROTO.
+        service: String,
+        #[command(flatten)]
+        check: CheckArgs,
     },
     /// Remove a service and all its backends.
     Remove {
@@ -164,6 +176,157 @@ pub enum BackendCmd {
     },
 }
 
+/// A service's health-check settings (see the README's "Health checks"). A backend starts
+/// `checking`; --rise successes in a row make it up, --fall failures down. A down backend
+/// gets no new flows; its established ones keep going.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct CheckArgs {
+    /// Health check of the backends: none, tcp (a connection is accepted), http (the answer's
+    /// status is in --http-status) or grpc (grpc.health.v1 Check answers SERVING)
+    /// [default: none].
+    #[arg(long, value_name = "KIND", value_parser = ["none", "tcp", "http", "grpc"])]
+    pub check: Option<String>,
+    /// Time between two checks of a backend, e.g. 200ms, 2s, 1m (10ms-1h) [default: 2s].
+    #[arg(long, value_name = "DURATION", value_parser = check::parse_interval)]
+    pub interval: Option<u32>,
+    /// The longest a check may take, at most the interval [default: 1s, or the interval].
+    #[arg(long, value_name = "DURATION", value_parser = check::parse_timeout)]
+    pub timeout: Option<u32>,
+    /// Consecutive successes that make a backend up (1-100) [default: 2].
+    #[arg(long, value_name = "N")]
+    pub rise: Option<u32>,
+    /// Consecutive failures that make a backend down (1-100) [default: 3].
+    #[arg(long, value_name = "N")]
+    pub fall: Option<u32>,
+    /// Check this port instead of the backend's own.
+    #[arg(long, value_name = "PORT", value_parser = clap::value_parser!(u16).range(1..))]
+    pub check_port: Option<u16>,
+    /// Check this address instead of the backend's own.
+    #[arg(long, value_name = "ADDR")]
+    pub check_addr: Option<IpAddr>,
+    /// http: the request's path [default: /].
+    #[arg(long, value_name = "PATH")]
+    pub http_path: Option<String>,
+    /// http: the request's method [default: GET].
+    #[arg(long, value_name = "METHOD")]
+    pub http_method: Option<String>,
+    /// http: the statuses that pass, N or N-M [default: 200-399].
+    #[arg(long, value_name = "RANGE")]
+    pub http_status: Option<String>,
+    /// http: the Host header [default: the checked ADDR:PORT].
+    #[arg(long, value_name = "HOST")]
+    pub http_host: Option<String>,
+    /// grpc: the service asked about [default: "", the server as a whole].
+    #[arg(long, value_name = "NAME")]
+    pub grpc_service: Option<String>,
+    /// When every backend that is not drained is down: fail-open (the table holds them
+    /// all, as Envoy's panic threshold) or drop (an empty table) [default: fail-open].
+    #[arg(long, value_enum, value_name = "WHAT")]
+    pub all_down: Option<AllDown>,
+}
+
+impl CheckArgs {
+    /// Whether any flag was given.
+    fn given(&self) -> bool {
+        self.check.is_some() || self.others().next().is_some()
+    }
+
+    /// The flags other than --check that were given, by name.
+    fn others(&self) -> impl Iterator<Item = &'static str> {
+        [
+            ("--interval", self.interval.is_some()),
+            ("--timeout", self.timeout.is_some()),
+            ("--rise", self.rise.is_some()),
+            ("--fall", self.fall.is_some()),
+            ("--check-port", self.check_port.is_some()),
+            ("--check-addr", self.check_addr.is_some()),
+            ("--http-path", self.http_path.is_some()),
+            ("--http-method", self.http_method.is_some()),
+            ("--http-status", self.http_status.is_some()),
+            ("--http-host", self.http_host.is_some()),
+            ("--grpc-service", self.grpc_service.is_some()),
+            ("--all-down", self.all_down.is_some()),
+        ]
+        .into_iter()
+        .filter_map(|(name, given)| given.then_some(name))
+    }
+
+    /// The settings as the API carries them, checked with the daemon's own rules.
+    fn to_proto(&self, service: &ServiceAddr) -> Result<proto::HealthCheck, CheckError> {
+        let kind = self.check.clone().unwrap_or_else(|| "none".into());
+        if kind == "none"
+            && let Some(flag) = self.others().next()
+        {
+            return Err(CheckError::Needs(flag, "tcp, http or grpc"));
+        }
+        let http = [
+            ("--http-path", self.http_path.is_some()),
+            ("--http-method", self.http_method.is_some()),
+            ("--http-status", self.http_status.is_some()),
+            ("--http-host", self.http_host.is_some()),
+        ];
+        if kind != "http"
+            && let Some((flag, _)) = http.iter().find(|(_, given)| *given)
+        {
+            return Err(CheckError::Needs(flag, "http"));
+        }
+        if kind != "grpc" && self.grpc_service.is_some() {
+            return Err(CheckError::Needs("--grpc-service", "grpc"));
+        }
+        let m = proto::HealthCheck {
+            kind,
+            interval_ms: self.interval.unwrap_or(0),
+            timeout_ms: self.timeout.unwrap_or(0),
+            rise: self.rise.unwrap_or(0),
+            fall: self.fall.unwrap_or(0),
+            port: self.check_port.map(u32::from),
+            addr: self.check_addr.map(|a| a.to_string()).unwrap_or_default(),
+            http_method: self.http_method.clone().unwrap_or_default(),
+            http_path: self.http_path.clone().unwrap_or_default(),
+            http_status: self.http_status.clone().unwrap_or_default(),
+            http_host: self.http_host.clone().unwrap_or_default(),
+            grpc_service: self.grpc_service.clone().unwrap_or_default(),
+            all_down: self.all_down.map(AllDown::name).unwrap_or_default().into(),
+        };
+        // The daemon checks again with the same code; zero rise/fall are refused here
+        // rather than taken as defaults.
+        for (name, n) in [("rise", self.rise), ("fall", self.fall)] {
+            if n == Some(0) {
+                return Err(CheckError::OutOfRange {
+                    name,
+                    value: "0".into(),
+                    min: "1".into(),
+                    max: check::MAX_COUNT.to_string(),
+                });
+            }
+        }
+        if self.interval == Some(0) || self.timeout == Some(0) {
+            let name = if self.interval == Some(0) {
+                "interval"
+            } else {
+                "timeout"
+            };
+            return Err(CheckError::OutOfRange {
+                name,
+                value: "0ms".into(),
+                min: check::ms(if name == "interval" {
+                    check::INTERVAL_MS.0
+                } else {
+                    1
+                }),
+                max: check::ms(check::INTERVAL_MS.1),
+            });
+        }
+        CheckSettings::from_proto(&m, service)?;
+        Ok(m)
+    }
+}
+
+/// The one-line summary of the settings a reply carries.
+fn check_summary(check: Option<&proto::HealthCheck>) -> String {
+    check.map_or_else(|| "none".into(), output::check_summary)
+}
+
 /// Why a command failed; the `Display` is the one line printed after `xlb: error: `.
 #[derive(Debug, thiserror::Error)]
 pub enum CliError {
@@ -171,6 +334,10 @@ pub enum CliError {
     Addr(#[from] AddrError),
     #[error(transparent)]
     Limit(#[from] LimitError),
+    #[error(transparent)]
+    Check(#[from] CheckError),
+    #[error("set-check needs --check KIND (none, tcp, http or grpc)")]
+    SetCheckWithoutKind,
     #[error(transparent)]
     Unreachable(#[from] Unreachable),
     #[error("{0}")]
@@ -189,15 +356,31 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
     let mut client = client::connect(&cli.socket).await?;
     let rpc = |e: tonic::Status| daemon_error(&cli.socket, e);
     match request {
-        Request::AddService(service, table_size) => {
+        Request::AddService(service, table_size, check) => {
             let req = proto::AddServiceRequest {
                 service: service.to_string(),
                 table_size,
+                check,
             };
             let s = client.add_service(req).await.map_err(rpc)?.into_inner();
             println!(
-                "added service {} (id {}, table size {})",
-                s.service, s.id, s.table_size
+                "added service {} (id {}, table size {}, check {})",
+                s.service,
+                s.id,
+                s.table_size,
+                check_summary(s.check.as_ref())
+            );
+        }
+        Request::SetCheck(service, check) => {
+            let req = proto::SetCheckRequest {
+                service: service.to_string(),
+                check: Some(check),
+            };
+            let s = client.set_check(req).await.map_err(rpc)?.into_inner();
+            println!(
+                "set check of {}: {}",
+                s.service,
+                check_summary(s.check.as_ref())
             );
         }
         Request::RemoveService(service) => {
@@ -285,7 +468,8 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
 
 /// A command with its arguments parsed and checked.
 enum Request {
-    AddService(ServiceAddr, Option<u32>),
+    AddService(ServiceAddr, Option<u32>, Option<proto::HealthCheck>),
+    SetCheck(ServiceAddr, proto::HealthCheck),
     RemoveService(ServiceAddr),
     ListServices { json: bool },
     AddBackend(ServiceAddr, BackendAddr, Option<u32>),
@@ -304,10 +488,23 @@ impl Request {
             Command::Service(ServiceCmd::Add {
                 service,
                 table_size,
+                check,
             }) => {
                 let service: ServiceAddr = service.parse()?;
                 service.check_vip()?;
-                Request::AddService(service, table_size)
+                let check = if check.given() {
+                    Some(check.to_proto(&service)?)
+                } else {
+                    None
+                };
+                Request::AddService(service, table_size, check)
+            }
+            Command::Service(ServiceCmd::SetCheck { service, check }) => {
+                let service: ServiceAddr = service.parse()?;
+                if check.check.is_none() {
+                    return Err(CliError::SetCheckWithoutKind);
+                }
+                Request::SetCheck(service, check.to_proto(&service)?)
             }
             Command::Service(ServiceCmd::Remove { service }) => {
                 Request::RemoveService(service.parse()?)
@@ -386,6 +583,12 @@ pub fn usage_error_line(mut e: clap::Error) -> String {
     if e.kind() == ErrorKind::ValueValidation
         && let Some(ours) =
             std::error::Error::source(&e).and_then(|s| s.downcast_ref::<LimitError>())
+    {
+        return ours.to_string();
+    }
+    if e.kind() == ErrorKind::ValueValidation
+        && let Some(ours) =
+            std::error::Error::source(&e).and_then(|s| s.downcast_ref::<CheckError>())
     {
         return ours.to_string();
     }
@@ -532,6 +735,138 @@ mod tests {
         }
     }
 
+    #[test]
+    fn check_flags_are_checked_before_contacting_the_daemon() {
+        const S: &str = "198.18.0.10:80/tcp";
+        let cases: Vec<(Vec<&str>, &str)> = vec![
+            (
+                vec!["service", "add", S, "--interval", "200ms"],
+                "--interval needs --check tcp, http or grpc",
+            ),
+            (
+                vec!["service", "add", S, "--check", "tcp", "--http-path", "/x"],
+                "--http-path needs --check http",
+            ),
+            (
+                vec![
+                    "service",
+                    "add",
+                    S,
+                    "--check",
+                    "http",
+                    "--grpc-service",
+                    "x",
+                ],
+                "--grpc-service needs --check grpc",
+            ),
+            (
+                vec!["service", "set-check", S, "--interval", "1s"],
+                "set-check needs --check KIND (none, tcp, http or grpc)",
+            ),
+            (
+                vec!["service", "add", S, "--check", "tcp", "--interval", "200"],
+                "interval \"200\" is not a duration (e.g. 200ms, 2s, 1m)",
+            ),
+            (
+                vec![
+                    "service",
+                    "add",
+                    S,
+                    "--check",
+                    "tcp",
+                    "--interval",
+                    "100ms",
+                    "--timeout",
+                    "200ms",
+                ],
+                "timeout 200ms is longer than the interval 100ms",
+            ),
+            (
+                vec!["service", "add", S, "--check", "tcp", "--rise", "0"],
+                "rise 0 out of range (1-100)",
+            ),
+            (
+                vec!["service", "add", S, "--check", "tcp", "--fall", "101"],
+                "fall 101 out of range (1-100)",
+            ),
+            (
+                vec![
+                    "service",
+                    "add",
+                    S,
+                    "--check",
+                    "tcp",
+                    "--check-addr",
+                    "2001:2::1",
+                ],
+                "check address \"2001:2::1\": not of the address family of service 198.18.0.10:80/tcp",
+            ),
+            (
+                vec![
+                    "service",
+                    "add",
+                    S,
+                    "--check",
+                    "http",
+                    "--http-status",
+                    "500-200",
+                ],
+                "HTTP status range \"500-200\" is not N or N-M with 100 <= N <= M <= 599",
+            ),
+            (
+                vec![
+                    "service",
+                    "set-check",
+                    S,
+                    "--check",
+                    "http",
+                    "--http-path",
+                    "no-slash",
+                ],
+                "HTTP path \"no-slash\" does not start with /",
+            ),
+        ];
+        for (args, want) in &cases {
+            assert_eq!(err(args), *want, "xlb {}", args.join(" "));
+        }
+        let e = err(&["service", "add", S, "--check", "icmp"]);
+        assert!(e.contains("icmp") && !e.contains('\n'), "{e}");
+        match parse(&[
+            "service",
+            "add",
+            S,
+            "--check",
+            "http",
+            "--http-path",
+            "/healthz",
+            "--interval",
+            "200ms",
+            "--rise",
+            "2",
+            "--fall",
+            "2",
+            "--all-down",
+            "drop",
+        ]) {
+            Ok(Request::AddService(_, None, Some(m))) => {
+                assert_eq!(
+                    (
+                        m.kind.as_str(),
+                        m.http_path.as_str(),
+                        m.interval_ms,
+                        m.all_down.as_str()
+                    ),
+                    ("http", "/healthz", 200, "drop")
+                );
+            }
+            _ => panic!("service add with an http check was not parsed"),
+        }
+        assert!(matches!(
+            parse(&["service", "set-check", S, "--check", "none"]),
+            Ok(Request::SetCheck(_, m)) if m.kind == "none"
+        ));
+    }
+
     #[tokio::test]
     async fn a_long_socket_path_is_cut_too() {
         let long = format!("/tmp/{}", "s".repeat(10_000));
@@ -594,7 +929,7 @@ mod tests {
                 "--table-size",
                 "251"
             ]),
-            Ok(Request::AddService(_, Some(251)))
+            Ok(Request::AddService(_, Some(251), None))
         ));
         assert!(matches!(
             parse(&["stats", "--json"]),

@@ -3,7 +3,7 @@
 
 use std::future::Future;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Instant, SystemTime};
 
 use tokio::net::UnixListener;
 use tokio::sync::Mutex;
@@ -13,6 +13,7 @@ use tracing::info;
 
 use crate::addr::{BackendAddr, ServiceAddr};
 use crate::bpf::AttachMode;
+use crate::check::CheckSettings;
 use crate::config::{self, ApplyOptions};
 use crate::dataplane::Dataplane;
 use crate::egress::Egress;
@@ -121,7 +122,13 @@ fn service_msg(s: ServiceInfo) -> proto::Service {
         table_offset: s.table_offset,
         generation: s.generation,
         backends: s.backends,
+        check: Some(s.check.to_proto()),
     }
+}
+
+fn unix_ms(t: SystemTime) -> u64 {
+    t.duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
 }
 
 fn backend_msg(b: BackendInfo) -> proto::BackendEntry {
@@ -133,6 +140,26 @@ fn backend_msg(b: BackendInfo) -> proto::BackendEntry {
         packets: b.packets,
         bytes: b.bytes,
         flows: b.flows,
+        state: b.state.to_string(),
+        health: b.health.state.name().to_string(),
+        since_unix_ms: unix_ms(b.since),
+        last_check: b.health.last.map(|r| proto::CheckResult {
+            ok: r.ok,
+            detail: r.detail,
+            latency_us: r.latency.as_micros() as u64,
+            at_unix_ms: unix_ms(r.at),
+        }),
+    }
+}
+
+/// The check settings of a request, checked (absent: none).
+fn check_settings(
+    check: Option<&proto::HealthCheck>,
+    service: &ServiceAddr,
+) -> Result<CheckSettings, Status> {
+    match check {
+        None => Ok(CheckSettings::default()),
+        Some(m) => CheckSettings::from_proto(m, service).map_err(|e| status(e.into())),
     }
 }
 
@@ -144,13 +171,16 @@ impl<D: Dataplane> Control for ControlService<D> {
     ) -> Result<Response<proto::Service>, Status> {
         let req = req.into_inner();
         let service = parse_service(&req.service)?;
-        let info = self
-            .state
-            .lock()
-            .await
-            .add_service(service, req.table_size)
-            .map_err(status)?;
-        info!(%service, id = info.id, table_size = info.table_size, "service added");
+        let check = check_settings(req.check.as_ref(), &service)?;
+        let mut state = self.state.lock().await;
+        let mut info = state.add_service(service, req.table_size).map_err(status)?;
+        if check.is_on() {
+            // Checked above, so only a failed save can refuse it: the service stays, and
+            // the error says the change was not saved.
+            info = state.set_check(&service, check).map_err(status)?;
+        }
+        drop(state);
+        info!(%service, id = info.id, table_size = info.table_size, check = %info.check, "service added");
         Ok(Response::new(service_msg(info)))
     }
 
@@ -274,6 +304,23 @@ impl<D: Dataplane> Control for ControlService<D> {
         Ok(Response::new(proto::ApplyReply {
             changes: changes.iter().map(config::Change::to_proto).collect(),
         }))
+    }
+
+    async fn set_check(
+        &self,
+        req: Request<proto::SetCheckRequest>,
+    ) -> Result<Response<proto::Service>, Status> {
+        let req = req.into_inner();
+        let service = parse_service(&req.service)?;
+        let check = check_settings(req.check.as_ref(), &service)?;
+        let info = self
+            .state
+            .lock()
+            .await
+            .set_check(&service, check)
+            .map_err(status)?;
+        info!(%service, check = %info.check, "health check set");
+        Ok(Response::new(service_msg(info)))
     }
 
     async fn status(

@@ -272,6 +272,7 @@ where
         let capacity = u64::from(args.flow_entries);
         tokio::spawn(metrics::serve(listener, state.clone(), capacity))
     });
+    let checker = tokio::spawn(crate::health::run(state.clone()));
     let info = DaemonInfo {
         interfaces: args.ifaces.clone(),
         mode: args.mode(),
@@ -285,7 +286,7 @@ where
         }
     };
     let served = control::serve(listener, ControlService::new(state.clone(), info), shutdown).await;
-    for task in [sweeper, watcher].into_iter().chain(metrics) {
+    for task in [sweeper, watcher, checker].into_iter().chain(metrics) {
         task.abort();
         let _ = task.await;
     }

@@ -6,6 +6,7 @@
 //! - [`state`]: services and backends over a [`dataplane::Dataplane`] (the control logic);
 //! - [`control`]: the gRPC server on a Unix socket; [`client`]: its client;
 //! - [`config`]: the declarative configuration file (`xlb apply`, `xlbd --config`);
+//! - [`check`]: a service's health-check settings; [`health`]: the checker in xlbd;
 //! - [`daemon`]: `xlbd`; [`metrics`]: its Prometheus endpoint; [`cli`] and [`output`]: `xlb`,
 //!   [`top`]: `xlb top`;
 //! - [`bpf`]: the XDP loader, `BpfDataplane`; [`link`]: what xlbd says of its interfaces;
@@ -16,6 +17,7 @@
 pub mod addr;
 pub mod alloc;
 pub mod bpf;
+pub mod check;
 pub mod cli;
 pub mod client;
 pub mod config;
@@ -25,6 +27,7 @@ pub mod daemon;
 pub mod dataplane;
 pub mod egress;
 pub mod grace;
+pub mod health;
 pub mod limits;
 pub mod link;
 pub mod maglev;

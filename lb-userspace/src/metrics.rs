@@ -6,9 +6,10 @@
 //! from what it read. The exposition is `prometheus-client`'s OpenMetrics text, which
 //! Prometheus scrapes as it does its own text format.
 //!
-//! Health (per-backend state and check latency) is not measured yet: when it is, it is one
-//! more field of [`Usage`]'s backends and one more family in [`encode`], labelled
-//! `{service, backend}` like the others (`xlb_backend_up`, `xlb_backend_check_seconds`).
+//! Health: `xlb_backend_state{service, backend, state}` is 1 for the backend's state (up,
+//! down, checking, draining) and 0 for the others; the last check's result and latency are
+//! `xlb_backend_check_ok` and `xlb_backend_check_latency_seconds` (absent before the first
+//! check, or when the service does not check).
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -37,6 +38,10 @@ pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; cha
 type Labels = Vec<(&'static str, String)>;
 type Counters = Family<Labels, Counter>;
 type Gauges = Family<Labels, Gauge<u64, std::sync::atomic::AtomicU64>>;
+type Seconds = Family<Labels, Gauge<f64, std::sync::atomic::AtomicU64>>;
+
+/// Every value of `xlb_backend_state`'s `state` label.
+const STATES: [&str; 4] = ["up", "down", "checking", "draining"];
 
 /// Why `--metrics-addr` was refused; one line.
 #[derive(Debug, thiserror::Error)]
@@ -89,6 +94,22 @@ pub fn encode(usage: &Usage, flow_capacity: u64) -> String {
         &mut reg,
         "xlb_backend_weight",
         "The backend's weight (0: draining)",
+    );
+    let be_state = gauges(
+        &mut reg,
+        "xlb_backend_state",
+        "1 for the backend's state (up, down, checking, draining), 0 for the others",
+    );
+    let be_check_ok = gauges(
+        &mut reg,
+        "xlb_backend_check_ok",
+        "1 when the backend's last health check succeeded, else 0",
+    );
+    let be_check_latency = Seconds::default();
+    reg.register(
+        "xlb_backend_check_latency_seconds",
+        "How long the backend's last health check took",
+        be_check_latency.clone(),
     );
     let svc_backends = gauges(&mut reg, "xlb_service_backends", "Backends of the service");
     let svc_flows = gauges(
@@ -146,6 +167,19 @@ pub fn encode(usage: &Usage, flow_capacity: u64) -> String {
         be_bytes.get_or_create(&l).inc_by(b.bytes);
         be_flows.get_or_create(&l).set(b.flows);
         be_weight.get_or_create(&l).set(u64::from(b.weight));
+        for state in STATES {
+            let mut with_state = l.clone();
+            with_state.push(("state", state.to_string()));
+            be_state
+                .get_or_create(&with_state)
+                .set(u64::from(b.state == state));
+        }
+        if let Some(last) = &b.health.last {
+            be_check_ok.get_or_create(&l).set(u64::from(last.ok));
+            be_check_latency
+                .get_or_create(&l)
+                .set(last.latency.as_secs_f64());
+        }
         svc_flows
             .get_or_create(&vec![("service", service)])
             .inc_by(b.flows);

@@ -4,19 +4,27 @@
 //!
 //! - `xlb service list --json`:
 //!   `{"services":[{"service":"198.18.0.10:80/tcp","id":0,"table_size":65537,
-//!   "table_offset":0,"generation":1,"backends":3}]}`
+//!   "table_offset":0,"generation":1,"backends":3,"check":{"kind":"tcp","interval_ms":200,
+//!   "timeout_ms":100,"rise":2,"fall":2,"port":null,"addr":"","http_method":"",...,
+//!   "all_down":"fail-open"}}]}` (the `HealthCheck` message of `proto/xlb.proto`)
 //! - `xlb backend list [SERVICE] --json`:
 //!   `{"backends":[{"service":"198.18.0.10:80/tcp","backend":"198.19.0.2:8080","index":0,
-//!   "weight":100,"packets":12,"bytes":1234,"flows":1}]}`
+//!   "weight":100,"packets":12,"bytes":1234,"flows":1,"state":"up","health":"up",
+//!   "since_unix_ms":1764584400000,"last_check":{"ok":true,"detail":"ok",
+//!   "latency_us":412,"at_unix_ms":1764584412000}}]}` (`last_check` is null before the
+//!   first check; `state` is up, down, checking or draining)
 //! - `xlb status --json`:
 //!   `{"version":"0.1.0","interfaces":["eth0"],"mode":"native","uptime_seconds":12,
 //!   "services":1,"backends":3,"table_area":1048576,"counters":{"rx":{"packets":1,"bytes":60},...}}`
 //! - `xlb stats --json`: `{"counters":{"rx":{"packets":1,"bytes":60},...}}`, the counters
 //!   in `lb_common::stats::STAT_NAMES` order.
 
+use std::time::SystemTime;
+
 use serde::Serialize;
 use serde::ser::SerializeMap as _;
 
+use crate::check::{CheckSettings, latency};
 use crate::control::proto;
 
 #[derive(Serialize)]
@@ -27,6 +35,7 @@ struct ServiceJson<'a> {
     table_offset: u32,
     generation: u32,
     backends: u32,
+    check: Option<&'a proto::HealthCheck>,
 }
 
 #[derive(Serialize)]
@@ -38,6 +47,10 @@ struct BackendJson<'a> {
     packets: u64,
     bytes: u64,
     flows: u64,
+    state: &'a str,
+    health: &'a str,
+    since_unix_ms: u64,
+    last_check: Option<&'a proto::CheckResult>,
 }
 
 #[derive(Serialize)]
@@ -91,6 +104,7 @@ pub fn services(list: &[proto::Service], as_json: bool) -> Result<String, serde_
                 table_offset: s.table_offset,
                 generation: s.generation,
                 backends: s.backends,
+                check: s.check.as_ref(),
             })
             .collect();
         #[derive(Serialize)]
@@ -106,16 +120,40 @@ pub fn services(list: &[proto::Service], as_json: bool) -> Result<String, serde_
             s.table_size.to_string(),
             s.generation.to_string(),
             s.backends.to_string(),
+            s.check
+                .as_ref()
+                .map_or_else(|| "none".into(), check_summary),
         ]
     });
-    Ok(table(
-        &["SERVICE", "ID", "TABLE SIZE", "GENERATION", "BACKENDS"],
-        1,
+    Ok(table_aligned(
+        &[
+            "SERVICE",
+            "ID",
+            "TABLE SIZE",
+            "GENERATION",
+            "BACKENDS",
+            "CHECK",
+        ],
+        "lrrrrl",
         rows,
     ))
 }
 
+/// A check's settings in one line (see `CheckSettings`'s `Display`).
+pub fn check_summary(m: &proto::HealthCheck) -> String {
+    CheckSettings::parse_proto(m).map_or_else(|_| m.kind.clone(), |s| s.to_string())
+}
+
 pub fn backends(list: &[proto::BackendEntry], as_json: bool) -> Result<String, serde_json::Error> {
+    backends_at(list, as_json, SystemTime::now())
+}
+
+/// `backends` with SINCE counted up to `now`.
+fn backends_at(
+    list: &[proto::BackendEntry],
+    as_json: bool,
+    now: SystemTime,
+) -> Result<String, serde_json::Error> {
     if as_json {
         let backends: Vec<BackendJson> = list
             .iter()
@@ -127,6 +165,10 @@ pub fn backends(list: &[proto::BackendEntry], as_json: bool) -> Result<String, s
                 packets: b.packets,
                 bytes: b.bytes,
                 flows: b.flows,
+                state: &b.state,
+                health: &b.health,
+                since_unix_ms: b.since_unix_ms,
+                last_check: b.last_check.as_ref(),
             })
             .collect();
         #[derive(Serialize)]
@@ -135,22 +177,52 @@ pub fn backends(list: &[proto::BackendEntry], as_json: bool) -> Result<String, s
         }
         return json(&List { backends });
     }
+    let now_ms = now
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64);
     let rows = list.iter().map(|b| {
+        let since = match b.since_unix_ms {
+            0 => "-".into(),
+            t => duration(now_ms.saturating_sub(t) / 1000),
+        };
+        let last = match &b.last_check {
+            None => "-".into(),
+            Some(c) => {
+                let took = latency(std::time::Duration::from_micros(c.latency_us));
+                if c.ok {
+                    format!("ok {took}")
+                } else {
+                    format!("failed {took}: {}", c.detail)
+                }
+            }
+        };
         vec![
             b.service.clone(),
             b.backend.clone(),
+            b.state.clone(),
+            since,
             b.weight.to_string(),
             b.index.to_string(),
             b.packets.to_string(),
             b.bytes.to_string(),
             b.flows.to_string(),
+            last,
         ]
     });
-    Ok(table(
+    Ok(table_aligned(
         &[
-            "SERVICE", "BACKEND", "WEIGHT", "INDEX", "PACKETS", "BYTES", "FLOWS",
+            "SERVICE",
+            "BACKEND",
+            "STATE",
+            "SINCE",
+            "WEIGHT",
+            "INDEX",
+            "PACKETS",
+            "BYTES",
+            "FLOWS",
+            "LAST CHECK",
         ],
-        2,
+        "lllrrrrrrl",
         rows,
     ))
 }
@@ -243,6 +315,16 @@ fn duration(secs: u64) -> String {
 /// A text table: the first `left` columns left-aligned, the others (numbers) right-aligned,
 /// two spaces between columns.
 fn table(header: &[&str], left: usize, rows: impl Iterator<Item = Vec<String>>) -> String {
+    let align: String = (0..header.len())
+        .map(|c| if c < left { 'l' } else { 'r' })
+        .collect();
+    table_aligned(header, &align, rows)
+}
+
+/// A text table whose column `c` is left-aligned when `align`'s `c`th letter is `l`, else
+/// right-aligned.
+fn table_aligned(header: &[&str], align: &str, rows: impl Iterator<Item = Vec<String>>) -> String {
+    let left: Vec<bool> = align.chars().map(|a| a == 'l').collect();
     let mut all: Vec<Vec<String>> = vec![header.iter().map(|h| h.to_string()).collect()];
     all.extend(rows);
     let widths: Vec<usize> = (0..header.len())
@@ -255,7 +337,7 @@ fn table(header: &[&str], left: usize, rows: impl Iterator<Item = Vec<String>>) 
             .zip(&widths)
             .enumerate()
             .map(|(c, (cell, &w))| {
-                if c < left {
+                if left.get(c).copied().unwrap_or(false) {
                     format!("{cell:<w$}")
                 } else {
                     format!("{cell:>w$}")
@@ -281,6 +363,15 @@ mod tests {
             packets: 12,
             bytes: 1234,
             flows: 1,
+            state: "up".into(),
+            health: "up".into(),
+            since_unix_ms: 1_000_000,
+            last_check: Some(proto::CheckResult {
+                ok: true,
+                detail: "ok".into(),
+                latency_us: 412,
+                at_unix_ms: 1_001_000,
+            }),
         }
     }
 
@@ -301,12 +392,14 @@ mod tests {
             table_offset: 0,
             generation: 1,
             backends: 3,
+            check: None,
         };
         let v: serde_json::Value = serde_json::from_str(&services(&[s], true).unwrap()).unwrap();
         assert_eq!(
             v,
             serde_json::json!({"services":[{"service":"198.18.0.10:80/tcp","id":0,
-                "table_size":65537,"table_offset":0,"generation":1,"backends":3}]})
+                "table_size":65537,"table_offset":0,"generation":1,"backends":3,
+                "check":null}]})
         );
     }
 
@@ -318,7 +411,8 @@ mod tests {
             v,
             serde_json::json!({"backends":[{"service":"198.18.0.10:80/tcp",
                 "backend":"198.19.0.2:8080","index":3,"weight":100,"packets":12,
-                "bytes":1234,"flows":1}]})
+                "bytes":1234,"flows":1,"state":"up","health":"up","since_unix_ms":1000000,
+                "last_check":{"ok":true,"detail":"ok","latency_us":412,"at_unix_ms":1001000}}]})
         );
         assert_eq!(backends(&[], true).unwrap(), "{\n  \"backends\": []\n}\n");
     }
@@ -340,14 +434,25 @@ mod tests {
         let mut other = backend();
         other.backend = "[2001:2::2]:8080".into();
         other.packets = 7;
-        let out = backends(&[backend(), other], false).unwrap();
+        other.state = "down".into();
+        other.last_check = Some(proto::CheckResult {
+            ok: false,
+            detail: "connect: Connection refused".into(),
+            latency_us: 15_300,
+            at_unix_ms: 1_061_000,
+        });
+        let mut fresh = backend();
+        (fresh.state, fresh.last_check) = ("checking".into(), None);
+        let now = SystemTime::UNIX_EPOCH + std::time::Duration::from_millis(1_062_500);
+        let out = backends_at(&[backend(), other, fresh], false, now).unwrap();
         let lines: Vec<&str> = out.lines().collect();
         assert_eq!(
             lines,
             [
-                "SERVICE             BACKEND           WEIGHT  INDEX  PACKETS  BYTES  FLOWS",
-                "198.18.0.10:80/tcp  198.19.0.2:8080      100      3       12   1234      1",
-                "198.18.0.10:80/tcp  [2001:2::2]:8080     100      3        7   1234      1",
+                "SERVICE             BACKEND           STATE     SINCE  WEIGHT  INDEX  PACKETS  BYTES  FLOWS  LAST CHECK",
+                "198.18.0.10:80/tcp  198.19.0.2:8080   up        1m 2s     100      3       12   1234      1  ok 0.4ms",
+                "198.18.0.10:80/tcp  [2001:2::2]:8080  down      1m 2s     100      3        7   1234      1  failed 15ms: connect: Connection refused",
+                "198.18.0.10:80/tcp  198.19.0.2:8080   checking  1m 2s     100      3       12   1234      1  -",
             ]
         );
     }

@@ -24,7 +24,8 @@
 //! as a removed service's region is reused only after the grace period of its removal.
 
 use std::collections::{BTreeMap, HashMap};
-use std::time::{Duration, Instant};
+use std::net::SocketAddr;
+use std::time::{Duration, Instant, SystemTime};
 
 use lb_common::conntrack::Timeouts;
 use lb_common::stats::{Counter, STAT_NAMES};
@@ -32,8 +33,10 @@ use lb_common::{MAX_BACKENDS, MAX_SERVICES, ServiceValue};
 
 use crate::addr::{AddrError, BackendAddr, ServiceAddr};
 use crate::alloc::{IdPool, Regions, Reuse};
+use crate::check::{AllDown, CheckError, CheckSettings};
 use crate::conntrack::{self, DEFAULT_TIMEOUTS, monotonic_ns};
 use crate::dataplane::{Dataplane, DataplaneError, GraceTicket};
+use crate::health::{CheckResult, Health, HealthState};
 use crate::limits::{self, LimitError, SLOTS_PER_BACKEND, WEIGHT};
 use crate::table::{TableEntry, build_table};
 
@@ -65,6 +68,8 @@ pub enum StateError {
     },
     #[error(transparent)]
     Limit(#[from] LimitError),
+    #[error(transparent)]
+    Check(#[from] CheckError),
     #[error(
         "table size {size} does not fit in half the table area ({half} slots; see xlbd --table-area)"
     )]
@@ -115,7 +120,7 @@ impl StateError {
     pub fn kind(&self) -> ErrorKind {
         use StateError::*;
         match self {
-            Addr(_) | Limit(_) | TableSizeTooLarge { .. } => ErrorKind::InvalidArgument,
+            Addr(_) | Limit(_) | Check(_) | TableSizeTooLarge { .. } => ErrorKind::InvalidArgument,
             NoSuchService(_) | NoSuchBackend { .. } => ErrorKind::NotFound,
             ServiceExists(_) | BackendExists { .. } => ErrorKind::AlreadyExists,
             TooManyServices | TooManyBackends | TableAreaFull { .. } => {
@@ -137,6 +142,7 @@ pub struct ServiceInfo {
     pub table_offset: u32,
     pub generation: u32,
     pub backends: u32,
+    pub check: CheckSettings,
 }
 
 /// A backend of a service, with its data-path counters when listed.
@@ -150,6 +156,11 @@ pub struct BackendInfo {
     pub bytes: u64,
     /// Live request-direction flows in the connection table.
     pub flows: u64,
+    /// What `backend list` shows: `draining` (weight 0), else the health verdict.
+    pub state: &'static str,
+    /// When `state` last changed (or the daemon started).
+    pub since: SystemTime,
+    pub health: Health,
 }
 
 /// Everything a metrics scrape reports, read at once (see [`ControlState::usage`]).
@@ -164,10 +175,49 @@ pub struct Usage {
     pub flow_entries: u64,
 }
 
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 struct BackendSlot {
     index: u32,
     weight: u32,
+    health: Health,
+    /// When the shown state (see [`shown_state`]) last changed.
+    since: SystemTime,
+    /// Bumped whenever the backend's checks start anew, so that a result of an older
+    /// check (settings since changed, or the backend removed and added again) is ignored.
+    epoch: u64,
+}
+
+/// `draining` for a backend of weight 0 (whatever its health: a drained backend stays
+/// drained), else its health verdict.
+pub fn shown_state(weight: u32, health: HealthState) -> &'static str {
+    if weight == 0 {
+        "draining"
+    } else {
+        health.name()
+    }
+}
+
+/// A backend to check, as the checker needs it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CheckTarget {
+    pub service: ServiceAddr,
+    pub backend: BackendAddr,
+    /// Where the probe goes: the backend, or the check address/port.
+    pub target: SocketAddr,
+    pub settings: CheckSettings,
+    pub epoch: u64,
+}
+
+/// What one check result changed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Transition {
+    pub from: HealthState,
+    pub to: HealthState,
+    /// Whether the service now fails open (every backend that is not drained is down);
+    /// `None` when that did not change.
+    pub fail_open: Option<bool>,
+    /// Whether every backend that is not drained is down now.
+    pub all_down: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -182,6 +232,7 @@ struct Service {
     /// started after the last flip (or, for a new service, after the last removal).
     retired: Option<GraceTicket>,
     backends: BTreeMap<BackendAddr, BackendSlot>,
+    check: CheckSettings,
 }
 
 /// What the last table change cost, for benchmarks and logs.
@@ -219,6 +270,8 @@ pub struct ControlState<D> {
     /// be rewritten.
     freed_indexes: HashMap<u32, GraceTicket>,
     last_write: Option<TableWrite>,
+    /// The last check epoch given out (see `BackendSlot::epoch`).
+    epochs: u64,
 }
 
 impl<D: Dataplane> ControlState<D> {
@@ -237,6 +290,7 @@ impl<D: Dataplane> ControlState<D> {
             last_removal: None,
             freed_indexes: HashMap::new(),
             last_write: None,
+            epochs: 0,
         }
     }
 
@@ -345,6 +399,7 @@ impl<D: Dataplane> ControlState<D> {
             // The region may have been a removed service's, whose packets may still read it.
             retired: self.last_removal,
             backends: BTreeMap::new(),
+            check: CheckSettings::default(),
         };
         self.commit(&service, new)?;
         self.service_ids.take();
@@ -419,8 +474,16 @@ impl<D: Dataplane> ControlState<D> {
             self.dp.wait_grace_period(ticket)?;
         }
         self.dp.put_backend(index, &backend.backend())?;
-        next.backends.insert(backend, BackendSlot { index, weight });
+        let slot = BackendSlot {
+            index,
+            weight,
+            health: Health::new(next.check.is_on()),
+            since: SystemTime::now(),
+            epoch: self.epochs + 1,
+        };
+        next.backends.insert(backend, slot);
         self.commit(service, next)?;
+        self.epochs += 1;
         self.backend_indexes.take();
         self.save()?;
         self.freed_indexes.remove(&index);
@@ -482,6 +545,9 @@ impl<D: Dataplane> ControlState<D> {
                 service: *service,
                 backend: *backend,
             })?;
+        if (slot.weight == 0) != (weight == 0) {
+            slot.since = SystemTime::now();
+        }
         slot.weight = weight;
         self.commit(service, next)?;
         self.save()?;
@@ -533,6 +599,118 @@ impl<D: Dataplane> ControlState<D> {
             counters: self.counters()?,
             flow_entries: flows.len() as u64,
         })
+    }
+
+    /// Sets how the backends of `service` are checked. Their verdicts start anew: all
+    /// `checking` when the service did not check before, all `up` with `--check none`,
+    /// else each keeps its verdict and counts from 0 with the new settings. The table is
+    /// published again only when what it holds changes (e.g. down backends return with
+    /// `none`).
+    pub fn set_check(
+        &mut self,
+        service: &ServiceAddr,
+        check: CheckSettings,
+    ) -> Result<ServiceInfo, StateError> {
+        let mut next = self.get(service)?;
+        check.validate(service)?;
+        let was_on = next.check.is_on();
+        let epoch = self.epochs + 1;
+        let now = SystemTime::now();
+        for b in next.backends.values_mut() {
+            let before = shown_state(b.weight, b.health.state);
+            b.health = if !check.is_on() || !was_on {
+                Health::new(check.is_on())
+            } else {
+                Health {
+                    successes: 0,
+                    failures: 0,
+                    ..b.health.clone()
+                }
+            };
+            b.epoch = epoch;
+            if shown_state(b.weight, b.health.state) != before {
+                b.since = now;
+            }
+        }
+        next.check = check;
+        if table_entries(&self.services[service]) != table_entries(&next) {
+            self.commit(service, next)?;
+        } else {
+            self.services.insert(*service, next);
+        }
+        self.epochs = epoch;
+        self.save()?;
+        Ok(self.info(service))
+    }
+
+    /// Every backend of a service that checks, and where its probe goes.
+    pub fn check_targets(&self) -> Vec<CheckTarget> {
+        let mut out = Vec::new();
+        for (addr, s) in self.services.iter().filter(|(_, s)| s.check.is_on()) {
+            for (b, slot) in &s.backends {
+                let target = SocketAddr::new(
+                    s.check.addr.unwrap_or(b.ip()),
+                    s.check.port.unwrap_or(b.0.port()),
+                );
+                out.push(CheckTarget {
+                    service: *addr,
+                    backend: *b,
+                    target,
+                    settings: s.check.clone(),
+                    epoch: slot.epoch,
+                });
+            }
+        }
+        out
+    }
+
+    /// Counts one check result of `backend` in (ignored when it belongs to an older
+    /// epoch, or the backend is gone). When the verdict changes, the service's table is
+    /// published again if what it holds changed, and the state is saved (a down backend
+    /// stays down across a restart). Returns the change, if any.
+    pub fn record_check(
+        &mut self,
+        service: &ServiceAddr,
+        backend: &BackendAddr,
+        epoch: u64,
+        result: CheckResult,
+    ) -> Result<Option<Transition>, StateError> {
+        let Some(s) = self.services.get(service) else {
+            return Ok(None);
+        };
+        let Some(slot) = s.backends.get(backend).filter(|b| b.epoch == epoch) else {
+            return Ok(None);
+        };
+        if !s.check.is_on() {
+            return Ok(None);
+        }
+        let from = slot.health.state;
+        let mut health = slot.health.clone();
+        let Some(to) = health.record(result, s.check.rise, s.check.fall) else {
+            let s = self.services.get_mut(service).expect("checked above");
+            s.backends.get_mut(backend).expect("checked above").health = health;
+            return Ok(None);
+        };
+        let mut next = s.clone();
+        let slot = next.backends.get_mut(backend).expect("checked above");
+        slot.health = health;
+        if slot.weight > 0 {
+            slot.since = SystemTime::now();
+        }
+        let open_before = fails_open(s);
+        let (open, all) = (fails_open(&next), all_down(&next));
+        if table_entries(s) != table_entries(&next) {
+            self.commit(service, next)?;
+        } else {
+            self.services.insert(*service, next);
+        }
+        self.save()?;
+        Ok(Some(Transition {
+            from,
+            to,
+            fail_open: (open != open_before).then_some(open),
+            all_down: all,
+        }))
     }
 
     /// Global counters by name (`lb_common::stats::STAT_NAMES`).
@@ -589,11 +767,12 @@ impl<D: Dataplane> ControlState<D> {
             table_offset: table_offset(self.half, s.region, s.generation),
             generation: s.generation,
             backends: s.backends.len() as u32,
+            check: s.check.clone(),
         }
     }
 
     fn backend_info(&self, service: &ServiceAddr, backend: &BackendAddr) -> BackendInfo {
-        let slot = self.services[service].backends[backend];
+        let slot = &self.services[service].backends[backend];
         BackendInfo {
             service: *service,
             backend: *backend,
@@ -602,6 +781,9 @@ impl<D: Dataplane> ControlState<D> {
             packets: 0,
             bytes: 0,
             flows: 0,
+            state: shown_state(slot.weight, slot.health.state),
+            since: slot.since,
+            health: slot.health.clone(),
         }
     }
 }
@@ -626,15 +808,7 @@ fn publish<D: Dataplane>(
 ) -> Result<(u32, GraceTicket, TableWrite), DataplaneError> {
     let generation = s.generation.wrapping_add(1);
     let table_offset = table_offset(half, s.region, generation);
-    let entries: Vec<TableEntry> = s
-        .backends
-        .iter()
-        .map(|(addr, b)| TableEntry {
-            addr: *addr,
-            index: b.index,
-            weight: b.weight,
-        })
-        .collect();
+    let entries = table_entries(s);
     let t = Instant::now();
     let table = build_table(&entries, s.table_size);
     let build = t.elapsed();
@@ -683,6 +857,42 @@ fn changed_slots(offset: u32, held: &[u32], new: &[u32]) -> Vec<(u32, u32)> {
         .collect()
 }
 
+/// What the table of `s` is built from: every backend with its weight, except that a down
+/// backend (of a service that checks) counts as weight 0, unless every backend that is not
+/// drained is down and the service fails open (see [`AllDown`]).
+fn table_entries(s: &Service) -> Vec<TableEntry> {
+    let fail_open = fails_open(s);
+    s.backends
+        .iter()
+        .map(|(addr, b)| TableEntry {
+            addr: *addr,
+            index: b.index,
+            weight: if fail_open || serves(s, b) {
+                b.weight
+            } else {
+                0
+            },
+        })
+        .collect()
+}
+
+/// Whether `b` gets table slots by its own weight and health.
+fn serves(s: &Service, b: &BackendSlot) -> bool {
+    b.weight > 0 && !(s.check.is_on() && b.health.state == HealthState::Down)
+}
+
+/// Whether every backend of `s` that is not drained is down (and there is one).
+fn all_down(s: &Service) -> bool {
+    s.check.is_on()
+        && s.backends.values().any(|b| b.weight > 0)
+        && !s.backends.values().any(|b| serves(s, b))
+}
+
+/// Whether the table of `s` holds its down backends: all are down and it fails open.
+fn fails_open(s: &Service) -> bool {
+    all_down(s) && s.check.all_down == AllDown::FailOpen
+}
+
 /// Where generation `generation` of a table lives: odd generations in the first half,
 /// even ones in the second (so consecutive generations alternate, also across wrap-around).
 fn table_offset(half: u32, region: u32, generation: u32) -> u32 {
@@ -700,3 +910,6 @@ pub fn check_weight(weight: u32) -> Result<u32, StateError> {
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod health_tests;

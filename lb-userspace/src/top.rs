@@ -176,7 +176,11 @@ fn rows(prev: Option<&Poll>, cur: &Poll, secs: f64) -> Vec<Vec<String>> {
                 cell(b_pps, ""),
                 cell(b_bps, "bit/s"),
                 b.flows.to_string(),
-                "-".to_string(),
+                if b.state.is_empty() {
+                    "-".to_string()
+                } else {
+                    b.state.clone()
+                },
             ]);
         }
         let known = known && prev.is_some();

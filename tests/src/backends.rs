@@ -22,6 +22,8 @@ pub struct BackendRow {
     pub packets: u64,
     pub bytes: u64,
     pub flows: u64,
+    /// up, down, checking or draining.
+    pub state: String,
 }
 
 impl BackendRow {
@@ -43,6 +45,7 @@ impl BackendRow {
             packets: n("packets")?,
             bytes: n("bytes")?,
             flows: n("flows")?,
+            state: s("state")?,
         })
     }
 }

@@ -21,7 +21,7 @@ pub use daemon::{bin_dir, bin_path};
 pub use iperf::{IperfResult, ping};
 pub use netns::Netns;
 pub use proc::{Tracked, die_with_parent};
-pub use servers::backend_id;
+pub use servers::{IdServer, backend_id};
 pub use topology::{
     AddrPair, Layout, Link, Node, Role, Testbed, VIP, VIP6, bridge_addrs, link_addrs,
 };

@@ -1,6 +1,9 @@
 //! Test servers that answer with their backend's id, so a client can tell which backend
 //! served it. They run on threads of the test process in a backend namespace and stop when
-//! the testbed drops.
+//! the testbed drops (or, started with [`Testbed::start_id_server_in`], when their
+//! [`IdServer`] handle stops or drops). A TCP connection whose first line is an HTTP/1.x
+//! request line gets an HTTP answer instead: `200 OK` with the id as the body, then close
+//! (what an http health check asks).
 
 use std::io::{BufRead as _, BufReader, ErrorKind, Write as _};
 use std::net::{Ipv4Addr, TcpListener, TcpStream, UdpSocket};
@@ -35,29 +38,84 @@ impl Testbed {
 
     /// The same servers in any namespace of this testbed, answering with `id`.
     pub fn spawn_id_server_in(&self, ns: &Netns, id: &str, port: u16) -> Result<()> {
-        let sockets = ns.run(|| -> Result<_> {
-            let any = (Ipv4Addr::UNSPECIFIED, port);
-            let tcp = TcpListener::bind(any).context("binding the TCP id server")?;
-            let udp = UdpSocket::bind(any).context("binding the UDP id server")?;
-            let tcp6 = TcpListener::from(v6only_socket(libc::SOCK_STREAM, port)?);
-            let udp6 = UdpSocket::from(v6only_socket(libc::SOCK_DGRAM, port)?);
-            for t in [&tcp, &tcp6] {
-                t.set_nonblocking(true)?;
-            }
-            for u in [&udp, &udp6] {
-                u.set_read_timeout(Some(POLL))?;
-            }
-            Ok([(tcp, udp), (tcp6, udp6)])
-        })??;
-        let mut threads = self.threads.lock().expect("threads lock");
-        for (tcp, udp) in sockets {
-            let (id_t, id_u) = (id.to_owned(), id.to_owned());
-            let (stop_t, stop_u) = (self.stop.clone(), self.stop.clone());
-            threads.push(thread::spawn(move || serve_tcp(tcp, &id_t, &stop_t)));
-            threads.push(thread::spawn(move || serve_udp(udp, &id_u, &stop_u)));
-        }
+        let threads = serve_id(ns, id, port, &self.stop)?;
+        self.threads.lock().expect("threads lock").extend(threads);
         Ok(())
     }
+
+    /// Like [`Testbed::spawn_id_server`], but the servers stop (and their sockets close)
+    /// when the returned handle stops or drops, so a test can take one backend's server
+    /// away and bring it back.
+    pub fn start_id_server(&self, j: usize, port: u16) -> Result<IdServer> {
+        self.start_id_server_in(&self.backend(j).ns, &backend_id(j), port)
+    }
+
+    /// [`Testbed::start_id_server`] in any namespace, answering with `id`.
+    pub fn start_id_server_in(&self, ns: &Netns, id: &str, port: u16) -> Result<IdServer> {
+        let stop = Arc::new(AtomicBool::new(false));
+        let threads = serve_id(ns, id, port, &stop)?;
+        Ok(IdServer { stop, threads })
+    }
+}
+
+/// Id servers of their own (see [`Testbed::start_id_server`]).
+#[derive(Debug)]
+pub struct IdServer {
+    stop: Arc<AtomicBool>,
+    threads: Vec<thread::JoinHandle<()>>,
+}
+
+impl IdServer {
+    /// Stops the servers and waits for their threads: the port is closed (connections to
+    /// it are refused) and the connections they served are closed when this returns.
+    pub fn stop(mut self) {
+        self.stop_and_join();
+    }
+
+    fn stop_and_join(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        for t in self.threads.drain(..) {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Drop for IdServer {
+    fn drop(&mut self) {
+        self.stop_and_join();
+    }
+}
+
+/// Binds the TCP and UDP id servers on `port` (IPv4 and IPv6) in `ns` and serves them on
+/// threads until `stop` is set.
+fn serve_id(
+    ns: &Netns,
+    id: &str,
+    port: u16,
+    stop: &Arc<AtomicBool>,
+) -> Result<Vec<thread::JoinHandle<()>>> {
+    let sockets = ns.run(|| -> Result<_> {
+        let any = (Ipv4Addr::UNSPECIFIED, port);
+        let tcp = TcpListener::bind(any).context("binding the TCP id server")?;
+        let udp = UdpSocket::bind(any).context("binding the UDP id server")?;
+        let tcp6 = TcpListener::from(v6only_socket(libc::SOCK_STREAM, port)?);
+        let udp6 = UdpSocket::from(v6only_socket(libc::SOCK_DGRAM, port)?);
+        for t in [&tcp, &tcp6] {
+            t.set_nonblocking(true)?;
+        }
+        for u in [&udp, &udp6] {
+            u.set_read_timeout(Some(POLL))?;
+        }
+        Ok([(tcp, udp), (tcp6, udp6)])
+    })??;
+    let mut threads = Vec::new();
+    for (tcp, udp) in sockets {
+        let (id_t, id_u) = (id.to_owned(), id.to_owned());
+        let (stop_t, stop_u) = (stop.clone(), stop.clone());
+        threads.push(thread::spawn(move || serve_tcp(tcp, &id_t, &stop_t)));
+        threads.push(thread::spawn(move || serve_udp(udp, &id_u, &stop_u)));
+    }
+    Ok(threads)
 }
 
 /// A socket of `kind` bound to `[::]:port` for IPv6 only (std cannot set IPV6_V6ONLY
@@ -138,6 +196,9 @@ fn serve_conn(stream: TcpStream, id: &str, stop: &AtomicBool) -> std::io::Result
     while !stop.load(Ordering::Relaxed) {
         match reader.read_until(b'\n', &mut line) {
             Ok(0) => return Ok(()),
+            Ok(_) if line.ends_with(b"\n") && is_http_request(&line) => {
+                return answer_http(&mut reader, &mut writer, id, stop);
+            }
             Ok(_) if line.ends_with(b"\n") => {
                 writer.write_all(format!("{id}\n").as_bytes())?;
                 line.clear();
@@ -148,6 +209,49 @@ fn serve_conn(stream: TcpStream, id: &str, stop: &AtomicBool) -> std::io::Result
         }
         if line.len() > MAX_LINE {
             return Ok(());
+        }
+    }
+    Ok(())
+}
+
+/// `GET /path HTTP/1.1` and the like: a method in capitals, a path, an HTTP version.
+fn is_http_request(line: &[u8]) -> bool {
+    let line = String::from_utf8_lossy(line);
+    let words: Vec<&str> = line.split_whitespace().collect();
+    matches!(words.as_slice(), [method, path, version]
+        if method.bytes().all(|b| b.is_ascii_uppercase())
+            && path.starts_with('/')
+            && version.starts_with("HTTP/1."))
+}
+
+/// Reads the request's headers up to the blank line, answers `200 OK` with the id, and
+/// returns (the connection closes).
+fn answer_http(
+    reader: &mut BufReader<TcpStream>,
+    writer: &mut TcpStream,
+    id: &str,
+    stop: &AtomicBool,
+) -> std::io::Result<()> {
+    let mut header = Vec::new();
+    let mut lines = 0;
+    while !stop.load(Ordering::Relaxed) && lines < 100 {
+        match reader.read_until(b'\n', &mut header) {
+            Ok(0) => return Ok(()),
+            Ok(_) if header.ends_with(b"\n") => {
+                if header == b"\r\n" || header == b"\n" {
+                    let body = format!("{id}\n");
+                    let answer = format!(
+                        "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                        body.len()
+                    );
+                    return writer.write_all(answer.as_bytes());
+                }
+                header.clear();
+                lines += 1;
+            }
+            Ok(_) => return Ok(()),
+            Err(e) if is_timeout(&e) => {}
+            Err(e) => return Err(e),
         }
     }
     Ok(())

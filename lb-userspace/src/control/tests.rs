@@ -58,6 +58,7 @@ fn add_service(service: &str, table_size: Option<u32>) -> AddServiceRequest {
     AddServiceRequest {
         service: service.into(),
         table_size,
+        check: None,
     }
 }
 
@@ -86,7 +87,8 @@ async fn services_and_backends_round_trip() {
             table_size: 7,
             table_offset: 0,
             generation: 1,
-            backends: 0
+            backends: 0,
+            check: Some(crate::check::CheckSettings::default().to_proto()),
         }
     );
     let b = c
@@ -401,5 +403,98 @@ async fn apply_reports_changes_and_names_the_culprit_in_metadata() {
     assert_eq!(e.code(), Code::InvalidArgument);
     assert!(e.message().ends_with("weight 70000 out of range (0-65535)"));
     assert_eq!(h.state.lock().await.running(), cfg.services);
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn check_settings_round_trip_and_bad_ones_change_nothing() {
+    let mut h = start().await;
+    let c = &mut h.client;
+    let tcp = HealthCheck {
+        kind: "tcp".into(),
+        interval_ms: 200,
+        timeout_ms: 100,
+        rise: 2,
+        fall: 2,
+        port: Some(9090),
+        ..Default::default()
+    };
+    let s = c
+        .add_service(AddServiceRequest {
+            check: Some(tcp.clone()),
+            ..add_service("198.18.0.10:80/tcp", Some(7))
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let check = s.check.unwrap();
+    assert_eq!(
+        (check.kind.as_str(), check.port, check.all_down.as_str()),
+        ("tcp", Some(9090), "fail-open")
+    );
+    let b = c
+        .add_backend(add_backend("198.19.0.2:8080", None))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        (b.state.as_str(), b.health.as_str()),
+        ("checking", "checking")
+    );
+    assert!(b.since_unix_ms > 0 && b.last_check.is_none(), "{b:?}");
+    // A refused add creates no service; a refused set-check keeps the old settings.
+    let bad = HealthCheck {
+        timeout_ms: 300,
+        ..tcp.clone()
+    };
+    let e = c
+        .add_service(AddServiceRequest {
+            check: Some(bad.clone()),
+            ..add_service("198.18.0.11:80/tcp", Some(7))
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(
+        (e.code(), e.message()),
+        (
+            Code::InvalidArgument,
+            "timeout 300ms is longer than the interval 200ms"
+        )
+    );
+    let e = c
+        .set_check(SetCheckRequest {
+            service: "198.18.0.10:80/tcp".into(),
+            check: Some(bad),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::InvalidArgument);
+    let list = c
+        .list_services(ListServicesRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(list.services.len(), 1);
+    assert_eq!(list.services[0].check.as_ref().unwrap().port, Some(9090));
+    // none stops checking: the backend is up at once.
+    let s = c
+        .set_check(SetCheckRequest {
+            service: "198.18.0.10:80/tcp".into(),
+            check: Some(HealthCheck {
+                kind: "none".into(),
+                ..Default::default()
+            }),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(s.check.unwrap().kind, "none");
+    let rows = c
+        .list_backends(ListBackendsRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(rows.backends[0].state, "up");
+    assert!(h.state.lock().await.check_targets().is_empty());
     h.stop().await;
 }

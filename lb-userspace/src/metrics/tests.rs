@@ -19,6 +19,17 @@ fn usage() -> Usage {
         packets,
         bytes: packets * 60,
         flows,
+        state: "up",
+        since: std::time::SystemTime::UNIX_EPOCH,
+        health: crate::health::Health {
+            last: Some(crate::health::CheckResult {
+                ok: true,
+                detail: "ok".into(),
+                latency: std::time::Duration::from_millis(3),
+                at: std::time::SystemTime::UNIX_EPOCH,
+            }),
+            ..crate::health::Health::new(true)
+        },
     };
     Usage {
         services: vec![ServiceInfo {
@@ -28,6 +39,7 @@ fn usage() -> Usage {
             table_offset: 0,
             generation: 4,
             backends: 2,
+            check: Default::default(),
         }],
         backends: vec![
             backend("198.19.0.2:8080", 0, 10, 2),
@@ -105,7 +117,7 @@ fn every_family_parses_with_its_type_and_values() {
     }
     assert_eq!(
         exp.families.len(),
-        15,
+        18,
         "families: {:?}",
         exp.families.keys()
     );

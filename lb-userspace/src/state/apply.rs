@@ -166,6 +166,7 @@ impl<D: Dataplane> ControlState<D> {
                 region: 0,
                 generation: 0,
                 retired: self.last_removal,
+                check: CheckSettings::default(),
                 backends: BTreeMap::new(),
             },
         };
@@ -185,7 +186,7 @@ impl<D: Dataplane> ControlState<D> {
             .backends
             .iter()
             .filter(|(b, _)| !want.backends.contains_key(b))
-            .map(|(b, slot)| (*b, *slot))
+            .map(|(b, slot)| (*b, slot.clone()))
             .collect();
         if check_live && !force && !removed.is_empty() {
             let live = self.live_flows().map_err(|e| err(None, e))?;
@@ -221,7 +222,14 @@ impl<D: Dataplane> ControlState<D> {
             let index = indexes
                 .take()
                 .ok_or(err(Some(backend), StateError::TooManyBackends))?;
-            next.backends.insert(backend, BackendSlot { index, weight });
+            let slot = BackendSlot {
+                index,
+                weight,
+                health: Health::new(next.check.is_on()),
+                since: SystemTime::now(),
+                epoch: self.epochs + 1,
+            };
+            next.backends.insert(backend, slot);
             added.push((index, backend));
         }
         let room = limits::backends_room(size, self.slots_per_backend);
@@ -259,6 +267,9 @@ impl<D: Dataplane> ControlState<D> {
         }
         self.regions = regions;
         self.backend_indexes = indexes;
+        if !added.is_empty() {
+            self.epochs += 1;
+        }
         for (index, _) in &added {
             self.freed_indexes.remove(index);
         }

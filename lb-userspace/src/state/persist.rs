@@ -13,13 +13,16 @@ use std::fs::{File, OpenOptions};
 use std::io::{self, Write as _};
 use std::os::fd::AsRawFd as _;
 use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime};
 
 use serde::{Deserialize, Serialize};
 
 use super::{BackendSlot, ControlState, Service, StateError, publish, table_offset};
 use crate::addr::{BackendAddr, ServiceAddr};
 use crate::alloc::{IdPool, Regions};
+use crate::check::CheckSettings;
 use crate::dataplane::Dataplane;
+use crate::health::{Health, HealthState};
 use lb_common::ServiceValue;
 
 /// The state file's name in the state directory.
@@ -62,6 +65,9 @@ struct SavedService {
     region: u32,
     generation: u32,
     backends: Vec<SavedBackend>,
+    /// Health-check settings; absent (files of before health checks): none.
+    #[serde(default, skip_serializing_if = "CheckSettings::is_none")]
+    check: CheckSettings,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -69,6 +75,17 @@ struct SavedBackend {
     backend: String,
     index: u32,
     weight: u32,
+    /// The checker had found it down: it stays out of the table after a restart until
+    /// `rise` checks pass (other verdicts restart as `checking`).
+    #[serde(default, skip_serializing_if = "is_false")]
+    down: bool,
+    /// When its shown state last changed, in ns since the Unix epoch (0: unknown).
+    #[serde(default)]
+    since_unix_ns: u64,
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
 }
 
 /// Why the state directory could not be used; one line each.
@@ -193,8 +210,14 @@ impl<D: Dataplane> ControlState<D> {
                         backend: b.to_string(),
                         index: slot.index,
                         weight: slot.weight,
+                        down: s.check.is_on() && slot.health.state == HealthState::Down,
+                        since_unix_ns: slot
+                            .since
+                            .duration_since(SystemTime::UNIX_EPOCH)
+                            .map_or(0, |d| d.as_nanos() as u64),
                     })
                     .collect(),
+                check: s.check.clone(),
             })
             .collect();
         ControlSnapshot {
@@ -223,14 +246,30 @@ impl<D: Dataplane> ControlState<D> {
         // restore writes once this grace period has ended.
         let retired = Some(st.dp.start_grace_period());
         let mut services = BTreeMap::new();
+        let now = SystemTime::now();
+        st.epochs += 1;
         for s in snap.services {
             let addr: ServiceAddr = s.service.parse()?;
+            s.check.validate(&addr)?;
             let mut backends = BTreeMap::new();
             for b in s.backends {
                 let backend: BackendAddr = b.backend.parse()?;
+                let health = match (s.check.is_on(), b.down) {
+                    (true, true) => Health::with_state(HealthState::Down),
+                    (on, _) => Health::new(on),
+                };
+                // The shown state is the same as when saved unless checking starts over.
+                let kept = b.weight == 0 || !s.check.is_on() || b.down;
+                let since = match b.since_unix_ns {
+                    ns if kept && ns > 0 => SystemTime::UNIX_EPOCH + Duration::from_nanos(ns),
+                    _ => now,
+                };
                 let slot = BackendSlot {
                     index: b.index,
                     weight: b.weight,
+                    health,
+                    since,
+                    epoch: st.epochs,
                 };
                 backends.insert(backend, slot);
             }
@@ -241,6 +280,7 @@ impl<D: Dataplane> ControlState<D> {
                 generation: s.generation,
                 retired,
                 backends,
+                check: s.check,
             };
             services.insert(addr, service);
         }

@@ -20,6 +20,8 @@ fn backend(
         packets,
         bytes,
         flows,
+        state: if weight == 0 { "draining" } else { "up" }.into(),
+        ..Default::default()
     }
 }
 
@@ -41,6 +43,7 @@ fn poll(at: Instant, scale: u64) -> Poll {
             table_offset: 0,
             generation: 2,
             backends: 2,
+            ..Default::default()
         }],
         backends: vec![
             backend("198.19.0.2:8080", 0, 100, 1000 * scale, 125_000 * scale, 3),
@@ -105,8 +108,8 @@ fn the_first_screen_has_no_rates_yet() {
             "",
             "SERVICE / BACKEND   WEIGHT      PPS        BIT/S    FLOWS  HEALTH",
             "198.18.0.10:80/tcp                -            -        4",
-            "  198.19.0.2:8080      100        -            -        3       -",
-            "  198.19.1.2:8080    drain        -            -        1       -",
+            "  198.19.0.2:8080      100        -            -        3      up",
+            "  198.19.1.2:8080    drain        -            -        1  draining",
         ]
     );
 }
@@ -128,11 +131,11 @@ fn rates_between_two_polls() {
     );
     assert_eq!(
         lines[5],
-        "  198.19.0.2:8080      100      500  500.0kbit/s        3       -"
+        "  198.19.0.2:8080      100      500  500.0kbit/s        3      up"
     );
     assert_eq!(
         lines[6],
-        "  198.19.1.2:8080    drain        5    4.0kbit/s        1       -"
+        "  198.19.1.2:8080    drain        5    4.0kbit/s        1  draining"
     );
 }
 
