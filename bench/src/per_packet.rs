@@ -180,6 +180,7 @@ fn fill_maps(dp: &mut BpfDataplane) -> Result<()> {
         table_offset: 0,
         table_size: TABLE_SLOTS,
         generation: 1,
+        ..Default::default()
     };
     dp.put_service(&key, &value)?;
     Ok(())

@@ -87,6 +87,7 @@ fn measure() -> Result<String> {
             table_offset: 0,
             table_size: M,
             generation: run + 1,
+            ..Default::default()
         };
         dp.put_service(&key, &value)?;
         full.push(ms(t.elapsed()));

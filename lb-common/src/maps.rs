@@ -18,6 +18,7 @@ pub const MAP_BACKEND_STATS: &str = "BACKEND_STATS";
 pub const MAP_FRAGS: &str = "FRAGS";
 pub const MAP_EGRESS: &str = "EGRESS";
 pub const MAP_EGRESS_MISS: &str = "EGRESS_MISS";
+pub const MAP_AFFINITY: &str = "AFFINITY";
 
 /// Default sizes; userspace may change the resizable ones at load time.
 pub const MAX_SERVICES: u32 = 256;
@@ -38,6 +39,15 @@ pub const FRAG_ENTRIES: u32 = 8192;
 /// Egress devices the data path may redirect to (`EGRESS`), and FIB egresses outside it
 /// that it has seen (`EGRESS_MISS`).
 pub const MAX_EGRESS: u32 = 1024;
+/// Client-affinity entries (one per client address and service with `client-ip`
+/// affinity); least recently used ones make room, as in the connection table.
+pub const AFFINITY_ENTRIES: u32 = 1 << 16;
+
+/// `ServiceValue::affinity`: every new flow takes the backend its hash picks.
+pub const AFFINITY_NONE: u32 = 0;
+/// `ServiceValue::affinity`: new flows of a client address go to the backend its last
+/// flow went to, unless `affinity_timeout_s` passed since that flow began.
+pub const AFFINITY_CLIENT_IP: u32 = 1;
 
 /// A slot in a backend table that holds no backend (an empty service).
 pub const NO_BACKEND: u32 = u32::MAX;
@@ -107,6 +117,11 @@ pub struct ServiceValue {
     pub table_size: u32,
     /// Bumped on every flip, so userspace and tests can see which table is live.
     pub generation: u32,
+    /// `AFFINITY_NONE` or `AFFINITY_CLIENT_IP`.
+    pub affinity: u32,
+    /// Seconds an affinity entry lasts after the last new flow that used it (0 with
+    /// `AFFINITY_NONE`).
+    pub affinity_timeout_s: u32,
 }
 
 /// Value of the `BACKENDS` array, indexed by backend index (what table slots hold).
@@ -196,6 +211,44 @@ pub struct FragValue {
     pub backend: u32,
 }
 
+/// Key of the `AFFINITY` LRU map: one client address of one service.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct AffinityKey {
+    pub client: Addr,
+    /// `ServiceValue::id` of the service.
+    pub service: u32,
+    pub family: u8,
+    pub _pad: [u8; 3],
+}
+
+/// Value of the `AFFINITY` map: where the client's last new flow went.
+///
+/// The entry is used only while slot `slot` of the service's live table still holds
+/// `backend`: a table holds only backends that take new flows (weight > 0, not down), so
+/// one array read proves the backend is still live in the service, whatever changed since.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct AffinityValue {
+    /// Index of the backend in `BACKENDS`.
+    pub backend: u32,
+    /// Position in the service's table (from its start) the backend was taken from.
+    pub slot: u32,
+    /// `CLOCK_MONOTONIC` time of the last new flow that used the entry, in ns.
+    pub last_seen_ns: u64,
+}
+
+impl AffinityValue {
+    /// Whether the entry still holds at `now_ns` (same clock) for a timeout of
+    /// `timeout_s` seconds. A time before `last_seen_ns` (which one clock never gives)
+    /// counts as expired.
+    #[inline(always)]
+    pub const fn fresh(&self, now_ns: u64, timeout_s: u32) -> bool {
+        now_ns >= self.last_seen_ns
+            && now_ns - self.last_seen_ns <= timeout_s as u64 * 1_000_000_000
+    }
+}
+
 #[cfg(feature = "user")]
 mod pod {
     // SAFETY: all of these are repr(C), Copy, with explicit padding and every bit pattern valid.
@@ -207,6 +260,8 @@ mod pod {
     unsafe impl aya::Pod for super::FlowValue {}
     unsafe impl aya::Pod for super::FragKey {}
     unsafe impl aya::Pod for super::FragValue {}
+    unsafe impl aya::Pod for super::AffinityKey {}
+    unsafe impl aya::Pod for super::AffinityValue {}
     unsafe impl aya::Pod for crate::stats::Counter {}
 }
 
@@ -219,7 +274,7 @@ mod tests {
     fn layouts_have_no_implicit_padding() {
         assert_eq!(size_of::<Addr>(), 16);
         assert_eq!(size_of::<ServiceKey>(), 20);
-        assert_eq!(size_of::<ServiceValue>(), 16);
+        assert_eq!(size_of::<ServiceValue>(), 24);
         assert_eq!(size_of::<Backend>(), 20);
         assert_eq!(size_of::<FlowKey>(), 40);
         assert_eq!(size_of::<FlowValue>(), 40);
@@ -227,6 +282,23 @@ mod tests {
         assert_eq!(align_of::<FlowKey>(), 4);
         assert_eq!(size_of::<FragKey>(), 40);
         assert_eq!(size_of::<FragValue>(), 24);
+        assert_eq!(size_of::<AffinityKey>(), 24);
+        assert_eq!(size_of::<AffinityValue>(), 16);
+        assert_eq!(align_of::<AffinityValue>(), 8);
+    }
+
+    #[test]
+    fn affinity_expires_after_its_timeout() {
+        let v = AffinityValue {
+            backend: 3,
+            slot: 7,
+            last_seen_ns: 5_000_000_000,
+        };
+        assert!(v.fresh(5_000_000_000, 2));
+        assert!(v.fresh(7_000_000_000, 2));
+        assert!(!v.fresh(7_000_000_001, 2));
+        assert!(!v.fresh(4_999_999_999, 2));
+        assert!(v.fresh(5_000_000_000 + 86_400 * 1_000_000_000, 86_400));
     }
 
     #[test]

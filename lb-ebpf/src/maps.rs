@@ -6,8 +6,9 @@ use aya_ebpf::{
     maps::{Array, DevMapHash, HashMap, LruHashMap, PerCpuArray},
 };
 use lb_common::{
-    Backend, DEFAULT_FLOW_ENTRIES, DEFAULT_TABLE_AREA, FRAG_ENTRIES, FlowKey, FlowValue, FragKey,
-    FragValue, MAX_BACKENDS, MAX_EGRESS, MAX_SERVICES, ServiceKey, ServiceValue, TABLES_MAP_FLAGS,
+    AFFINITY_ENTRIES, AffinityKey, AffinityValue, Backend, DEFAULT_FLOW_ENTRIES,
+    DEFAULT_TABLE_AREA, FRAG_ENTRIES, FlowKey, FlowValue, FragKey, FragValue, MAX_BACKENDS,
+    MAX_EGRESS, MAX_SERVICES, ServiceKey, ServiceValue, TABLES_MAP_FLAGS,
     stats::{Counter, STAT_COUNT},
 };
 
@@ -28,6 +29,12 @@ pub static TABLES: Array<u32> = Array::with_max_entries(DEFAULT_TABLE_AREA, TABL
 #[map]
 pub static FLOWS: LruHashMap<FlowKey, FlowValue> =
     LruHashMap::with_max_entries(DEFAULT_FLOW_ENTRIES, 0);
+
+/// Client affinity: the backend a client address's last new flow to a `client-ip`
+/// service went to, and when.
+#[map]
+pub static AFFINITY: LruHashMap<AffinityKey, AffinityValue> =
+    LruHashMap::with_max_entries(AFFINITY_ENTRIES, 0);
 
 /// Global counters, indexed by `STAT_*`.
 #[map]
@@ -68,6 +75,9 @@ pub struct Scratch {
     pub icmp_key: FlowKey,
     /// The services-map key of a packet.
     pub service_key: ServiceKey,
+    /// The affinity entry of a new flow, and its key.
+    pub affinity_key: AffinityKey,
+    pub affinity: AffinityValue,
 }
 
 // `Scratch::fib_zeroed` clears the FIB block 8 bytes at a time.

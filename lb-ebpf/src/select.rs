@@ -2,14 +2,14 @@
 
 use aya_ebpf::helpers::bpf_ktime_get_ns;
 use lb_common::{
-    DIR_REPLY, DIR_REQUEST, FlowKey, FlowValue, NO_BACKEND, ServiceValue,
+    AFFINITY_CLIENT_IP, DIR_REPLY, DIR_REQUEST, FlowKey, FlowValue, NO_BACKEND, ServiceValue,
     conntrack::{close_flags, is_syn},
     hash::{FLOW_HASH_SEED, flow_hash, slot},
     stats::{STAT_DROP_FLOW_TABLE, STAT_DROP_NO_BACKEND, STAT_NEW_FLOW},
 };
 
 use crate::{
-    maps::{BACKENDS, FLOWS, TABLES, scratch},
+    maps::{AFFINITY, BACKENDS, FLOWS, TABLES, scratch},
     stats::count,
 };
 
@@ -30,8 +30,9 @@ fn touch(v: &mut FlowValue, tcp_flags: u8, now: u64) {
 }
 
 /// The request-direction entry of the flow `key` to service `svc`: the existing one, or a
-/// new one (both directions recorded) for a backend taken from the service's table. A SYN
-/// on a flow that has closed starts a new flow.
+/// new one (both directions recorded) for a backend taken from the service's table (or,
+/// with `client-ip` affinity, the client's last backend while it holds). A SYN on a flow
+/// that has closed starts a new flow.
 /// `Err(stat)` names the counter of the reason the packet is dropped.
 #[inline(always)]
 pub fn backend_for(
@@ -53,16 +54,38 @@ pub fn backend_for(
     if svc.table_size == 0 {
         return Err(STAT_DROP_NO_BACKEND);
     }
-    let at = svc.table_offset + slot(flow_hash(key, FLOW_HASH_SEED), svc.table_size);
-    let index = match TABLES.get(at) {
+    let Some(sc) = scratch() else {
+        return Err(STAT_DROP_FLOW_TABLE);
+    };
+    // The slot of the table (from its start) the flow's backend is taken from: the one
+    // its hash picks, unless the client has a live affinity entry for the service.
+    let mut rel = slot(flow_hash(key, FLOW_HASH_SEED), svc.table_size);
+    let affinity = svc.affinity == AFFINITY_CLIENT_IP;
+    if affinity {
+        let ak = &mut sc.affinity_key;
+        ak.client = key.src;
+        ak.service = svc.id;
+        ak.family = key.family;
+        ak._pad = [0; 3];
+        if let Some(a) = AFFINITY.get_ptr(ak) {
+            // SAFETY: a live map value, read once field by field.
+            let a = unsafe { &*a };
+            // The entry holds only while its slot still names its backend in the live
+            // table (see `AffinityValue`): one array read, no search of the table.
+            if a.fresh(now, svc.affinity_timeout_s)
+                && a.slot < svc.table_size
+                && TABLES.get(svc.table_offset + a.slot) == Some(&a.backend)
+            {
+                rel = a.slot;
+            }
+        }
+    }
+    let index = match TABLES.get(svc.table_offset + rel) {
         Some(&i) if i != NO_BACKEND => i,
         _ => return Err(STAT_DROP_NO_BACKEND),
     };
     let Some(b) = BACKENDS.get(index) else {
         return Err(STAT_DROP_NO_BACKEND);
-    };
-    let Some(sc) = scratch() else {
-        return Err(STAT_DROP_FLOW_TABLE);
     };
     // Field by field: struct literals would be built on the stack and then copied.
     let r = &mut sc.request;
@@ -94,6 +117,15 @@ pub fn backend_for(
         || FLOWS.insert(key, &sc.request, 0).is_err()
     {
         return Err(STAT_DROP_FLOW_TABLE);
+    }
+    if affinity {
+        // Every new flow renews the entry: the timeout counts from the client's last
+        // new flow (kube-proxy's `ClientIP`). A failed write only loses the affinity.
+        let a = &mut sc.affinity;
+        a.backend = index;
+        a.slot = rel;
+        a.last_seen_ns = now;
+        let _ = AFFINITY.insert(&sc.affinity_key, &sc.affinity, 0);
     }
     count(STAT_NEW_FLOW, len);
     Ok(&sc.request)

@@ -24,8 +24,9 @@ use aya::{
     programs::{ProgramError, Xdp, XdpMode},
 };
 use lb_common::{
-    Backend, FlowKey, FlowValue, MAP_BACKEND_STATS, MAP_BACKENDS, MAP_EGRESS, MAP_EGRESS_MISS,
-    MAP_FLOWS, MAP_FRAGS, MAP_SERVICES, MAP_STATS, MAP_TABLES, ServiceKey, ServiceValue,
+    AffinityKey, AffinityValue, Backend, FlowKey, FlowValue, MAP_AFFINITY, MAP_BACKEND_STATS,
+    MAP_BACKENDS, MAP_EGRESS, MAP_EGRESS_MISS, MAP_FLOWS, MAP_FRAGS, MAP_SERVICES, MAP_STATS,
+    MAP_TABLES, ServiceKey, ServiceValue,
     stats::{Counter, STAT_COUNT},
 };
 
@@ -76,7 +77,7 @@ impl AttachMode {
 
 /// The maps that hold state, pinned as `<pin dir>/<lower-case name>` and adopted by the
 /// next daemon. (The per-CPU scratch map holds nothing between packets.)
-const PINNED_MAPS: [&str; 9] = [
+const PINNED_MAPS: [&str; 10] = [
     MAP_SERVICES,
     MAP_BACKENDS,
     MAP_TABLES,
@@ -86,6 +87,7 @@ const PINNED_MAPS: [&str; 9] = [
     MAP_FRAGS,
     MAP_EGRESS,
     MAP_EGRESS_MISS,
+    MAP_AFFINITY,
 ];
 
 /// `BPF_F_RDONLY_PROG`, which the kernel adds to every devmap.
@@ -296,6 +298,26 @@ impl BpfDataplane {
     pub fn flow(&self, key: &FlowKey) -> Option<FlowValue> {
         self.maps.flows.get(key, 0).ok()
     }
+
+    /// The affinity entry of one client of one service, if present.
+    pub fn affinity(&self, key: &AffinityKey) -> Option<AffinityValue> {
+        self.maps.affinity.get(key, 0).ok()
+    }
+
+    /// Writes an affinity entry (tests and fixtures set up clients' past with it).
+    ///
+    /// # Errors
+    /// When the map refuses the entry.
+    pub fn put_affinity(
+        &mut self,
+        key: &AffinityKey,
+        value: &AffinityValue,
+    ) -> Result<(), DataplaneError> {
+        self.maps
+            .affinity
+            .insert(key, value, 0)
+            .map_err(map_err(MAP_AFFINITY))
+    }
 }
 
 /// The maps, taken out of the object so they can be held typed.
@@ -308,6 +330,7 @@ struct Maps {
     backend_stats: PerCpuArray<MapData, Counter>,
     egress: DevMapHash<MapData>,
     egress_miss: HashMap<MapData, u32, u64>,
+    affinity: HashMap<MapData, AffinityKey, AffinityValue>,
 }
 
 impl Maps {
@@ -330,6 +353,7 @@ impl Maps {
             backend_stats: typed(ebpf, MAP_BACKEND_STATS)?,
             egress: typed(ebpf, MAP_EGRESS)?,
             egress_miss: typed(ebpf, MAP_EGRESS_MISS)?,
+            affinity: typed(ebpf, MAP_AFFINITY)?,
         })
     }
 }

@@ -10,6 +10,7 @@ use clap::{Parser, Subcommand};
 use tonic::Code;
 
 use crate::addr::{AddrError, BackendAddr, ServiceAddr};
+use crate::affinity::{Affinity, AffinityError};
 use crate::check::{self, AllDown, CheckError, CheckSettings};
 use crate::client::{self, DEFAULT_SOCKET, Unreachable};
 use crate::control::proto;
@@ -104,6 +105,16 @@ pub enum ServiceCmd {
         table_size: Option<u32>,
         #[command(flatten)]
         check: CheckArgs,
+        #[command(flatten)]
+        affinity: AffinityArgs,
+    },
+    /// Set a service's session affinity (e.g. --affinity client-ip --affinity-timeout 30;
+    /// --affinity none turns it off).
+    SetAffinity {
+        /// VIP:PORT/PROTO.
+        service: String,
+        #[command(flatten)]
+        affinity: AffinityArgs,
     },
     /// Set how a service's backends are health-checked (replaces all its check settings;
     /// --check none stops checking).
@@ -124,6 +135,37 @@ pub enum ServiceCmd {
         #[arg(long)]
         json: bool,
     },
+}
+
+/// Session affinity options of `service add` and `service set-affinity`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct AffinityArgs {
+    /// Session affinity: none, or client-ip (a client address's new flows go to the
+    /// backend its last new flow went to, until the timeout passes without one)
+    /// [default: none].
+    #[arg(long, value_name = "MODE")]
+    pub affinity: Option<String>,
+    /// Seconds a client-ip affinity lasts after the client's last new flow, 1-86400
+    /// [default: 10800].
+    #[arg(long, value_name = "SECONDS", value_parser = limits::parse_affinity_timeout,
+          allow_negative_numbers = true)]
+    pub affinity_timeout: Option<u32>,
+}
+
+impl AffinityArgs {
+    /// The setting asked for, checked as the daemon checks it; `None` when no option was
+    /// given.
+    fn to_proto(&self) -> Result<Option<proto::Affinity>, CliError> {
+        if self.affinity.is_none() && self.affinity_timeout.is_none() {
+            return Ok(None);
+        }
+        let mode = self.affinity.as_deref().unwrap_or("");
+        let a = Affinity::new(mode, self.affinity_timeout)?;
+        Ok(Some(proto::Affinity {
+            mode: a.mode().to_string(),
+            timeout_s: (!a.is_none()).then(|| a.timeout_s()),
+        }))
+    }
 }
 
 #[derive(Debug, Subcommand)]
@@ -339,6 +381,10 @@ pub enum CliError {
     #[error("set-check needs --check KIND (none, tcp, http or grpc)")]
     SetCheckWithoutKind,
     #[error(transparent)]
+    Affinity(#[from] AffinityError),
+    #[error("set-affinity needs --affinity MODE (none or client-ip)")]
+    SetAffinityWithoutMode,
+    #[error(transparent)]
     Unreachable(#[from] Unreachable),
     #[error("{0}")]
     Daemon(String),
@@ -356,19 +402,33 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
     let mut client = client::connect(&cli.socket).await?;
     let rpc = |e: tonic::Status| daemon_error(&cli.socket, e);
     match request {
-        Request::AddService(service, table_size, check) => {
+        Request::AddService(service, table_size, check, affinity) => {
             let req = proto::AddServiceRequest {
                 service: service.to_string(),
                 table_size,
                 check,
+                affinity,
             };
             let s = client.add_service(req).await.map_err(rpc)?.into_inner();
             println!(
-                "added service {} (id {}, table size {}, check {})",
+                "added service {} (id {}, table size {}, check {}, affinity {})",
                 s.service,
                 s.id,
                 s.table_size,
-                check_summary(s.check.as_ref())
+                check_summary(s.check.as_ref()),
+                output::affinity_summary(s.affinity.as_ref())
+            );
+        }
+        Request::SetAffinity(service, affinity) => {
+            let req = proto::SetAffinityRequest {
+                service: service.to_string(),
+                affinity: Some(affinity),
+            };
+            let s = client.set_affinity(req).await.map_err(rpc)?.into_inner();
+            println!(
+                "set affinity of {}: {}",
+                s.service,
+                output::affinity_summary(s.affinity.as_ref())
             );
         }
         Request::SetCheck(service, check) => {
@@ -468,15 +528,26 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
 
 /// A command with its arguments parsed and checked.
 enum Request {
-    AddService(ServiceAddr, Option<u32>, Option<proto::HealthCheck>),
+    AddService(
+        ServiceAddr,
+        Option<u32>,
+        Option<proto::HealthCheck>,
+        Option<proto::Affinity>,
+    ),
+    SetAffinity(ServiceAddr, proto::Affinity),
     SetCheck(ServiceAddr, proto::HealthCheck),
     RemoveService(ServiceAddr),
-    ListServices { json: bool },
+    ListServices {
+        json: bool,
+    },
     AddBackend(ServiceAddr, BackendAddr, Option<u32>),
     RemoveBackend(ServiceAddr, BackendAddr, bool),
     SetWeight(ServiceAddr, BackendAddr, u32),
     ListBackends(Option<ServiceAddr>, bool),
-    Status { json: bool, counters_only: bool },
+    Status {
+        json: bool,
+        counters_only: bool,
+    },
     Apply(Box<apply::Apply>),
     Dump,
     Top(std::time::Duration),
@@ -489,6 +560,7 @@ impl Request {
                 service,
                 table_size,
                 check,
+                affinity,
             }) => {
                 let service: ServiceAddr = service.parse()?;
                 service.check_vip()?;
@@ -497,7 +569,15 @@ impl Request {
                 } else {
                     None
                 };
-                Request::AddService(service, table_size, check)
+                Request::AddService(service, table_size, check, affinity.to_proto()?)
+            }
+            Command::Service(ServiceCmd::SetAffinity { service, affinity }) => {
+                let service: ServiceAddr = service.parse()?;
+                if affinity.affinity.is_none() {
+                    return Err(CliError::SetAffinityWithoutMode);
+                }
+                let a = affinity.to_proto()?.expect("--affinity was given");
+                Request::SetAffinity(service, a)
             }
             Command::Service(ServiceCmd::SetCheck { service, check }) => {
                 let service: ServiceAddr = service.parse()?;
@@ -736,6 +816,80 @@ mod tests {
     }
 
     #[test]
+    fn affinity_flags_are_parsed_and_checked() {
+        const S: &str = "198.18.0.10:80/tcp";
+        match parse(&[
+            "service",
+            "add",
+            S,
+            "--affinity",
+            "client-ip",
+            "--affinity-timeout",
+            "30",
+        ]) {
+            Ok(Request::AddService(_, None, None, Some(a))) => {
+                assert_eq!((a.mode.as_str(), a.timeout_s), ("client-ip", Some(30)));
+            }
+            _ => panic!("service add --affinity client-ip was not parsed"),
+        }
+        match parse(&["service", "set-affinity", S, "--affinity", "client-ip"]) {
+            Ok(Request::SetAffinity(_, a)) => {
+                assert_eq!((a.mode.as_str(), a.timeout_s), ("client-ip", Some(10800)));
+            }
+            _ => panic!("service set-affinity was not parsed"),
+        }
+        match parse(&["service", "set-affinity", S, "--affinity", "none"]) {
+            Ok(Request::SetAffinity(_, a)) => {
+                assert_eq!((a.mode.as_str(), a.timeout_s), ("none", None))
+            }
+            _ => panic!("set-affinity none was not parsed"),
+        }
+        let cases: Vec<(Vec<&str>, &str)> = vec![
+            (
+                vec!["service", "add", S, "--affinity", "sticky"],
+                "affinity \"sticky\" is not one of none, client-ip",
+            ),
+            (
+                vec!["service", "add", S, "--affinity-timeout", "30"],
+                "an affinity timeout needs --affinity client-ip",
+            ),
+            (
+                vec![
+                    "service",
+                    "add",
+                    S,
+                    "--affinity",
+                    "client-ip",
+                    "--affinity-timeout",
+                    "0",
+                ],
+                "affinity timeout 0 out of range (1-86400)",
+            ),
+            (
+                vec![
+                    "service",
+                    "add",
+                    S,
+                    "--affinity",
+                    "client-ip",
+                    "--affinity-timeout",
+                    "-5",
+                ],
+                "affinity timeout -5 out of range (1-86400)",
+            ),
+            (
+                vec!["service", "set-affinity", S, "--affinity-timeout", "30"],
+                "set-affinity needs --affinity MODE (none or client-ip)",
+            ),
+        ];
+        for (args, want) in &cases {
+            let got = err(args);
+            assert!(got.contains(want), "xlb {}: {got}", args.join(" "));
+            assert!(!got.contains('\n'), "{got}");
+        }
+    }
+
+    #[test]
     fn check_flags_are_checked_before_contacting_the_daemon() {
         const S: &str = "198.18.0.10:80/tcp";
         let cases: Vec<(Vec<&str>, &str)> = vec![
@@ -848,7 +1002,7 @@ mod tests {
             "--all-down",
             "drop",
         ]) {
-            Ok(Request::AddService(_, None, Some(m))) => {
+            Ok(Request::AddService(_, None, Some(m), None)) => {
                 assert_eq!(
                     (
                         m.kind.as_str(),
@@ -929,7 +1083,7 @@ mod tests {
                 "--table-size",
                 "251"
             ]),
-            Ok(Request::AddService(_, Some(251), None))
+            Ok(Request::AddService(_, Some(251), None, None))
         ));
         assert!(matches!(
             parse(&["stats", "--json"]),

@@ -12,6 +12,7 @@ use tonic::{Request, Response, Status};
 use tracing::info;
 
 use crate::addr::{BackendAddr, ServiceAddr};
+use crate::affinity::Affinity;
 use crate::bpf::AttachMode;
 use crate::check::CheckSettings;
 use crate::config::{self, ApplyOptions};
@@ -123,6 +124,22 @@ fn service_msg(s: ServiceInfo) -> proto::Service {
         generation: s.generation,
         backends: s.backends,
         check: Some(s.check.to_proto()),
+        affinity: Some(affinity_msg(s.affinity)),
+    }
+}
+
+fn affinity_msg(a: Affinity) -> proto::Affinity {
+    proto::Affinity {
+        mode: a.mode().to_string(),
+        timeout_s: (!a.is_none()).then(|| a.timeout_s()),
+    }
+}
+
+/// The affinity of a request, checked (absent: none).
+fn affinity_setting(a: Option<&proto::Affinity>) -> Result<Affinity, Status> {
+    match a {
+        None => Ok(Affinity::None),
+        Some(m) => Affinity::new(&m.mode, m.timeout_s).map_err(|e| status(e.into())),
     }
 }
 
@@ -172,15 +189,20 @@ impl<D: Dataplane> Control for ControlService<D> {
         let req = req.into_inner();
         let service = parse_service(&req.service)?;
         let check = check_settings(req.check.as_ref(), &service)?;
+        let affinity = affinity_setting(req.affinity.as_ref())?;
         let mut state = self.state.lock().await;
         let mut info = state.add_service(service, req.table_size).map_err(status)?;
+        if !affinity.is_none() {
+            // Checked above, so only a failed save can refuse it (as with the check).
+            info = state.set_affinity(&service, affinity).map_err(status)?;
+        }
         if check.is_on() {
             // Checked above, so only a failed save can refuse it: the service stays, and
             // the error says the change was not saved.
             info = state.set_check(&service, check).map_err(status)?;
         }
         drop(state);
-        info!(%service, id = info.id, table_size = info.table_size, check = %info.check, "service added");
+        info!(%service, id = info.id, table_size = info.table_size, check = %info.check, affinity = %info.affinity, "service added");
         Ok(Response::new(service_msg(info)))
     }
 
@@ -320,6 +342,23 @@ impl<D: Dataplane> Control for ControlService<D> {
             .set_check(&service, check)
             .map_err(status)?;
         info!(%service, check = %info.check, "health check set");
+        Ok(Response::new(service_msg(info)))
+    }
+
+    async fn set_affinity(
+        &self,
+        req: Request<proto::SetAffinityRequest>,
+    ) -> Result<Response<proto::Service>, Status> {
+        let req = req.into_inner();
+        let service = parse_service(&req.service)?;
+        let affinity = affinity_setting(req.affinity.as_ref())?;
+        let info = self
+            .state
+            .lock()
+            .await
+            .set_affinity(&service, affinity)
+            .map_err(status)?;
+        info!(%service, affinity = %info.affinity, "session affinity set");
         Ok(Response::new(service_msg(info)))
     }
 

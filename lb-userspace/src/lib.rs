@@ -15,6 +15,7 @@
 //!   programs before a table half is reused.
 
 pub mod addr;
+pub mod affinity;
 pub mod alloc;
 pub mod bpf;
 pub mod check;

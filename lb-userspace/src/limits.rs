@@ -18,6 +18,9 @@ pub const DEFAULT_TABLE_SIZE: u32 = 65537;
 /// backend, by at most 1% (Eisenbud et al., NSDI 2016, section 3.4, choose M > 100 N).
 /// The default table (65537 slots) has room for 655 backends.
 pub const SLOTS_PER_BACKEND: u32 = 100;
+/// Seconds a `client-ip` affinity lasts after a client's last new flow when none is
+/// given: kube-proxy's `ClientIP` default (3 hours).
+pub const DEFAULT_AFFINITY_TIMEOUT_S: u32 = 10800;
 /// Bytes of an interface name: Linux's `IFNAMSIZ` less the terminating NUL.
 pub const IFACE_NAME_BYTES: usize = 15;
 /// Characters of an operator's input an error message shows before cutting it with `…`.
@@ -43,6 +46,13 @@ pub const TABLE_AREA: Limit = Limit {
     name: "table area",
     min: 2 * TABLE_SIZE.min,
     max: u32::MAX,
+};
+
+/// Affinity timeouts, in seconds: kube-proxy's range (1 s to a day).
+pub const AFFINITY_TIMEOUT: Limit = Limit {
+    name: "affinity timeout",
+    min: 1,
+    max: 86400,
 };
 
 /// An inclusive range of whole numbers with the name the operator knows it by.
@@ -171,6 +181,10 @@ pub fn parse_weight(s: &str) -> Result<u32, LimitError> {
 }
 
 /// `--table-size`.
+pub fn parse_affinity_timeout(s: &str) -> Result<u32, LimitError> {
+    AFFINITY_TIMEOUT.parse(s)
+}
+
 pub fn parse_table_size(s: &str) -> Result<u32, LimitError> {
     check_table_size(TABLE_SIZE.parse(s)?)
 }

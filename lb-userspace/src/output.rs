@@ -24,6 +24,7 @@ use std::time::SystemTime;
 use serde::Serialize;
 use serde::ser::SerializeMap as _;
 
+use crate::affinity::{Affinity, MODE_NONE};
 use crate::check::{CheckSettings, latency};
 use crate::control::proto;
 
@@ -36,6 +37,10 @@ struct ServiceJson<'a> {
     generation: u32,
     backends: u32,
     check: Option<&'a proto::HealthCheck>,
+    /// `none` or `client-ip`.
+    affinity: &'a str,
+    /// Seconds with `client-ip`, else 0.
+    affinity_timeout_s: u32,
 }
 
 #[derive(Serialize)]
@@ -105,6 +110,14 @@ pub fn services(list: &[proto::Service], as_json: bool) -> Result<String, serde_
                 generation: s.generation,
                 backends: s.backends,
                 check: s.check.as_ref(),
+                affinity: s
+                    .affinity
+                    .as_ref()
+                    .map_or(MODE_NONE, |a| match a.mode.as_str() {
+                        "" => MODE_NONE,
+                        m => m,
+                    }),
+                affinity_timeout_s: s.affinity.as_ref().and_then(|a| a.timeout_s).unwrap_or(0),
             })
             .collect();
         #[derive(Serialize)]
@@ -123,6 +136,7 @@ pub fn services(list: &[proto::Service], as_json: bool) -> Result<String, serde_
             s.check
                 .as_ref()
                 .map_or_else(|| "none".into(), check_summary),
+            affinity_summary(s.affinity.as_ref()),
         ]
     });
     Ok(table_aligned(
@@ -133,13 +147,24 @@ pub fn services(list: &[proto::Service], as_json: bool) -> Result<String, serde_
             "GENERATION",
             "BACKENDS",
             "CHECK",
+            "AFFINITY",
         ],
-        "lrrrrl",
+        "lrrrrll",
         rows,
     ))
 }
 
 /// A check's settings in one line (see `CheckSettings`'s `Display`).
+/// `none` or `client-ip/30s`, as the daemon stated it (absent: none).
+pub fn affinity_summary(a: Option<&proto::Affinity>) -> String {
+    match a {
+        None => MODE_NONE.to_string(),
+        Some(m) => {
+            Affinity::new(&m.mode, m.timeout_s).map_or_else(|_| m.mode.clone(), |a| a.to_string())
+        }
+    }
+}
+
 pub fn check_summary(m: &proto::HealthCheck) -> String {
     CheckSettings::parse_proto(m).map_or_else(|_| m.kind.clone(), |s| s.to_string())
 }
@@ -393,13 +418,17 @@ mod tests {
             generation: 1,
             backends: 3,
             check: None,
+            affinity: Some(proto::Affinity {
+                mode: "client-ip".into(),
+                timeout_s: Some(30),
+            }),
         };
         let v: serde_json::Value = serde_json::from_str(&services(&[s], true).unwrap()).unwrap();
         assert_eq!(
             v,
             serde_json::json!({"services":[{"service":"198.18.0.10:80/tcp","id":0,
                 "table_size":65537,"table_offset":0,"generation":1,"backends":3,
-                "check":null}]})
+                "check":null,"affinity":"client-ip","affinity_timeout_s":30}]})
         );
     }
 

@@ -32,6 +32,7 @@ use lb_common::stats::{Counter, STAT_NAMES};
 use lb_common::{MAX_BACKENDS, MAX_SERVICES, ServiceValue};
 
 use crate::addr::{AddrError, BackendAddr, ServiceAddr};
+use crate::affinity::{Affinity, AffinityError};
 use crate::alloc::{IdPool, Regions, Reuse};
 use crate::check::{AllDown, CheckError, CheckSettings};
 use crate::conntrack::{self, DEFAULT_TIMEOUTS, monotonic_ns};
@@ -70,6 +71,8 @@ pub enum StateError {
     Limit(#[from] LimitError),
     #[error(transparent)]
     Check(#[from] CheckError),
+    #[error(transparent)]
+    Affinity(#[from] AffinityError),
     #[error(
         "table size {size} does not fit in half the table area ({half} slots; see xlbd --table-area)"
     )]
@@ -120,7 +123,9 @@ impl StateError {
     pub fn kind(&self) -> ErrorKind {
         use StateError::*;
         match self {
-            Addr(_) | Limit(_) | Check(_) | TableSizeTooLarge { .. } => ErrorKind::InvalidArgument,
+            Addr(_) | Limit(_) | Check(_) | Affinity(_) | TableSizeTooLarge { .. } => {
+                ErrorKind::InvalidArgument
+            }
             NoSuchService(_) | NoSuchBackend { .. } => ErrorKind::NotFound,
             ServiceExists(_) | BackendExists { .. } => ErrorKind::AlreadyExists,
             TooManyServices | TooManyBackends | TableAreaFull { .. } => {
@@ -143,6 +148,7 @@ pub struct ServiceInfo {
     pub generation: u32,
     pub backends: u32,
     pub check: CheckSettings,
+    pub affinity: Affinity,
 }
 
 /// A backend of a service, with its data-path counters when listed.
@@ -233,6 +239,7 @@ struct Service {
     retired: Option<GraceTicket>,
     backends: BTreeMap<BackendAddr, BackendSlot>,
     check: CheckSettings,
+    affinity: Affinity,
 }
 
 /// What the last table change cost, for benchmarks and logs.
@@ -400,6 +407,7 @@ impl<D: Dataplane> ControlState<D> {
             retired: self.last_removal,
             backends: BTreeMap::new(),
             check: CheckSettings::default(),
+            affinity: Affinity::None,
         };
         self.commit(&service, new)?;
         self.service_ids.take();
@@ -643,6 +651,24 @@ impl<D: Dataplane> ControlState<D> {
         Ok(self.info(service))
     }
 
+    /// Sets the session affinity of `service`. The new setting reaches the data path in
+    /// one update of the service's entry (its table stays as it is); affinity entries
+    /// made before it are used again only under `client-ip` and only while they are
+    /// younger than the new timeout.
+    pub fn set_affinity(
+        &mut self,
+        service: &ServiceAddr,
+        affinity: Affinity,
+    ) -> Result<ServiceInfo, StateError> {
+        let mut next = self.get(service)?;
+        if next.affinity != affinity {
+            next.affinity = affinity;
+            self.commit(service, next)?;
+            self.save()?;
+        }
+        Ok(self.info(service))
+    }
+
     /// Every backend of a service that checks, and where its probe goes.
     pub fn check_targets(&self) -> Vec<CheckTarget> {
         let mut out = Vec::new();
@@ -768,6 +794,7 @@ impl<D: Dataplane> ControlState<D> {
             generation: s.generation,
             backends: s.backends.len() as u32,
             check: s.check.clone(),
+            affinity: s.affinity,
         }
     }
 
@@ -827,11 +854,14 @@ fn publish<D: Dataplane>(
         }
         dp.write_slots(&changed)?;
     }
+    let (affinity, affinity_timeout_s) = s.affinity.to_value();
     let value = ServiceValue {
         id: s.id,
         table_offset,
         table_size: s.table_size,
         generation,
+        affinity,
+        affinity_timeout_s,
     };
     dp.put_service(&service.key(), &value)?;
     let write = t.elapsed() - wait;

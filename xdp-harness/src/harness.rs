@@ -4,18 +4,23 @@
 use anyhow::{Context as _, Result};
 use aya::programs::{TestRun as _, TestRunOptions};
 use lb_common::{
-    Backend, FlowKey, FlowValue, NO_BACKEND, PROTO_TCP, PROTO_UDP, ServiceKey, ServiceValue,
-    stats::Counter,
+    AFFINITY_CLIENT_IP, AFFINITY_NONE, AffinityKey, AffinityValue, Backend, FlowKey, FlowValue,
+    NO_BACKEND, PROTO_TCP, PROTO_UDP, ServiceKey, ServiceValue, stats::Counter,
 };
 use lb_userspace::{bpf::BpfDataplane, dataplane::Dataplane};
 
 use crate::fixture::Side;
 use crate::netns::{self, BACKEND_IF, BRIDGE_IF, CLIENT_IF};
 use crate::pkt::Ip;
-use crate::plan::{PLANS, Plan, TCP_BACKEND_PORT, TCP_PORT, UDP_BACKEND_PORT, UDP_PORT};
+use crate::plan::{
+    AFFINITY_EXPIRED_PORT, AFFINITY_PORT, NO_AFFINITY_PORT, PLANS, Plan, SECOND_BACKEND_PORT,
+    TCP_BACKEND_PORT, TCP_PORT, UDP_BACKEND_PORT, UDP_PORT, affinity_slot_port,
+};
 
 /// Slots of each service's backend table.
-const TABLE_SIZE: u32 = 7;
+pub const TABLE_SIZE: u32 = 7;
+/// The first `BACKENDS` index of the affinity services' two backends (two per plan).
+const AFFINITY_BACKEND_INDEX: u32 = 100;
 
 pub struct Harness {
     dp: BpfDataplane,
@@ -69,6 +74,11 @@ impl Harness {
     /// The connection-table entry of one flow direction.
     pub fn flow(&self, key: &FlowKey) -> Option<FlowValue> {
         self.dp.flow(key)
+    }
+
+    /// The affinity entry of one client of one service.
+    pub fn affinity(&self, key: &AffinityKey) -> Option<AffinityValue> {
+        self.dp.affinity(key)
     }
 
     /// Entries in the connection table.
@@ -170,8 +180,76 @@ fn fill_maps(dp: &mut BpfDataplane) -> Result<()> {
             table_offset: offset,
             table_size: TABLE_SIZE,
             generation: 1,
+            ..Default::default()
         };
         dp.put_service(&key, &value)?;
     }
+    fill_affinity(dp, (PLANS.len() * SERVICES_PER_PLAN) as u32)
+}
+
+/// The affinity services of `crate::plan::AFFINITY_PORT` and its neighbours, with ids from
+/// `first_id`, and their clients' entries.
+fn fill_affinity(dp: &mut BpfDataplane, first_id: u32) -> Result<()> {
+    let mut id = first_id;
+    for (p, plan) in PLANS.iter().enumerate() {
+        let first = AFFINITY_BACKEND_INDEX + 2 * p as u32;
+        dp.put_backend(first, &backend(plan.backend, TCP_BACKEND_PORT))?;
+        dp.put_backend(first + 1, &backend(plan.backend, SECOND_BACKEND_PORT))?;
+        let table: Vec<u32> = (0..TABLE_SIZE)
+            .map(|s| first + u32::from(affinity_slot_port(s) != TCP_BACKEND_PORT))
+            .collect();
+        let services = [
+            (AFFINITY_PORT, AFFINITY_CLIENT_IP, 3600),
+            (AFFINITY_EXPIRED_PORT, AFFINITY_CLIENT_IP, 1),
+            (NO_AFFINITY_PORT, AFFINITY_NONE, 3600),
+        ];
+        for (port, affinity, affinity_timeout_s) in services {
+            let offset = id * TABLE_SIZE;
+            dp.write_table(offset, &table)?;
+            let value = ServiceValue {
+                id,
+                table_offset: offset,
+                table_size: TABLE_SIZE,
+                generation: 1,
+                affinity,
+                affinity_timeout_s,
+            };
+            dp.put_service(&service(plan.vip, port, PROTO_TCP), &value)?;
+            // An entry naming the second backend (slot 1 holds it): expired (made at boot)
+            // for the 1 s service, fresh for the service without affinity.
+            let last_seen_ns = match port {
+                AFFINITY_EXPIRED_PORT => 0,
+                NO_AFFINITY_PORT => lb_userspace::conntrack::monotonic_ns(),
+                _ => u64::MAX,
+            };
+            if last_seen_ns != u64::MAX {
+                let key = affinity_key(plan, id);
+                let entry = AffinityValue {
+                    backend: first + 1,
+                    slot: 1,
+                    last_seen_ns,
+                };
+                dp.put_affinity(&key, &entry)?;
+            }
+            id += 1;
+        }
+    }
     Ok(())
+}
+
+/// The id of `plan`'s affinity service on `port` (one of `AFFINITY_PORT`,
+/// `AFFINITY_EXPIRED_PORT`, `NO_AFFINITY_PORT`).
+pub fn affinity_service_id(plan: &Plan, port: u16) -> u32 {
+    let p = u32::from(plan.is_v6());
+    (PLANS.len() * SERVICES_PER_PLAN) as u32 + 3 * p + u32::from(port - AFFINITY_PORT)
+}
+
+/// The affinity-map key of `plan`'s client for service `id`.
+pub fn affinity_key(plan: &Plan, id: u32) -> AffinityKey {
+    AffinityKey {
+        client: plan.client.addr(),
+        service: id,
+        family: plan.client.family(),
+        _pad: [0; 3],
+    }
 }

@@ -29,6 +29,26 @@ pub const TCP_BACKEND_PORT: u16 = 8080;
 pub const UDP_PORT: u16 = 53;
 pub const UDP_BACKEND_PORT: u16 = 5353;
 
+/// Services on the TCP VIP for session affinity, each with two backends: the backend's
+/// address on `TCP_BACKEND_PORT` and on `SECOND_BACKEND_PORT`, whose table slots alternate
+/// (see [`affinity_slot_port`]). `AFFINITY_PORT`: `client-ip`, an hour's timeout.
+/// `AFFINITY_EXPIRED_PORT`: `client-ip`, 1 s, and the client starts with an expired entry
+/// naming the second backend. `NO_AFFINITY_PORT`: no affinity, and the client starts with
+/// a fresh entry naming the second backend.
+pub const AFFINITY_PORT: u16 = 7001;
+pub const AFFINITY_EXPIRED_PORT: u16 = 7002;
+pub const NO_AFFINITY_PORT: u16 = 7003;
+pub const SECOND_BACKEND_PORT: u16 = 8081;
+
+/// The backend port slot `slot` of an affinity service's table holds.
+pub const fn affinity_slot_port(slot: u32) -> u16 {
+    if slot % 2 == 0 {
+        TCP_BACKEND_PORT
+    } else {
+        SECOND_BACKEND_PORT
+    }
+}
+
 /// The addresses of one family.
 #[derive(Debug, Clone, Copy)]
 pub struct Plan {

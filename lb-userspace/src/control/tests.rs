@@ -59,6 +59,7 @@ fn add_service(service: &str, table_size: Option<u32>) -> AddServiceRequest {
         service: service.into(),
         table_size,
         check: None,
+        affinity: None,
     }
 }
 
@@ -89,6 +90,10 @@ async fn services_and_backends_round_trip() {
             generation: 1,
             backends: 0,
             check: Some(crate::check::CheckSettings::default().to_proto()),
+            affinity: Some(super::proto::Affinity {
+                mode: "none".into(),
+                timeout_s: None,
+            }),
         }
     );
     let b = c

@@ -40,6 +40,7 @@ fn usage() -> Usage {
             generation: 4,
             backends: 2,
             check: Default::default(),
+            affinity: Default::default(),
         }],
         backends: vec![
             backend("198.19.0.2:8080", 0, 10, 2),

@@ -167,6 +167,7 @@ impl<D: Dataplane> ControlState<D> {
                 generation: 0,
                 retired: self.last_removal,
                 check: CheckSettings::default(),
+                affinity: crate::affinity::Affinity::None,
                 backends: BTreeMap::new(),
             },
         };

@@ -19,6 +19,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{BackendSlot, ControlState, Service, StateError, publish, table_offset};
 use crate::addr::{BackendAddr, ServiceAddr};
+use crate::affinity::Affinity;
 use crate::alloc::{IdPool, Regions};
 use crate::check::CheckSettings;
 use crate::dataplane::Dataplane;
@@ -68,6 +69,10 @@ struct SavedService {
     /// Health-check settings; absent (files of before health checks): none.
     #[serde(default, skip_serializing_if = "CheckSettings::is_none")]
     check: CheckSettings,
+    /// `client-ip` affinity's timeout in seconds; absent or 0 (files of before session
+    /// affinity): none.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    affinity_timeout_s: u32,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -86,6 +91,10 @@ struct SavedBackend {
 
 fn is_false(b: &bool) -> bool {
     !*b
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
 }
 
 /// Why the state directory could not be used; one line each.
@@ -218,6 +227,7 @@ impl<D: Dataplane> ControlState<D> {
                     })
                     .collect(),
                 check: s.check.clone(),
+                affinity_timeout_s: s.affinity.timeout_s(),
             })
             .collect();
         ControlSnapshot {
@@ -251,6 +261,7 @@ impl<D: Dataplane> ControlState<D> {
         for s in snap.services {
             let addr: ServiceAddr = s.service.parse()?;
             s.check.validate(&addr)?;
+            let affinity = Affinity::from_timeout(s.affinity_timeout_s)?;
             let mut backends = BTreeMap::new();
             for b in s.backends {
                 let backend: BackendAddr = b.backend.parse()?;
@@ -281,6 +292,7 @@ impl<D: Dataplane> ControlState<D> {
                 retired,
                 backends,
                 check: s.check,
+                affinity,
             };
             services.insert(addr, service);
         }
@@ -289,11 +301,14 @@ impl<D: Dataplane> ControlState<D> {
             for (b, slot) in &s.backends {
                 st.dp.put_backend(slot.index, &b.backend())?;
             }
+            let (affinity, affinity_timeout_s) = s.affinity.to_value();
             let want = ServiceValue {
                 id: s.id,
                 table_offset: table_offset(st.half, s.region, s.generation),
                 table_size: s.table_size,
                 generation: s.generation,
+                affinity,
+                affinity_timeout_s,
             };
             let key = addr.key();
             match live.get(&key) {
@@ -407,6 +422,40 @@ mod tests {
             .collect();
         assert_eq!(weights, vec![100, 0]);
         assert!(!st.dataplane().services.contains_key(&extra.key()));
+    }
+
+    #[test]
+    fn affinity_reaches_the_service_entry_and_survives_a_restore() {
+        let mut st = populated();
+        let web: ServiceAddr = "198.18.0.10:80/tcp".parse().unwrap();
+        let table = st.dataplane().live_table(&web.key()).unwrap().to_vec();
+        let a = Affinity::ClientIp { timeout_s: 30 };
+        assert_eq!(st.set_affinity(&web, a).unwrap().affinity, a);
+        let v = st.dataplane().services[&web.key()];
+        assert_eq!(
+            (v.affinity, v.affinity_timeout_s),
+            (lb_common::AFFINITY_CLIENT_IP, 30)
+        );
+        // Only the service entry changed: the same table, in the other half.
+        assert_eq!(st.dataplane().live_table(&web.key()).unwrap(), table);
+        let snap = st.snapshot();
+        let json = serde_json::to_string(&snap).unwrap();
+        assert!(json.contains("\"affinity_timeout_s\":30"), "{json}");
+        let st = ControlState::restore(FakeDataplane::new(4096), snap).unwrap();
+        assert_eq!(st.services()[1].affinity, a);
+        assert_eq!(st.dataplane().services[&web.key()].affinity_timeout_s, 30);
+        // A file of before session affinity has no such field: none.
+        let old = json.replace(",\"affinity_timeout_s\":30", "");
+        assert_ne!(old, json);
+        let snap: ControlSnapshot = serde_json::from_str(&old).unwrap();
+        let st = ControlState::restore(FakeDataplane::new(4096), snap).unwrap();
+        assert!(st.services().iter().all(|s| s.affinity == Affinity::None));
+        // Back to none: the entry says so.
+        let mut st = st;
+        st.set_affinity(&web, a).unwrap();
+        st.set_affinity(&web, Affinity::None).unwrap();
+        let v = st.dataplane().services[&web.key()];
+        assert_eq!((v.affinity, v.affinity_timeout_s), (0, 0));
     }
 
     #[test]

@@ -61,6 +61,7 @@ fn new_service_gets_an_empty_table_then_the_service_entry() {
         table_offset: 0,
         table_size: 65537,
         generation: 1,
+        ..Default::default()
     };
     // A new map holds 0 (backend 0) everywhere: every slot changes to NO_BACKEND.
     assert_eq!(
@@ -733,6 +734,7 @@ fn two_quick_changes_wait_for_in_flight_programs_before_reusing_a_half() {
         table_offset,
         table_size: 7,
         generation,
+        ..Default::default()
     };
     let write = |first| Op::WriteSlots {
         first,
