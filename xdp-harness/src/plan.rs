@@ -42,7 +42,7 @@ pub const SECOND_BACKEND_PORT: u16 = 8081;
 
 /// The backend port slot `slot` of an affinity service's table holds.
 pub const fn affinity_slot_port(slot: u32) -> u16 {
-    if slot % 2 == 0 {
+    if slot.is_multiple_of(2) {
         TCP_BACKEND_PORT
     } else {
         SECOND_BACKEND_PORT
