@@ -69,7 +69,11 @@ fn distinct(ids: &[String]) -> BTreeSet<String> {
 /// The one backend all of `ids` went to; fails when they went to several.
 fn one_backend(ids: &[String], what: &str) -> String {
     let set = distinct(ids);
-    assert_eq!(set.len(), 1, "{what}: {CONNECTIONS} connections went to {set:?}");
+    assert_eq!(
+        set.len(),
+        1,
+        "{what}: {CONNECTIONS} connections went to {set:?}"
+    );
     set.into_iter().next().unwrap()
 }
 
@@ -96,8 +100,14 @@ fn client_ip_affinity_keeps_a_client_on_one_backend_until_the_timeout() {
             )
         })
         .collect();
-    assert!(shown.contains(&(SERVICE.into(), "client-ip".into(), TIMEOUT_S)), "{shown:?}");
-    assert!(shown.contains(&(PLAIN.into(), "none".into(), 0)), "{shown:?}");
+    assert!(
+        shown.contains(&(SERVICE.into(), "client-ip".into(), TIMEOUT_S)),
+        "{shown:?}"
+    );
+    assert!(
+        shown.contains(&(PLAIN.into(), "none".into(), 0)),
+        "{shown:?}"
+    );
     let text = tb.xlb_ok(&["service", "list"]).expect("service list");
     assert!(text.contains(&format!("client-ip/{TIMEOUT_S}s")), "{text}");
 
@@ -110,7 +120,10 @@ fn client_ip_affinity_keeps_a_client_on_one_backend_until_the_timeout() {
     let first: Vec<String> = (0..2)
         .map(|k| one_backend(&connections(&tb, k, 80), &format!("client {k}")))
         .collect();
-    eprintln!("with client-ip affinity: client 0 on {}, client 1 on {}", first[0], first[1]);
+    eprintln!(
+        "with client-ip affinity: client 0 on {}, client 1 on {}",
+        first[0], first[1]
+    );
 
     // No connection for longer than the timeout: the entries expire; new connections
     // work, and the first of them makes a new entry that the others follow.
@@ -122,19 +135,30 @@ fn client_ip_affinity_keeps_a_client_on_one_backend_until_the_timeout() {
     );
 
     // A backend that leaves the table (drained) releases its clients at once.
-    let j = (0..3).find(|&j| backend_id(j) == after).expect("a testbed backend");
+    let j = (0..3)
+        .find(|&j| backend_id(j) == after)
+        .expect("a testbed backend");
     let drained = format!("{}:{BACKEND_PORT}", tb.backend(j).addr());
     tb.xlb_ok(&["backend", "drain", SERVICE, &drained])
         .expect("backend drain");
     let t = Instant::now();
-    let moved = one_backend(&connections(&tb, 0, 80), "client 0 after its backend drained");
+    let moved = one_backend(
+        &connections(&tb, 0, 80),
+        "client 0 after its backend drained",
+    );
     assert_ne!(moved, after, "a new connection went to the drained backend");
-    eprintln!("after draining {after}: client 0 on {moved} ({:?})", t.elapsed());
+    eprintln!(
+        "after draining {after}: client 0 on {moved} ({:?})",
+        t.elapsed()
+    );
 
     // set-affinity none: the client's connections spread again.
     tb.xlb_ok(&["service", "set-affinity", SERVICE, "--affinity", "none"])
         .expect("set-affinity none");
     let spread = connections(&tb, 0, 80);
     assert!(distinct(&spread).len() > 1, "with none: {spread:?}");
-    assert!(!distinct(&spread).contains(&after), "the drained backend got {spread:?}");
+    assert!(
+        !distinct(&spread).contains(&after),
+        "the drained backend got {spread:?}"
+    );
 }
