@@ -28,7 +28,7 @@ pub const MODE_CLIENT_IP: &str = "client-ip";
 pub enum AffinityError {
     #[error("affinity {} is not one of none, client-ip", quoted(.0))]
     UnknownMode(String),
-    #[error("an affinity timeout needs --affinity client-ip")]
+    #[error("an affinity timeout needs affinity client-ip")]
     TimeoutWithoutAffinity,
     #[error(transparent)]
     Limit(#[from] LimitError),

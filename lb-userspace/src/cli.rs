@@ -851,7 +851,7 @@ mod tests {
             ),
             (
                 vec!["service", "add", S, "--affinity-timeout", "30"],
-                "an affinity timeout needs --affinity client-ip",
+                "an affinity timeout needs affinity client-ip",
             ),
             (
                 vec![
@@ -1116,7 +1116,7 @@ mod tests {
         assert_eq!(
             err(&["apply", "-f", file, "--dry-run"]),
             format!(
-                "{file}:3: service \"198.18.0.10:80/tcp\": unknown field `weight`, expected one of `address`, `table_size`, `backend`"
+                "{file}:3: service \"198.18.0.10:80/tcp\": unknown field `weight`, expected one of `address`, `table_size`, `backend`, `affinity`, `affinity_timeout`"
             )
         );
         std::fs::write(&path, "[[service]]\naddress = \"198.18.0.10:80/tcp\"\n").unwrap();

@@ -11,6 +11,8 @@
 //! [[service]]
 //! address = "198.18.0.10:80/tcp"
 //! table_size = 65537            # optional, a prime; default 65537
+//! affinity = "client-ip"        # optional, "none" (default) or "client-ip"
+//! affinity_timeout = 10800      # optional, seconds (1-86400) with client-ip; default 10800
 //!
 //! [[service.backend]]
 //! address = "198.19.0.2:8080"
@@ -29,6 +31,7 @@ use serde::{Deserialize, Serialize};
 use toml::Spanned;
 
 use crate::addr::{AddrError, BackendAddr, ServiceAddr};
+use crate::affinity::Affinity;
 use crate::bpf::AttachMode;
 use crate::control::proto;
 use crate::state::{self, DEFAULT_TABLE_SIZE, DEFAULT_WEIGHT};
@@ -36,11 +39,13 @@ use crate::state::{self, DEFAULT_TABLE_SIZE, DEFAULT_WEIGHT};
 /// Weights by backend.
 pub type Backends = BTreeMap<BackendAddr, u32>;
 
-/// What one service should be: its table size and its backends with their weights.
+/// What one service should be: its table size, its backends with their weights, and its
+/// session affinity.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ServiceSpec {
     pub table_size: u32,
     pub backends: Backends,
+    pub affinity: Affinity,
 }
 
 /// Services by address: the part of a configuration that `xlb apply` applies.
@@ -118,6 +123,8 @@ struct ServiceToml {
     table_size: Option<Spanned<u32>>,
     #[serde(default)]
     backend: Vec<BackendToml>,
+    affinity: Option<Spanned<String>>,
+    affinity_timeout: Option<Spanned<u32>>,
 }
 
 #[derive(Deserialize)]
@@ -133,6 +140,10 @@ struct BackendToml {
 pub struct RawService<P> {
     pub address: (String, P),
     pub table_size: Option<(u32, P)>,
+    /// `none` or `client-ip`; absent: none.
+    pub affinity: Option<(String, P)>,
+    /// Seconds, with `client-ip` only; absent: the default.
+    pub affinity_timeout: Option<(u32, P)>,
     pub backends: Vec<RawBackend<P>>,
 }
 
@@ -226,6 +237,8 @@ pub fn parse(file: &str, text: &str) -> Result<Config, ConfigError> {
         .map(|s| RawService {
             address: (s.address.get_ref().clone(), s.address.span()),
             table_size: s.table_size.map(|t| (*t.get_ref(), t.span())),
+            affinity: s.affinity.map(|a| (a.get_ref().clone(), a.span())),
+            affinity_timeout: s.affinity_timeout.map(|t| (*t.get_ref(), t.span())),
             backends: s
                 .backend
                 .into_iter()
@@ -292,6 +305,20 @@ pub fn validate<P: Clone>(raw: &[RawService<P>]) -> Result<Services, Invalid<P>>
             }
             None => DEFAULT_TABLE_SIZE,
         };
+        let affinity = {
+            let mode = s.affinity.as_ref().map_or("", |(m, _)| m.as_str());
+            let timeout = s.affinity_timeout.as_ref().map(|(t, _)| *t);
+            // The error is at the timeout when one is given, else at the mode.
+            let at = match (&s.affinity_timeout, &s.affinity) {
+                (Some((_, at)), _) | (None, Some((_, at))) => Some(at),
+                (None, None) => None,
+            };
+            match (Affinity::new(mode, timeout), at) {
+                (Ok(a), _) => a,
+                (Err(e), Some(at)) => return Err(bad(at, e.to_string())),
+                (Err(_), None) => Affinity::None,
+            }
+        };
         let mut backends = Backends::new();
         for b in &s.backends {
             let bctx = format!("backend {:?}", b.address.0);
@@ -318,6 +345,7 @@ pub fn validate<P: Clone>(raw: &[RawService<P>]) -> Result<Services, Invalid<P>>
             ServiceSpec {
                 table_size,
                 backends,
+                affinity,
             },
         );
     }
@@ -568,6 +596,15 @@ pub enum Change {
         from: u32,
         to: u32,
     },
+    /// Also after `AddService` for a new service whose affinity is not `none`.
+    SetAffinity {
+        #[serde(serialize_with = "as_str")]
+        service: ServiceAddr,
+        #[serde(serialize_with = "as_str")]
+        from: Affinity,
+        #[serde(serialize_with = "as_str")]
+        to: Affinity,
+    },
 }
 
 fn as_str<T: fmt::Display, S: serde::Serializer>(v: &T, s: S) -> Result<S::Ok, S::Error> {
@@ -605,6 +642,9 @@ impl fmt::Display for Change {
                 }
                 Ok(())
             }
+            Change::SetAffinity { service, from, to } => {
+                write!(f, "~ service {service} affinity={from}->{to}")
+            }
         }
     }
 }
@@ -624,6 +664,13 @@ pub fn changes(plans: &[ServicePlan]) -> Vec<Change> {
                     service,
                     table_size: after.table_size,
                 });
+                if !after.affinity.is_none() {
+                    out.push(Change::SetAffinity {
+                        service,
+                        from: Affinity::None,
+                        to: after.affinity,
+                    });
+                }
                 for (&backend, &weight) in &after.backends {
                     out.push(Change::AddBackend {
                         service,
@@ -640,6 +687,13 @@ pub fn changes(plans: &[ServicePlan]) -> Vec<Change> {
                 service,
                 from: before.table_size,
                 to: after.table_size,
+            });
+        }
+        if before.affinity != after.affinity {
+            out.push(Change::SetAffinity {
+                service,
+                from: before.affinity,
+                to: after.affinity,
             });
         }
         for (&backend, &from) in &before.backends {
@@ -702,6 +756,14 @@ impl Change {
                 from,
                 to,
             } => ("set_weight", service, Some(backend), Some(from), Some(to)),
+            // As timeouts in seconds, 0 for none.
+            Change::SetAffinity { service, from, to } => (
+                "set_affinity",
+                service,
+                None,
+                Some(from.timeout_s()),
+                Some(to.timeout_s()),
+            ),
         };
         proto::Change {
             op: op.into(),
@@ -742,6 +804,11 @@ impl Change {
                 from: c.from?,
                 to: c.to?,
             },
+            "set_affinity" => Change::SetAffinity {
+                service,
+                from: Affinity::from_timeout(c.from?).ok()?,
+                to: Affinity::from_timeout(c.to?).ok()?,
+            },
             _ => return None,
         })
     }
@@ -754,6 +821,10 @@ pub fn services_to_proto(services: &Services) -> Vec<proto::ServiceConfig> {
         .map(|(s, spec)| proto::ServiceConfig {
             service: s.to_string(),
             table_size: Some(spec.table_size),
+            affinity: (!spec.affinity.is_none()).then(|| proto::Affinity {
+                mode: spec.affinity.mode().into(),
+                timeout_s: Some(spec.affinity.timeout_s()),
+            }),
             backends: spec
                 .backends
                 .iter()
@@ -777,6 +848,12 @@ pub fn services_from_proto(list: &[proto::ServiceConfig]) -> Result<Services, St
         .map(|s| RawService {
             address: (s.service.clone(), ()),
             table_size: s.table_size.map(|t| (t, ())),
+            affinity: s.affinity.as_ref().map(|a| (a.mode.clone(), ())),
+            affinity_timeout: s
+                .affinity
+                .as_ref()
+                .and_then(|a| a.timeout_s)
+                .map(|t| (t, ())),
             backends: s
                 .backends
                 .iter()
@@ -814,6 +891,12 @@ pub fn render(config: &Config) -> String {
             quote(&service.to_string()),
             spec.table_size
         ));
+        if let Affinity::ClientIp { timeout_s } = spec.affinity {
+            out.push_str(&format!(
+                "affinity = {}\naffinity_timeout = {timeout_s}\n",
+                quote(spec.affinity.mode())
+            ));
+        }
         for (backend, weight) in &spec.backends {
             out.push_str(&format!(
                 "\n[[service.backend]]\naddress = {}\nweight = {weight}\n",

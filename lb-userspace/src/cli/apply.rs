@@ -114,9 +114,16 @@ pub async fn dump(client: &mut ControlClient<Channel>, socket: &Path) -> Result<
     let mut running = Services::new();
     for s in services {
         let addr: ServiceAddr = s.service.parse().map_err(|_| bad("service"))?;
+        let affinity = match &s.affinity {
+            None => Default::default(),
+            Some(a) => {
+                crate::affinity::Affinity::new(&a.mode, a.timeout_s).map_err(|_| bad("affinity"))?
+            }
+        };
         let spec = ServiceSpec {
             table_size: s.table_size,
             backends: Default::default(),
+            affinity,
         };
         running.insert(addr, spec);
     }

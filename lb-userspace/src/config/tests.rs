@@ -12,6 +12,7 @@ fn spec(table_size: u32, backends: &[(&str, u32)]) -> ServiceSpec {
     ServiceSpec {
         table_size,
         backends: backends.iter().map(|(b, w)| (be(b), *w)).collect(),
+        affinity: Affinity::None,
     }
 }
 
@@ -95,7 +96,7 @@ fn errors_name_the_file_the_line_and_the_field() {
         ),
         (
             format!("{svc_hdr}tablesize = 251\n"),
-            "xlb.toml:3: service \"198.18.0.10:80/tcp\": unknown field `tablesize`, expected one of `address`, `table_size`, `backend`",
+            "xlb.toml:3: service \"198.18.0.10:80/tcp\": unknown field `tablesize`, expected one of `address`, `table_size`, `backend`, `affinity`, `affinity_timeout`",
         ),
         (
             format!("{svc_hdr}{be_hdr}weigth = 5\n"),
@@ -300,6 +301,7 @@ fn changes_survive_the_api_round_trip() {
     web.backends.insert(be("198.19.0.2:8080"), 0);
     web.backends.remove(&be("198.19.1.2:8080"));
     web.backends.insert(be("198.19.3.2:8080"), 1);
+    web.affinity = Affinity::ClientIp { timeout_s: 30 };
     let one: Services = [(svc("198.18.0.10:80/tcp"), web)].into();
     all.extend(changes(&plan(&running(), &one, prune)));
     let ops: std::collections::BTreeSet<&str> = all
@@ -311,9 +313,10 @@ fn changes_survive_the_api_round_trip() {
             Change::AddBackend { .. } => "add_backend",
             Change::RemoveBackend { .. } => "remove_backend",
             Change::SetWeight { .. } => "set_weight",
+            Change::SetAffinity { .. } => "set_affinity",
         })
         .collect();
-    assert_eq!(ops.len(), 6, "every kind of change is covered: {ops:?}");
+    assert_eq!(ops.len(), 7, "every kind of change is covered: {ops:?}");
     for c in &all {
         assert_eq!(Change::from_proto(&c.to_proto()).as_ref(), Some(c));
     }
@@ -332,6 +335,9 @@ fn dump_parses_back_to_the_same_config() {
         spec(211, &[("[2001:2::2]:8443", 0), ("[2001:2::3]:8443", 65535)]),
     );
     services.insert(svc("198.18.0.12:80/udp"), spec(65537, &[]));
+    let mut sticky = spec(101, &[("198.19.0.2:80", 1)]);
+    sticky.affinity = Affinity::ClientIp { timeout_s: 30 };
+    services.insert(svc("198.18.0.13:80/tcp"), sticky);
     for daemon in [
         DaemonSettings::default(),
         DaemonSettings {
@@ -392,4 +398,51 @@ fn the_readme_example_parses() {
     let c = parse("README.md", &readme[start..end]).unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(c.services.len(), 2);
     assert_eq!(c.daemon.mode, Some(AttachMode::Native));
+}
+
+#[test]
+fn affinity_is_a_service_option_diffed_by_apply() {
+    let text = "[[service]]\naddress = \"198.18.0.10:80/tcp\"\naffinity = \"client-ip\"\naffinity_timeout = 30\n\n[[service]]\naddress = \"198.18.0.11:80/tcp\"\naffinity = \"client-ip\"\n";
+    let c = parse("a.toml", text).unwrap();
+    let a = |s: &str| c.services[&svc(s)].affinity;
+    assert_eq!(
+        a("198.18.0.10:80/tcp"),
+        Affinity::ClientIp { timeout_s: 30 }
+    );
+    assert_eq!(
+        a("198.18.0.11:80/tcp"),
+        Affinity::ClientIp { timeout_s: 10800 }
+    );
+    // Running without affinity: the diff sets it; a new service gets a line for it too.
+    let mut running = Services::new();
+    running.insert(svc("198.18.0.10:80/tcp"), spec(65537, &[]));
+    let lines = render_changes(&changes(&plan(
+        &running,
+        &c.services,
+        ApplyOptions::default(),
+    )));
+    assert_eq!(
+        lines,
+        "~ service 198.18.0.10:80/tcp affinity=none->client-ip/30s\n\
+         + service 198.18.0.11:80/tcp table_size=65537\n\
+         ~ service 198.18.0.11:80/tcp affinity=none->client-ip/10800s\n"
+    );
+    let bad = [
+        (
+            "affinity = \"sticky\"",
+            "a.toml:3: service \"198.18.0.10:80/tcp\": affinity \"sticky\" is not one of none, client-ip",
+        ),
+        (
+            "affinity_timeout = 30",
+            "a.toml:3: service \"198.18.0.10:80/tcp\": an affinity timeout needs affinity client-ip",
+        ),
+        (
+            "affinity = \"client-ip\"\naffinity_timeout = 0",
+            "a.toml:4: service \"198.18.0.10:80/tcp\": affinity timeout 0 out of range (1-86400)",
+        ),
+    ];
+    for (keys, want) in bad {
+        let text = format!("[[service]]\naddress = \"198.18.0.10:80/tcp\"\n{keys}\n");
+        assert_eq!(parse("a.toml", &text).unwrap_err().to_string(), want);
+    }
 }

@@ -39,6 +39,7 @@ impl<D: Dataplane> ControlState<D> {
                 let spec = ServiceSpec {
                     table_size: s.table_size,
                     backends,
+                    affinity: s.affinity,
                 };
                 (*addr, spec)
             })
@@ -183,6 +184,7 @@ impl<D: Dataplane> ControlState<D> {
             })?;
             next.table_size = size;
         }
+        next.affinity = want.affinity;
         let removed: Vec<(BackendAddr, BackendSlot)> = next
             .backends
             .iter()
