@@ -161,4 +161,39 @@ fn client_ip_affinity_keeps_a_client_on_one_backend_until_the_timeout() {
         !distinct(&spread).contains(&after),
         "the drained backend got {spread:?}"
     );
+
+    // The configuration file sets it back: `xlb apply` shows the one change, `xlb config
+    // dump` writes it, and the client sticks again.
+    let mut file = format!(
+        "[[service]]\naddress = \"{SERVICE}\"\naffinity = \"client-ip\"\naffinity_timeout = {TIMEOUT_S}\n"
+    );
+    for j in 0..3 {
+        let weight = if j == (0..3).find(|&j| backend_id(j) == after).unwrap() {
+            0
+        } else {
+            100
+        };
+        file.push_str(&format!(
+            "[[service.backend]]\naddress = \"{}:{BACKEND_PORT}\"\nweight = {weight}\n",
+            tb.backend(j).addr()
+        ));
+    }
+    let path = tb.run_file("affinity.toml");
+    std::fs::write(&path, file).expect("write the config file");
+    let applied = tb
+        .xlb_ok(&["apply", "-f", path.to_str().unwrap()])
+        .expect("xlb apply");
+    assert_eq!(
+        applied.trim(),
+        format!("~ service {SERVICE} affinity=none->client-ip/{TIMEOUT_S}s")
+    );
+    let dump = tb.xlb_ok(&["config", "dump"]).expect("config dump");
+    assert!(
+        dump.contains(&format!(
+            "affinity = \"client-ip\"\naffinity_timeout = {TIMEOUT_S}\n"
+        )),
+        "{dump}"
+    );
+    let again = one_backend(&connections(&tb, 0, 80), "client 0 after xlb apply");
+    assert_ne!(again, after, "a new connection went to the drained backend");
 }
