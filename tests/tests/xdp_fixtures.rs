@@ -10,9 +10,11 @@ mod fixtures;
 use lb_common::{DIR_REPLY, DIR_REQUEST, FlowKey, PROTO_TCP, stats::STAT_PASS_EGRESS};
 use xlb_xdp_harness::{
     Harness, Plan, fixture,
-    harness::tcp_backend_index,
+    harness::{affinity_key, affinity_service_id, tcp_backend_index},
     netns::in_private_netns,
-    plan::{PLANS, TCP_BACKEND_PORT, TCP_PORT},
+    plan::{
+        AFFINITY_EXPIRED_PORT, AFFINITY_PORT, PLANS, TCP_BACKEND_PORT, TCP_PORT, affinity_slot_port,
+    },
     require_root,
 };
 
@@ -61,6 +63,24 @@ fn check_flow_entries(h: &Harness, plan: &Plan) -> Result<(), String> {
     Ok(())
 }
 
+/// The affinity fixtures left entries naming the first backend (port 8080) for the
+/// client-ip services, the expired one rewritten.
+fn check_affinity_entries(h: &Harness, plan: &Plan) -> Result<(), String> {
+    for port in [AFFINITY_PORT, AFFINITY_EXPIRED_PORT] {
+        let key = affinity_key(plan, affinity_service_id(plan, port));
+        let v = h
+            .affinity(&key)
+            .ok_or(format!("{}: no affinity entry for port {port}", plan.name))?;
+        if affinity_slot_port(v.slot) != TCP_BACKEND_PORT || v.last_seen_ns == 0 {
+            return Err(format!(
+                "{}: affinity entry for port {port}: {v:?}",
+                plan.name
+            ));
+        }
+    }
+    Ok(())
+}
+
 #[test]
 fn xdp_packet_fixtures() {
     if !require_root("xdp_packet_fixtures") {
@@ -71,7 +91,8 @@ fn xdp_packet_fixtures() {
         let report = fixture::run_all(&mut h, &fixtures::all()).expect("test_run");
         let mut flows: Vec<String> = PLANS
             .iter()
-            .filter_map(|p| check_flow_entries(&h, p).err())
+            .flat_map(|p| [check_flow_entries(&h, p), check_affinity_entries(&h, p)])
+            .filter_map(Result::err)
             .collect();
         // One bridged SYN per family went to the kernel: counted, the bridge recorded.
         let passed = h.stats().expect("stats")[STAT_PASS_EGRESS as usize].packets;

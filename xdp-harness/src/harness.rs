@@ -13,8 +13,9 @@ use crate::fixture::Side;
 use crate::netns::{self, BACKEND_IF, BRIDGE_IF, CLIENT_IF};
 use crate::pkt::Ip;
 use crate::plan::{
-    AFFINITY_EXPIRED_PORT, AFFINITY_PORT, NO_AFFINITY_PORT, PLANS, Plan, SECOND_BACKEND_PORT,
-    TCP_BACKEND_PORT, TCP_PORT, UDP_BACKEND_PORT, UDP_PORT, affinity_slot_port,
+    AFFINITY_EXPIRED_PORT, AFFINITY_PORT, AFFINITY_STALE_PORT, NO_AFFINITY_PORT, PLANS, Plan,
+    SECOND_BACKEND_PORT, TCP_BACKEND_PORT, TCP_PORT, UDP_BACKEND_PORT, UDP_PORT,
+    affinity_slot_port,
 };
 
 /// Slots of each service's backend table.
@@ -202,6 +203,7 @@ fn fill_affinity(dp: &mut BpfDataplane, first_id: u32) -> Result<()> {
             (AFFINITY_PORT, AFFINITY_CLIENT_IP, 3600),
             (AFFINITY_EXPIRED_PORT, AFFINITY_CLIENT_IP, 1),
             (NO_AFFINITY_PORT, AFFINITY_NONE, 3600),
+            (AFFINITY_STALE_PORT, AFFINITY_CLIENT_IP, 3600),
         ];
         for (port, affinity, affinity_timeout_s) in services {
             let offset = id * TABLE_SIZE;
@@ -215,18 +217,21 @@ fn fill_affinity(dp: &mut BpfDataplane, first_id: u32) -> Result<()> {
                 affinity_timeout_s,
             };
             dp.put_service(&service(plan.vip, port, PROTO_TCP), &value)?;
-            // An entry naming the second backend (slot 1 holds it): expired (made at boot)
-            // for the 1 s service, fresh for the service without affinity.
-            let last_seen_ns = match port {
-                AFFINITY_EXPIRED_PORT => 0,
-                NO_AFFINITY_PORT => lb_userspace::conntrack::monotonic_ns(),
-                _ => u64::MAX,
+            // An entry naming the second backend: expired (made at boot) for the 1 s
+            // service, fresh for the others; at slot 1 (which holds it), or slot 0 (which
+            // does not) for the stale one.
+            let now = lb_userspace::conntrack::monotonic_ns();
+            let (last_seen_ns, slot) = match port {
+                AFFINITY_EXPIRED_PORT => (0, 1),
+                NO_AFFINITY_PORT => (now, 1),
+                AFFINITY_STALE_PORT => (now, 0),
+                _ => (u64::MAX, 0),
             };
             if last_seen_ns != u64::MAX {
                 let key = affinity_key(plan, id);
                 let entry = AffinityValue {
                     backend: first + 1,
-                    slot: 1,
+                    slot,
                     last_seen_ns,
                 };
                 dp.put_affinity(&key, &entry)?;
@@ -237,11 +242,12 @@ fn fill_affinity(dp: &mut BpfDataplane, first_id: u32) -> Result<()> {
     Ok(())
 }
 
-/// The id of `plan`'s affinity service on `port` (one of `AFFINITY_PORT`,
-/// `AFFINITY_EXPIRED_PORT`, `NO_AFFINITY_PORT`).
+/// The id of `plan`'s affinity service on `port` (`AFFINITY_PORT` to
+/// `AFFINITY_STALE_PORT`).
 pub fn affinity_service_id(plan: &Plan, port: u16) -> u32 {
     let p = u32::from(plan.is_v6());
-    (PLANS.len() * SERVICES_PER_PLAN) as u32 + 3 * p + u32::from(port - AFFINITY_PORT)
+    let per_plan = u32::from(AFFINITY_STALE_PORT - AFFINITY_PORT) + 1;
+    (PLANS.len() * SERVICES_PER_PLAN) as u32 + per_plan * p + u32::from(port - AFFINITY_PORT)
 }
 
 /// The affinity-map key of `plan`'s client for service `id`.

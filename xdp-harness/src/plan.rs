@@ -34,10 +34,13 @@ pub const UDP_BACKEND_PORT: u16 = 5353;
 /// (see [`affinity_slot_port`]). `AFFINITY_PORT`: `client-ip`, an hour's timeout.
 /// `AFFINITY_EXPIRED_PORT`: `client-ip`, 1 s, and the client starts with an expired entry
 /// naming the second backend. `NO_AFFINITY_PORT`: no affinity, and the client starts with
-/// a fresh entry naming the second backend.
+/// a fresh entry naming the second backend. `AFFINITY_STALE_PORT`: `client-ip`, an hour,
+/// and the client starts with a fresh entry naming the second backend at slot 0, which
+/// holds the first (as after a table change gave the slot away).
 pub const AFFINITY_PORT: u16 = 7001;
 pub const AFFINITY_EXPIRED_PORT: u16 = 7002;
 pub const NO_AFFINITY_PORT: u16 = 7003;
+pub const AFFINITY_STALE_PORT: u16 = 7004;
 pub const SECOND_BACKEND_PORT: u16 = 8081;
 
 /// The backend port slot `slot` of an affinity service's table holds.
