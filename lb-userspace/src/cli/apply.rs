@@ -6,6 +6,7 @@ use tonic::transport::Channel;
 
 use super::{CliError, daemon_error};
 use crate::addr::{BackendAddr, ServiceAddr};
+use crate::check::CheckSettings;
 use crate::config::{self, ApplyOptions, Change, Config, DaemonSettings, ServiceSpec, Services};
 use crate::control::proto::control_client::ControlClient;
 use crate::control::{META_BACKEND, META_SERVICE, proto};
@@ -114,9 +115,14 @@ pub async fn dump(client: &mut ControlClient<Channel>, socket: &Path) -> Result<
     let mut running = Services::new();
     for s in services {
         let addr: ServiceAddr = s.service.parse().map_err(|_| bad("service"))?;
+        let check = match &s.check {
+            Some(m) => CheckSettings::parse_proto(m).map_err(|_| bad("health check"))?,
+            None => CheckSettings::default(),
+        };
         let spec = ServiceSpec {
             table_size: s.table_size,
             backends: Default::default(),
+            check: config::running_check(&check),
         };
         running.insert(addr, spec);
     }
