@@ -770,13 +770,20 @@ pub enum Change {
     SetCheck {
         #[serde(serialize_with = "as_str")]
         service: ServiceAddr,
+        #[serde(serialize_with = "as_check")]
         from: CheckSettings,
+        #[serde(serialize_with = "as_check")]
         to: CheckSettings,
     },
 }
 
 fn as_str<T: fmt::Display, S: serde::Serializer>(v: &T, s: S) -> Result<S::Ok, S::Error> {
     s.collect_str(v)
+}
+
+/// A check as `xlb service list --json` shows one (the API's message).
+fn as_check<S: serde::Serializer>(c: &CheckSettings, s: S) -> Result<S::Ok, S::Error> {
+    c.to_proto().serialize(s)
 }
 
 impl fmt::Display for Change {

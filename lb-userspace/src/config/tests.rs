@@ -592,6 +592,12 @@ fn a_changed_check_is_one_change_line() {
         changes(&plan(&before, &rise, ApplyOptions::default())).len(),
         1
     );
+    // As JSON, the settings are the API's, as `xlb service list --json` shows them.
+    let json = serde_json::to_value(&changes(&p)[0]).unwrap();
+    assert_eq!(json["op"], "set_check");
+    assert_eq!(json["from"]["kind"], "tcp");
+    assert_eq!(json["from"]["interval_ms"], 200);
+    assert_eq!(json["to"]["kind"], "none");
     // And the change crosses the API.
     for c in changes(&p) {
         assert_eq!(Change::from_proto(&c.to_proto()), Some(c));
