@@ -346,9 +346,10 @@ pub fn validate<P: Clone>(raw: &[RawService<P>]) -> Result<Services, Invalid<P>>
             None => DEFAULT_TABLE_SIZE,
         };
         let check = match &s.check {
-            Some(c) => {
-                check_settings(c, &service, &s.address.1).map_err(|e| bad(&e.at, e.message))?
-            }
+            // As the daemon lists it, so that a `none` with leftovers is no change.
+            Some(c) => running_check(
+                &check_settings(c, &service, &s.address.1).map_err(|e| bad(&e.at, e.message))?,
+            ),
             None => CheckSettings::default(),
         };
         let mut backends = Backends::new();
