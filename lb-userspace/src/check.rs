@@ -124,6 +124,106 @@ pub enum CheckError {
     Addr { value: String, why: String },
 }
 
+/// A setting besides the kind, as the CLI's flags and the configuration file's keys name
+/// it: which kinds of check take it is one rule for both.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Setting {
+    Interval,
+    Timeout,
+    Rise,
+    Fall,
+    Port,
+    Addr,
+    HttpPath,
+    HttpMethod,
+    HttpStatus,
+    HttpHost,
+    GrpcService,
+    AllDown,
+}
+
+impl Setting {
+    /// The CLI's flag, e.g. `--check-port`.
+    pub fn flag(self) -> &'static str {
+        match self {
+            Setting::Interval => "--interval",
+            Setting::Timeout => "--timeout",
+            Setting::Rise => "--rise",
+            Setting::Fall => "--fall",
+            Setting::Port => "--check-port",
+            Setting::Addr => "--check-addr",
+            Setting::HttpPath => "--http-path",
+            Setting::HttpMethod => "--http-method",
+            Setting::HttpStatus => "--http-status",
+            Setting::HttpHost => "--http-host",
+            Setting::GrpcService => "--grpc-service",
+            Setting::AllDown => "--all-down",
+        }
+    }
+
+    /// The configuration file's key in `[service.check]`, e.g. `port`.
+    pub fn key(self) -> &'static str {
+        match self {
+            Setting::Interval => "interval",
+            Setting::Timeout => "timeout",
+            Setting::Rise => "rise",
+            Setting::Fall => "fall",
+            Setting::Port => "port",
+            Setting::Addr => "addr",
+            Setting::HttpPath => "http_path",
+            Setting::HttpMethod => "http_method",
+            Setting::HttpStatus => "http_status",
+            Setting::HttpHost => "http_host",
+            Setting::GrpcService => "grpc_service",
+            Setting::AllDown => "all_down",
+        }
+    }
+
+    /// The kinds that take this setting, as a message lists them, when `kind` does not:
+    /// with no check nothing else may be set; the http and grpc settings belong to theirs.
+    pub fn misfit(self, kind: &str) -> Option<&'static str> {
+        let (fits, kinds) = match self {
+            _ if kind == "none" => (false, "tcp, http or grpc"),
+            Setting::HttpPath | Setting::HttpMethod | Setting::HttpStatus | Setting::HttpHost => {
+                (kind == "http", "http")
+            }
+            Setting::GrpcService => (kind == "grpc", "grpc"),
+            _ => (true, ""),
+        };
+        (!fits).then_some(kinds)
+    }
+
+    /// The setting an error is about (`None`: the kind, or no one setting).
+    pub fn of_error(e: &CheckError) -> Option<Setting> {
+        Some(match e {
+            CheckError::NotADuration { name, .. } | CheckError::OutOfRange { name, .. } => {
+                match *name {
+                    "interval" => Setting::Interval,
+                    "timeout" => Setting::Timeout,
+                    "rise" => Setting::Rise,
+                    "fall" => Setting::Fall,
+                    "check port" => Setting::Port,
+                    _ => return None,
+                }
+            }
+            CheckError::TimeoutOverInterval { .. } => Setting::Timeout,
+            CheckError::AllDown(_) => Setting::AllDown,
+            CheckError::Status(_) => Setting::HttpStatus,
+            CheckError::Method(_) => Setting::HttpMethod,
+            CheckError::Text { name, .. } => match *name {
+                "HTTP path" => Setting::HttpPath,
+                "HTTP host" => Setting::HttpHost,
+                "gRPC service" => Setting::GrpcService,
+                _ => return None,
+            },
+            CheckError::Addr { .. } => Setting::Addr,
+            CheckError::Kind(_) | CheckError::Needs(..) | CheckError::TargetWithoutCheck => {
+                return None;
+            }
+        })
+    }
+}
+
 impl Default for CheckSettings {
     fn default() -> Self {
         CheckSettings {

@@ -11,7 +11,7 @@ use tonic::Code;
 
 use crate::addr::{AddrError, BackendAddr, ServiceAddr};
 use crate::affinity::{Affinity, AffinityError};
-use crate::check::{self, AllDown, CheckError, CheckSettings};
+use crate::check::{self, AllDown, CheckError, CheckSettings, Setting};
 use crate::client::{self, DEFAULT_SOCKET, Unreachable};
 use crate::control::proto;
 use crate::limits::{self, LimitError};
@@ -273,47 +273,34 @@ impl CheckArgs {
         self.check.is_some() || self.others().next().is_some()
     }
 
-    /// The flags other than --check that were given, by name.
-    fn others(&self) -> impl Iterator<Item = &'static str> {
+    /// The settings other than --check that were given.
+    fn others(&self) -> impl Iterator<Item = Setting> {
         [
-            ("--interval", self.interval.is_some()),
-            ("--timeout", self.timeout.is_some()),
-            ("--rise", self.rise.is_some()),
-            ("--fall", self.fall.is_some()),
-            ("--check-port", self.check_port.is_some()),
-            ("--check-addr", self.check_addr.is_some()),
-            ("--http-path", self.http_path.is_some()),
-            ("--http-method", self.http_method.is_some()),
-            ("--http-status", self.http_status.is_some()),
-            ("--http-host", self.http_host.is_some()),
-            ("--grpc-service", self.grpc_service.is_some()),
-            ("--all-down", self.all_down.is_some()),
+            (Setting::Interval, self.interval.is_some()),
+            (Setting::Timeout, self.timeout.is_some()),
+            (Setting::Rise, self.rise.is_some()),
+            (Setting::Fall, self.fall.is_some()),
+            (Setting::Port, self.check_port.is_some()),
+            (Setting::Addr, self.check_addr.is_some()),
+            (Setting::HttpPath, self.http_path.is_some()),
+            (Setting::HttpMethod, self.http_method.is_some()),
+            (Setting::HttpStatus, self.http_status.is_some()),
+            (Setting::HttpHost, self.http_host.is_some()),
+            (Setting::GrpcService, self.grpc_service.is_some()),
+            (Setting::AllDown, self.all_down.is_some()),
         ]
         .into_iter()
-        .filter_map(|(name, given)| given.then_some(name))
+        .filter_map(|(setting, given)| given.then_some(setting))
     }
 
     /// The settings as the API carries them, checked with the daemon's own rules.
     fn to_proto(&self, service: &ServiceAddr) -> Result<proto::HealthCheck, CheckError> {
         let kind = self.check.clone().unwrap_or_else(|| "none".into());
-        if kind == "none"
-            && let Some(flag) = self.others().next()
+        if let Some((flag, kinds)) = self
+            .others()
+            .find_map(|s| s.misfit(&kind).map(|k| (s.flag(), k)))
         {
-            return Err(CheckError::Needs(flag, "tcp, http or grpc"));
-        }
-        let http = [
-            ("--http-path", self.http_path.is_some()),
-            ("--http-method", self.http_method.is_some()),
-            ("--http-status", self.http_status.is_some()),
-            ("--http-host", self.http_host.is_some()),
-        ];
-        if kind != "http"
-            && let Some((flag, _)) = http.iter().find(|(_, given)| *given)
-        {
-            return Err(CheckError::Needs(flag, "http"));
-        }
-        if kind != "grpc" && self.grpc_service.is_some() {
-            return Err(CheckError::Needs("--grpc-service", "grpc"));
+            return Err(CheckError::Needs(flag, kinds));
         }
         let m = proto::HealthCheck {
             kind,
@@ -1116,7 +1103,7 @@ mod tests {
         assert_eq!(
             err(&["apply", "-f", file, "--dry-run"]),
             format!(
-                "{file}:3: service \"198.18.0.10:80/tcp\": unknown field `weight`, expected one of `address`, `table_size`, `backend`, `affinity`, `affinity_timeout`"
+                "{file}:3: service \"198.18.0.10:80/tcp\": unknown field `weight`, expected one of `address`, `table_size`, `check`, `backend`, `affinity`, `affinity_timeout`"
             )
         );
         std::fs::write(&path, "[[service]]\naddress = \"198.18.0.10:80/tcp\"\n").unwrap();

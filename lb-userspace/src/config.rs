@@ -14,14 +14,19 @@
 //! affinity = "client-ip"        # optional, "none" (default) or "client-ip"
 //! affinity_timeout = 10800      # optional, seconds (1-86400) with client-ip; default 10800
 //!
+//! [service.check]               # optional; absent: no health check
+//! kind = "tcp"                  # none, tcp, http or grpc; the other keys as `xlb service
+//! interval = "200ms"            #   add --check ...` (see check.rs), defaults included
+//! fall = 2
+//!
 //! [[service.backend]]
 //! address = "198.19.0.2:8080"
 //! weight = 100                  # optional, 0-65535; default 100; 0 drains
 //! ```
 //!
-//! Later per-service options (health checks, session affinity, a forwarding mode) become
-//! new optional keys of `[[service]]` (or sub-tables such as `[service.health]`): unknown
-//! keys are refused today, so an old xlb never silently ignores a new option.
+//! Later per-service options (session affinity, a forwarding mode) become new optional
+//! keys of `[[service]]` (or sub-tables such as `[service.check]`): unknown keys are
+//! refused, so an old xlb never silently ignores a new option.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -33,19 +38,23 @@ use toml::Spanned;
 use crate::addr::{AddrError, BackendAddr, ServiceAddr};
 use crate::affinity::Affinity;
 use crate::bpf::AttachMode;
+use crate::check::{self, CheckError, CheckSettings, Setting};
 use crate::control::proto;
 use crate::state::{self, DEFAULT_TABLE_SIZE, DEFAULT_WEIGHT};
 
 /// Weights by backend.
 pub type Backends = BTreeMap<BackendAddr, u32>;
 
-/// What one service should be: its table size, its backends with their weights, and its
-/// session affinity.
+/// What one service should be: its table size, its backends with their weights, its
+/// session affinity, and how they are health-checked.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ServiceSpec {
     pub table_size: u32,
     pub backends: Backends,
     pub affinity: Affinity,
+    /// Kind `none` when the service is not checked (then its other settings are the
+    /// defaults: see [`running_check`]).
+    pub check: CheckSettings,
 }
 
 /// Services by address: the part of a configuration that `xlb apply` applies.
@@ -121,6 +130,7 @@ struct DaemonToml {
 struct ServiceToml {
     address: Spanned<String>,
     table_size: Option<Spanned<u32>>,
+    check: Option<CheckToml>,
     #[serde(default)]
     backend: Vec<BackendToml>,
     affinity: Option<Spanned<String>>,
@@ -134,6 +144,26 @@ struct BackendToml {
     weight: Option<Spanned<u32>>,
 }
 
+/// `[service.check]`: the keys are [`Setting::key`]'s; durations as the CLI takes them.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CheckToml {
+    kind: Spanned<String>,
+    interval: Option<Spanned<String>>,
+    timeout: Option<Spanned<String>>,
+    rise: Option<Spanned<u32>>,
+    fall: Option<Spanned<u32>>,
+    /// Wider than a port so that 70000 gets check.rs's message, not serde's.
+    port: Option<Spanned<u32>>,
+    addr: Option<Spanned<String>>,
+    http_path: Option<Spanned<String>>,
+    http_method: Option<Spanned<String>>,
+    http_status: Option<Spanned<String>>,
+    http_host: Option<Spanned<String>>,
+    grpc_service: Option<Spanned<String>>,
+    all_down: Option<Spanned<String>>,
+}
+
 /// A service as a list of strings and numbers, wherever it came from (a file, where `P` is
 /// a byte span, or an `Apply` request, where `P` is `()`): validated by [`validate`].
 #[derive(Debug, Clone)]
@@ -145,6 +175,27 @@ pub struct RawService<P> {
     /// Seconds, with `client-ip` only; absent: the default.
     pub affinity_timeout: Option<(u32, P)>,
     pub backends: Vec<RawBackend<P>>,
+    /// Absent: no check.
+    pub check: Option<RawCheck<P>>,
+}
+
+/// A service's health check as given, validated by [`check_settings`].
+#[derive(Debug, Clone)]
+pub enum RawCheck<P> {
+    /// A `[service.check]` table: the kind, and every other key written, as written.
+    File {
+        kind: (String, P),
+        keys: Vec<(Setting, RawValue, P)>,
+    },
+    /// An `Apply` request's check: 0 and "" take their defaults, as in `SetCheck`.
+    Api(proto::HealthCheck),
+}
+
+/// A value of a `[service.check]` key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RawValue {
+    Text(String),
+    Number(u32),
 }
 
 #[derive(Debug, Clone)]
@@ -247,6 +298,7 @@ pub fn parse(file: &str, text: &str) -> Result<Config, ConfigError> {
                     weight: b.weight.map(|w| (*w.get_ref(), w.span())),
                 })
                 .collect(),
+            check: s.check.map(raw_check),
         })
         .collect();
     let services = validate(&raw_services).map_err(|e| at(&e.at, e.message))?;
@@ -319,6 +371,13 @@ pub fn validate<P: Clone>(raw: &[RawService<P>]) -> Result<Services, Invalid<P>>
                 (Err(_), None) => Affinity::None,
             }
         };
+        let check = match &s.check {
+            // As the daemon lists it, so that a `none` with leftovers is no change.
+            Some(c) => running_check(
+                &check_settings(c, &service, &s.address.1).map_err(|e| bad(&e.at, e.message))?,
+            ),
+            None => CheckSettings::default(),
+        };
         let mut backends = Backends::new();
         for b in &s.backends {
             let bctx = format!("backend {:?}", b.address.0);
@@ -346,10 +405,149 @@ pub fn validate<P: Clone>(raw: &[RawService<P>]) -> Result<Services, Invalid<P>>
                 table_size,
                 backends,
                 affinity,
+                check,
             },
         );
     }
     Ok(services)
+}
+
+/// The keys of a `[service.check]` table, in the order they are checked.
+fn raw_check(c: CheckToml) -> RawCheck<Range<usize>> {
+    let text = |v: Option<Spanned<String>>, s: Setting| {
+        v.map(|v| (s, RawValue::Text(v.get_ref().clone()), v.span()))
+    };
+    let number = |v: Option<Spanned<u32>>, s: Setting| {
+        v.map(|v| (s, RawValue::Number(*v.get_ref()), v.span()))
+    };
+    let keys = [
+        text(c.interval, Setting::Interval),
+        text(c.timeout, Setting::Timeout),
+        number(c.rise, Setting::Rise),
+        number(c.fall, Setting::Fall),
+        number(c.port, Setting::Port),
+        text(c.addr, Setting::Addr),
+        text(c.http_path, Setting::HttpPath),
+        text(c.http_method, Setting::HttpMethod),
+        text(c.http_status, Setting::HttpStatus),
+        text(c.http_host, Setting::HttpHost),
+        text(c.grpc_service, Setting::GrpcService),
+        text(c.all_down, Setting::AllDown),
+    ];
+    RawCheck::File {
+        kind: (c.kind.get_ref().clone(), c.kind.span()),
+        keys: keys.into_iter().flatten().collect(),
+    }
+}
+
+/// A check as given, made into settings by check.rs's own parsing, defaults and limits
+/// (those of `xlb service set-check`); `at` is where an error about no one key is.
+///
+/// # Errors
+///
+/// `check: REASON` at the key at fault, e.g. `check: interval 5ms out of range (10ms-1h)`
+/// or `check: http_path needs kind http`.
+pub fn check_settings<P: Clone>(
+    raw: &RawCheck<P>,
+    service: &ServiceAddr,
+    at: &P,
+) -> Result<CheckSettings, Invalid<P>> {
+    let (kind, keys) = match raw {
+        RawCheck::Api(m) => {
+            return CheckSettings::from_proto(m, service).map_err(|e| Invalid {
+                at: at.clone(),
+                message: format!("check: {e}"),
+            });
+        }
+        RawCheck::File { kind, keys } => (kind, keys),
+    };
+    let bad = |e: CheckError| {
+        let at = match Setting::of_error(&e) {
+            Some(s) => keys.iter().find(|k| k.0 == s).map_or(&kind.1, |k| &k.2),
+            None => &kind.1,
+        };
+        Invalid {
+            at: at.clone(),
+            message: format!("check: {e}"),
+        }
+    };
+    // The API takes "" as none; a file says what it means.
+    if kind.0.is_empty() {
+        return Err(bad(CheckError::Kind(String::new())));
+    }
+    let mut m = proto::HealthCheck {
+        kind: kind.0.clone(),
+        ..Default::default()
+    };
+    // Numbers as written, 0 included (which the message would take as "the default").
+    let mut numbers = Vec::new();
+    for (setting, value, _) in keys {
+        let text = || match value {
+            RawValue::Text(t) => t.clone(),
+            RawValue::Number(n) => n.to_string(),
+        };
+        let number = match value {
+            RawValue::Number(n) => *n,
+            RawValue::Text(_) => 0,
+        };
+        match setting {
+            Setting::Interval => {
+                m.interval_ms = check::parse_interval(&text()).map_err(bad)?;
+                numbers.push((*setting, m.interval_ms));
+            }
+            Setting::Timeout => {
+                m.timeout_ms = check::parse_timeout(&text()).map_err(bad)?;
+                numbers.push((*setting, m.timeout_ms));
+            }
+            Setting::Rise => {
+                m.rise = number;
+                numbers.push((*setting, number));
+            }
+            Setting::Fall => {
+                m.fall = number;
+                numbers.push((*setting, number));
+            }
+            Setting::Port => m.port = Some(number),
+            Setting::Addr => m.addr = text(),
+            Setting::HttpPath => m.http_path = text(),
+            Setting::HttpMethod => m.http_method = text(),
+            Setting::HttpStatus => m.http_status = text(),
+            Setting::HttpHost => m.http_host = text(),
+            Setting::GrpcService => m.grpc_service = text(),
+            Setting::AllDown => m.all_down = text(),
+        }
+    }
+    let mut settings = CheckSettings::parse_proto(&m).map_err(bad)?;
+    if let Some((setting, kinds, at)) = keys
+        .iter()
+        .find_map(|(s, _, at)| s.misfit(&m.kind).map(|k| (s, k, at)))
+    {
+        return Err(Invalid {
+            at: at.clone(),
+            message: format!("check: {} needs kind {kinds}", setting.key()),
+        });
+    }
+    for (setting, n) in numbers {
+        match setting {
+            Setting::Interval => settings.interval_ms = n,
+            Setting::Timeout => settings.timeout_ms = n,
+            Setting::Rise => settings.rise = n,
+            Setting::Fall => settings.fall = n,
+            _ => {}
+        }
+    }
+    settings.validate(service).map_err(bad)?;
+    Ok(settings)
+}
+
+/// A service's check as a configuration holds it: the settings when it checks, else the
+/// defaults (kind `none` with, say, `all_down = "drop"` left over is not worth a diff).
+pub fn running_check(check: &CheckSettings) -> CheckSettings {
+    if check.is_on() {
+        check.clone()
+    } else {
+        CheckSettings::default()
+    }
 }
 
 /// An address error without the input (the context already names it).
@@ -605,10 +803,24 @@ pub enum Change {
         #[serde(serialize_with = "as_str")]
         to: Affinity,
     },
+    /// A service's health check changes (also from `none` for a new service that checks).
+    SetCheck {
+        #[serde(serialize_with = "as_str")]
+        service: ServiceAddr,
+        #[serde(serialize_with = "as_check")]
+        from: CheckSettings,
+        #[serde(serialize_with = "as_check")]
+        to: CheckSettings,
+    },
 }
 
 fn as_str<T: fmt::Display, S: serde::Serializer>(v: &T, s: S) -> Result<S::Ok, S::Error> {
     s.collect_str(v)
+}
+
+/// A check as `xlb service list --json` shows one (the API's message).
+fn as_check<S: serde::Serializer>(c: &CheckSettings, s: S) -> Result<S::Ok, S::Error> {
+    c.to_proto().serialize(s)
 }
 
 impl fmt::Display for Change {
@@ -645,8 +857,34 @@ impl fmt::Display for Change {
             Change::SetAffinity { service, from, to } => {
                 write!(f, "~ service {service} affinity={from}->{to}")
             }
+            Change::SetCheck { service, from, to } => write!(
+                f,
+                "~ service {service} check {} -> {}",
+                check_brief(from),
+                check_brief(to)
+            ),
         }
     }
+}
+
+/// A check in one word for a diff line: `none`, or e.g. `tcp/200ms` then every other
+/// setting as `key=value` (`http GET /healthz 200-399/2s timeout=1s rise=2 fall=3
+/// all_down=fail-open`), so any change shows.
+fn check_brief(c: &CheckSettings) -> String {
+    if c.is_none() {
+        return "none".into();
+    }
+    // The one-line summary's head: kind and what it probes.
+    let full = c.to_string();
+    let head = full.split(", every ").next().unwrap_or(&full);
+    format!(
+        "{head}/{} timeout={} rise={} fall={} all_down={}",
+        check::ms(c.interval_ms),
+        check::ms(c.timeout_ms),
+        c.rise,
+        c.fall,
+        c.all_down.name()
+    )
 }
 
 /// The diff of a plan, one [`Change`] per added, removed or changed item.
@@ -678,6 +916,11 @@ pub fn changes(plans: &[ServicePlan]) -> Vec<Change> {
                         weight,
                     });
                 }
+                out.extend(check_change(
+                    service,
+                    &CheckSettings::default(),
+                    &after.check,
+                ));
                 continue;
             }
             (Some(before), Some(after)) => (before, after),
@@ -717,8 +960,19 @@ pub fn changes(plans: &[ServicePlan]) -> Vec<Change> {
                 });
             }
         }
+        out.extend(check_change(service, &before.check, &after.check));
     }
     out
+}
+
+/// The change of a service's check, if it changes (last of the service's changes: it is
+/// applied after its backends, by `set_check`).
+fn check_change(service: ServiceAddr, from: &CheckSettings, to: &CheckSettings) -> Option<Change> {
+    (from != to).then(|| Change::SetCheck {
+        service,
+        from: from.clone(),
+        to: to.clone(),
+    })
 }
 
 /// The diff as `xlb apply` prints it: one line per change, or `no changes`.
@@ -733,6 +987,15 @@ pub fn render_changes(changes: &[Change]) -> String {
 
 impl Change {
     pub fn to_proto(&self) -> proto::Change {
+        if let Change::SetCheck { service, from, to } = self {
+            return proto::Change {
+                op: "set_check".into(),
+                service: service.to_string(),
+                check_from: Some(from.to_proto()),
+                check_to: Some(to.to_proto()),
+                ..Default::default()
+            };
+        }
         let (op, service, backend, from, to) = match *self {
             Change::AddService {
                 service,
@@ -764,6 +1027,7 @@ impl Change {
                 Some(from.timeout_s()),
                 Some(to.timeout_s()),
             ),
+            Change::SetCheck { .. } => unreachable!("returned above"),
         };
         proto::Change {
             op: op.into(),
@@ -771,6 +1035,7 @@ impl Change {
             backend: backend.map(|b| b.to_string()).unwrap_or_default(),
             from,
             to,
+            ..Default::default()
         }
     }
 
@@ -809,6 +1074,11 @@ impl Change {
                 from: Affinity::from_timeout(c.from?).ok()?,
                 to: Affinity::from_timeout(c.to?).ok()?,
             },
+            "set_check" => Change::SetCheck {
+                service,
+                from: CheckSettings::parse_proto(c.check_from.as_ref()?).ok()?,
+                to: CheckSettings::parse_proto(c.check_to.as_ref()?).ok()?,
+            },
             _ => return None,
         })
     }
@@ -833,6 +1103,7 @@ pub fn services_to_proto(services: &Services) -> Vec<proto::ServiceConfig> {
                     weight: Some(*w),
                 })
                 .collect(),
+            check: spec.check.is_on().then(|| spec.check.to_proto()),
         })
         .collect()
 }
@@ -862,6 +1133,7 @@ pub fn services_from_proto(list: &[proto::ServiceConfig]) -> Result<Services, St
                     weight: b.weight.map(|w| (w, ())),
                 })
                 .collect(),
+            check: s.check.clone().map(RawCheck::Api),
         })
         .collect();
     validate(&raw).map_err(|e| e.message)
@@ -897,6 +1169,7 @@ pub fn render(config: &Config) -> String {
                 quote(spec.affinity.mode())
             ));
         }
+        out.push_str(&render_check(&spec.check));
         for (backend, weight) in &spec.backends {
             out.push_str(&format!(
                 "\n[[service.backend]]\naddress = {}\nweight = {weight}\n",
@@ -904,6 +1177,57 @@ pub fn render(config: &Config) -> String {
             ));
         }
     }
+    out
+}
+
+/// A service's `[service.check]` table with every setting written out (nothing for no
+/// check), so that [`parse`] reads back the same settings.
+fn render_check(c: &CheckSettings) -> String {
+    use std::fmt::Write as _;
+
+    if c.is_none() {
+        return String::new();
+    }
+    let quote = |s: &str| toml::Value::String(s.to_string()).to_string();
+    let mut out = format!(
+        "\n[service.check]\nkind = {}\ninterval = {}\ntimeout = {}\nrise = {}\nfall = {}\n",
+        quote(c.kind_name()),
+        quote(&check::ms(c.interval_ms)),
+        quote(&check::ms(c.timeout_ms)),
+        c.rise,
+        c.fall
+    );
+    if let Some(port) = c.port {
+        let _ = writeln!(out, "port = {port}");
+    }
+    if let Some(addr) = c.addr {
+        let _ = writeln!(out, "addr = {}", quote(&addr.to_string()));
+    }
+    match &c.kind {
+        check::CheckKind::Http {
+            method,
+            path,
+            status,
+            host,
+        } => {
+            let _ = writeln!(out, "http_method = {}", quote(method));
+            let _ = writeln!(out, "http_path = {}", quote(path));
+            let _ = writeln!(
+                out,
+                "http_status = {}",
+                quote(&format!("{}-{}", status.0, status.1))
+            );
+            if let Some(host) = host {
+                let _ = writeln!(out, "http_host = {}", quote(host));
+            }
+        }
+        check::CheckKind::Grpc { service } if !service.is_empty() => {
+            let _ = writeln!(out, "grpc_service = {}", quote(service));
+        }
+        check::CheckKind::Grpc { .. } => {}
+        check::CheckKind::None | check::CheckKind::Tcp => {}
+    }
+    let _ = writeln!(out, "all_down = {}", quote(c.all_down.name()));
     out
 }
 

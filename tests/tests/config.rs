@@ -418,3 +418,102 @@ fn xlbd_config_starts_with_the_files_interfaces_mode_and_services() {
         assert_eq!(c.ask().expect("an answer"), backend_id(0));
     }
 }
+
+/// Issue 10: a `[service.check]` table is applied as `xlb service set-check` would: the
+/// backends start `checking`, the one with a server turns `up` and the one without turns
+/// `down`; dump then apply changes nothing, and a changed check is one diff line.
+#[test]
+fn a_check_in_the_file_checks_the_backends() {
+    if !require_root("a_check_in_the_file_checks_the_backends") {
+        return;
+    }
+    let tb = testbed(&[]);
+    // Backend 0 answers; backend 1 has no server, so its checks are refused.
+    tb.spawn_id_server(0, PORT).expect("id server");
+    let (b0, b1) = (tb.backend_addr(0, PORT), tb.backend_addr(1, PORT));
+    // Checks 1 s apart with rise 2: "checking" lasts at least 1 s after the apply.
+    let file = |check: &str| {
+        format!(
+            "[[service]]\naddress = \"{WEB}\"\ntable_size = 251\n\n{check}\n\
+             \n[[service.backend]]\naddress = \"{b0}\"\n\n[[service.backend]]\naddress = \"{b1}\"\n"
+        )
+    };
+    let tcp = write(
+        &tb,
+        "check.toml",
+        &file(
+            "[service.check]\nkind = \"tcp\"\ninterval = \"1s\"\ntimeout = \"200ms\"\nrise = 2\nfall = 2",
+        ),
+    );
+    let out = apply(&tb, &tcp, &[]);
+    assert_eq!(
+        out.lines().last(),
+        Some(
+            format!(
+                "~ service {WEB} check none -> tcp/1s timeout=200ms rise=2 fall=2 all_down=fail-open"
+            )
+            .as_str()
+        ),
+        "{out}"
+    );
+    let states = |tb: &Testbed| -> Vec<String> {
+        let (_, backends) = state(tb);
+        let rows = backends["backends"].as_array().expect("backends").clone();
+        [&b0, &b1]
+            .iter()
+            .map(|b| {
+                let row = rows.iter().find(|r| r["backend"] == b.as_str());
+                let row = row.unwrap_or_else(|| panic!("{b} not listed: {backends}"));
+                row["state"].as_str().expect("a state").to_owned()
+            })
+            .collect()
+    };
+    assert_eq!(states(&tb), ["checking", "checking"]);
+    let start = std::time::Instant::now();
+    let mut now = states(&tb);
+    while now != ["up", "down"] && start.elapsed() < Duration::from_secs(8) {
+        std::thread::sleep(Duration::from_millis(100));
+        now = states(&tb);
+    }
+    assert_eq!(now, ["up", "down"], "{:?} after the apply", start.elapsed());
+    let service = service_row(&tb, WEB);
+    assert_eq!(service["check"]["kind"], "tcp", "{service}");
+
+    // The same file again, and the dump, change nothing (the verdicts stay).
+    assert_eq!(apply(&tb, &tcp, &[]), "no changes\n");
+    let dump = tb.xlb_ok(&["config", "dump"]).expect("config dump");
+    assert!(
+        dump.contains("[service.check]\nkind = \"tcp\"\ninterval = \"1s\""),
+        "{dump}"
+    );
+    let dumped = write(&tb, "dump.toml", &dump);
+    assert_eq!(apply(&tb, &dumped, &["--prune"]), "no changes\n");
+    assert_eq!(states(&tb), ["up", "down"]);
+
+    // A bad check is refused at its line and changes nothing.
+    let bad = write(
+        &tb,
+        "bad.toml",
+        &file("[service.check]\nkind = \"tcp\"\nfall = 0"),
+    );
+    let out = tb
+        .xlb(&["apply", "-f", bad.to_str().unwrap()])
+        .expect("xlb apply");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert_eq!(
+        err.trim(),
+        format!(
+            "xlb: error: {}:7: service \"{WEB}\": check: fall 0 out of range (1-100)",
+            bad.display()
+        )
+    );
+    // Without the table the service stops checking: every backend is up again.
+    let none = write(&tb, "none.toml", &file(""));
+    let out = apply(&tb, &none, &[]);
+    assert!(
+        out.starts_with(&format!("~ service {WEB} check tcp/1s")) && out.ends_with("-> none\n"),
+        "{out}"
+    );
+    assert_eq!(states(&tb), ["up", "up"]);
+}

@@ -1,12 +1,16 @@
 //! `cargo xtask demo`: the project's main job in one command. Builds, makes a testbed with 3
-//! clients and 3 backends, starts xlbd, configures a VIP through the CLI, drives 30 TCP
-//! connections through it and shows which backend served each.
+//! clients and 3 backends, starts xlbd, configures a VIP with a tcp health check through
+//! the CLI, drives 30 TCP connections through it and shows which backend served each; then
+//! stops one backend's server, shows when xlb took that backend out, and drives 15 more
+//! connections, none of which may fail or reach it.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
+use std::thread;
+use std::time::{Duration, Instant};
 
-use anyhow::{Result, bail};
-use xlb_testbed::{Flow, Proto, Testbed, VIP, backend_id, flows_per_backend};
+use anyhow::{Context as _, Result, bail};
+use xlb_testbed::{Flow, IdServer, Proto, Testbed, VIP, backend_id, flows_per_backend};
 
 const CLIENTS: usize = 3;
 const BACKENDS: usize = 3;
@@ -14,6 +18,26 @@ const PER_CLIENT: usize = 10;
 const LINES: usize = 5;
 const VIP_PORT: u16 = 80;
 const BACKEND_PORT: u16 = 8080;
+/// The health check: every 200 ms, 2 in a row to go down or up (the issue's settings).
+const CHECK: [&str; 10] = [
+    "--check",
+    "tcp",
+    "--interval",
+    "200ms",
+    "--timeout",
+    "100ms",
+    "--rise",
+    "2",
+    "--fall",
+    "2",
+];
+/// The backend whose server is stopped mid-demo.
+const STOPPED: usize = 1;
+/// Connections per client after it was taken out.
+const PER_CLIENT_AFTER: usize = 5;
+/// How long the backends may take to be found up, and the stopped one down (the check
+/// needs about interval x fall, 400-600 ms).
+const BOUND: Duration = Duration::from_secs(5);
 
 #[derive(Default)]
 struct Summary {
@@ -21,6 +45,11 @@ struct Summary {
     backends_used: usize,
     sticky: usize,
     failed: usize,
+    /// How long after its server stopped xlb listed the stopped backend `down`.
+    down_after_ms: Option<u128>,
+    /// Connections started after that which failed, and which reached it.
+    failed_after_down: usize,
+    on_stopped_after_down: usize,
 }
 
 pub fn demo() -> Result<()> {
@@ -28,12 +57,28 @@ pub fn demo() -> Result<()> {
         "demo",
         run,
         |s: &Summary| {
+            let down = s
+                .down_after_ms
+                .map_or_else(|| "never".into(), |ms| ms.to_string());
             format!(
-                "demo: connections={} backends_used={} sticky={}/{}",
-                s.connections, s.backends_used, s.sticky, s.connections
+                "demo: connections={} backends_used={} sticky={}/{} failed_after_down={} \
+                 on_stopped_after_down={} down_after_ms={down}",
+                s.connections,
+                s.backends_used,
+                s.sticky,
+                s.connections,
+                s.failed_after_down,
+                s.on_stopped_after_down
             )
         },
-        |s| s.failed == 0 && s.sticky == s.connections && s.backends_used == BACKENDS,
+        |s| {
+            s.failed == 0
+                && s.sticky == s.connections
+                && s.backends_used == BACKENDS
+                && s.down_after_ms.is_some()
+                && s.failed_after_down == 0
+                && s.on_stopped_after_down == 0
+        },
     )
 }
 
@@ -69,8 +114,9 @@ fn run(summary: &mut Summary) -> Result<()> {
         "testbed: lb ns {}, {CLIENTS} clients, {BACKENDS} backends",
         tb.lb().name()
     );
+    let mut servers: Vec<Option<IdServer>> = Vec::new();
     for j in 0..BACKENDS {
-        tb.spawn_id_server(j, BACKEND_PORT)?;
+        servers.push(Some(tb.start_id_server(j, BACKEND_PORT)?));
         println!(
             "backend {} at {}:{BACKEND_PORT}",
             backend_id(j),
@@ -81,7 +127,25 @@ fn run(summary: &mut Summary) -> Result<()> {
     println!("xlbd running on {}", tb.lb_ifaces().join(", "));
     tb.set_echo(true);
     let service = format!("{VIP}:{VIP_PORT}/tcp");
-    tb.add_service_with_backends(&service, BACKEND_PORT)?;
+    let mut add = vec!["service", "add", service.as_str()];
+    add.extend_from_slice(&CHECK);
+    tb.xlb_ok(&add)?;
+    for j in 0..BACKENDS {
+        tb.xlb_ok(&[
+            "backend",
+            "add",
+            &service,
+            &tb.backend_addr(j, BACKEND_PORT),
+        ])?;
+    }
+    tb.set_echo(false);
+    let (up_after, _) = wait_until(&tb, &service, |states| states.iter().all(|s| s == "up"))
+        .context("the backends were not all up")?;
+    println!(
+        "all backends up after {} ms of checks",
+        up_after.as_millis()
+    );
+    tb.set_echo(true);
     tb.xlb_ok(&["backend", "list", &service])?;
 
     let vip = SocketAddr::new(VIP.into(), VIP_PORT);
@@ -90,7 +154,70 @@ fn run(summary: &mut Summary) -> Result<()> {
         CLIENTS * PER_CLIENT
     );
     let mut flows: Vec<Flow> = Vec::new();
-    for (k, result) in tb.flows(Proto::Tcp, vip, PER_CLIENT, LINES) {
+    let failed = connect(&tb, vip, PER_CLIENT, summary, &mut flows);
+    summary.failed += failed;
+    tb.xlb_ok(&["backend", "list", &service])?; // the data path's own counters
+
+    let stopped = backend_id(STOPPED);
+    println!("stopping the server of {stopped}");
+    if let Some(server) = servers[STOPPED].take() {
+        server.stop();
+    }
+    let stop = Instant::now();
+    tb.set_echo(false);
+    let (_, states) = wait_until(&tb, &service, |states| states[STOPPED] == "down")
+        .with_context(|| format!("xlb did not take {stopped} out"))?;
+    let down_after = stop.elapsed().as_millis();
+    summary.down_after_ms = Some(down_after);
+    println!(
+        "xlb took {stopped} out {down_after} ms after its server stopped (states: {})",
+        states.join(", ")
+    );
+    tb.set_echo(true);
+    tb.xlb_ok(&["backend", "list", &service])?;
+    println!(
+        "{} more TCP connections to {vip}, {LINES} lines each:",
+        CLIENTS * PER_CLIENT_AFTER
+    );
+    let before = flows.len();
+    let failed = connect(&tb, vip, PER_CLIENT_AFTER, summary, &mut flows);
+    summary.failed_after_down += failed;
+    summary.on_stopped_after_down = flows[before..]
+        .iter()
+        .filter(|f| f.ids.contains(&stopped))
+        .count();
+
+    let per_backend: BTreeMap<String, usize> = flows_per_backend(&flows);
+    let after: BTreeMap<String, usize> = flows_per_backend(&flows[before..]);
+    summary.backends_used = per_backend.len();
+    println!("per backend (before the stop + after xlb took {stopped} out):");
+    for j in 0..BACKENDS {
+        let id = backend_id(j);
+        let n = per_backend.get(&id).copied().unwrap_or(0);
+        let late = after.get(&id).copied().unwrap_or(0);
+        println!(
+            "  {id} ({}:{BACKEND_PORT}): {} + {late} connections",
+            tb.backend(j).addr(),
+            n - late
+        );
+    }
+    drop(servers);
+    drop(tb);
+    println!("testbed removed");
+    Ok(())
+}
+
+/// `per_client` connections from every client to `vip`, each printed; the served ones go
+/// into `flows`, the counts into `summary`. Returns how many failed.
+fn connect(
+    tb: &Testbed,
+    vip: SocketAddr,
+    per_client: usize,
+    summary: &mut Summary,
+    flows: &mut Vec<Flow>,
+) -> usize {
+    let mut failed = 0;
+    for (k, result) in tb.flows(Proto::Tcp, vip, per_client, LINES) {
         summary.connections += 1;
         match result {
             Ok(f) => {
@@ -101,23 +228,40 @@ fn run(summary: &mut Summary) -> Result<()> {
             }
             Err(e) => {
                 println!("  client {k}: FAILED: {e:#}");
-                summary.failed += 1;
+                failed += 1;
             }
         }
     }
-    tb.xlb_ok(&["backend", "list", &service])?; // the data path's own counters
-    let per_backend: BTreeMap<String, usize> = flows_per_backend(&flows);
-    summary.backends_used = per_backend.len();
-    println!("per backend:");
-    for j in 0..BACKENDS {
-        let id = backend_id(j);
-        let n = per_backend.get(&id).copied().unwrap_or(0);
-        println!(
-            "  {id} ({}:{BACKEND_PORT}): {n} connections",
-            tb.backend(j).addr()
-        );
+    failed
+}
+
+/// Reads the backends' states (`xlb backend list --json`, in backend order) until `done`
+/// holds of them, at most [`BOUND`]: how long it took and the states.
+fn wait_until(
+    tb: &Testbed,
+    service: &str,
+    done: impl Fn(&[String]) -> bool,
+) -> Result<(Duration, Vec<String>)> {
+    let start = Instant::now();
+    let addrs: Vec<String> = (0..BACKENDS)
+        .map(|j| tb.backend_addr(j, BACKEND_PORT))
+        .collect();
+    loop {
+        let rows = tb.backend_rows(service)?;
+        let states: Vec<String> = addrs
+            .iter()
+            .map(|a| {
+                rows.iter()
+                    .find(|r| r.backend == *a)
+                    .map_or_else(|| "absent".into(), |r| r.state.clone())
+            })
+            .collect();
+        if done(&states) {
+            return Ok((start.elapsed(), states));
+        }
+        if start.elapsed() >= BOUND {
+            bail!("after {BOUND:?} the states are {}", states.join(", "));
+        }
+        thread::sleep(Duration::from_millis(20));
     }
-    drop(tb);
-    println!("testbed removed");
-    Ok(())
 }

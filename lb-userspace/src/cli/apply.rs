@@ -6,6 +6,7 @@ use tonic::transport::Channel;
 
 use super::{CliError, daemon_error};
 use crate::addr::{BackendAddr, ServiceAddr};
+use crate::check::CheckSettings;
 use crate::config::{self, ApplyOptions, Change, Config, DaemonSettings, ServiceSpec, Services};
 use crate::control::proto::control_client::ControlClient;
 use crate::control::{META_BACKEND, META_SERVICE, proto};
@@ -120,10 +121,15 @@ pub async fn dump(client: &mut ControlClient<Channel>, socket: &Path) -> Result<
                 crate::affinity::Affinity::new(&a.mode, a.timeout_s).map_err(|_| bad("affinity"))?
             }
         };
+        let check = match &s.check {
+            Some(m) => CheckSettings::parse_proto(m).map_err(|_| bad("health check"))?,
+            None => CheckSettings::default(),
+        };
         let spec = ServiceSpec {
             table_size: s.table_size,
             backends: Default::default(),
             affinity,
+            check: config::running_check(&check),
         };
         running.insert(addr, spec);
     }

@@ -13,6 +13,7 @@ fn spec(table_size: u32, backends: &[(&str, u32)]) -> ServiceSpec {
         table_size,
         backends: backends.iter().map(|(b, w)| (be(b), *w)).collect(),
         affinity: Affinity::None,
+        check: CheckSettings::default(),
     }
 }
 
@@ -96,7 +97,7 @@ fn errors_name_the_file_the_line_and_the_field() {
         ),
         (
             format!("{svc_hdr}tablesize = 251\n"),
-            "xlb.toml:3: service \"198.18.0.10:80/tcp\": unknown field `tablesize`, expected one of `address`, `table_size`, `backend`, `affinity`, `affinity_timeout`",
+            "xlb.toml:3: service \"198.18.0.10:80/tcp\": unknown field `tablesize`, expected one of `address`, `table_size`, `check`, `backend`, `affinity`, `affinity_timeout`",
         ),
         (
             format!("{svc_hdr}{be_hdr}weigth = 5\n"),
@@ -314,6 +315,7 @@ fn changes_survive_the_api_round_trip() {
             Change::RemoveBackend { .. } => "remove_backend",
             Change::SetWeight { .. } => "set_weight",
             Change::SetAffinity { .. } => "set_affinity",
+            Change::SetCheck { .. } => "set_check",
         })
         .collect();
     assert_eq!(ops.len(), 7, "every kind of change is covered: {ops:?}");
@@ -445,4 +447,264 @@ fn affinity_is_a_service_option_diffed_by_apply() {
         let text = format!("[[service]]\naddress = \"198.18.0.10:80/tcp\"\n{keys}\n");
         assert_eq!(parse("a.toml", &text).unwrap_err().to_string(), want);
     }
+}
+
+// ---- [service.check] ------------------------------------------------------------------
+
+const CHECKED: &str = r#"[[service]]
+address = "198.18.0.10:80/tcp"
+
+[service.check]
+kind = "http"
+interval = "200ms"
+fall = 2
+http_path = "/healthz"
+http_status = "200"
+port = 9090
+
+[[service.backend]]
+address = "198.19.0.2:8080"
+"#;
+
+fn tcp_check(interval_ms: u32) -> CheckSettings {
+    CheckSettings {
+        kind: check::CheckKind::Tcp,
+        interval_ms,
+        timeout_ms: interval_ms.min(check::DEFAULT_TIMEOUT_MS),
+        ..CheckSettings::default()
+    }
+}
+
+#[test]
+fn a_check_table_takes_the_cli_defaults() {
+    let c = parse("xlb.toml", CHECKED).unwrap_or_else(|e| panic!("{e}"));
+    let check = &c.services[&svc("198.18.0.10:80/tcp")].check;
+    assert_eq!(
+        check.to_string(),
+        "http GET /healthz 200-200 port 9090, every 200ms, timeout 200ms, rise 2, fall 2, all down: fail-open"
+    );
+    // The same settings through the CLI's path (the API's message) come out the same.
+    let m = proto::HealthCheck {
+        kind: "http".into(),
+        interval_ms: 200,
+        fall: 2,
+        port: Some(9090),
+        http_path: "/healthz".into(),
+        http_status: "200".into(),
+        ..Default::default()
+    };
+    let svc = svc("198.18.0.10:80/tcp");
+    assert_eq!(&CheckSettings::from_proto(&m, &svc).unwrap(), check);
+    // No table: no check.
+    let plain = parse("xlb.toml", EXAMPLE).unwrap();
+    assert!(plain.services.values().all(|s| s.check.is_none()));
+}
+
+#[test]
+fn check_errors_name_the_line_and_the_key() {
+    let head = "[[service]]\naddress = \"198.18.0.10:80/tcp\"\n\n[service.check]\n";
+    let cases: Vec<(&str, &str)> = vec![
+        (
+            "interval = \"1s\"\n",
+            "xlb.toml:4: service \"198.18.0.10:80/tcp\": check: missing field `kind`",
+        ),
+        (
+            "kind = \"icmp\"\n",
+            "xlb.toml:5: service \"198.18.0.10:80/tcp\": check: check kind \"icmp\" is not one of none, tcp, http, grpc",
+        ),
+        (
+            "kind = \"\"\n",
+            "xlb.toml:5: service \"198.18.0.10:80/tcp\": check: check kind \"\" is not one of none, tcp, http, grpc",
+        ),
+        (
+            "kind = \"tcp\"\ninterval = \"200\"\n",
+            "xlb.toml:6: service \"198.18.0.10:80/tcp\": check: interval \"200\" is not a duration (e.g. 200ms, 2s, 1m)",
+        ),
+        (
+            "kind = \"tcp\"\ninterval = 200\n",
+            "xlb.toml:6: service \"198.18.0.10:80/tcp\": check: interval: invalid type: integer `200`, expected a string",
+        ),
+        (
+            "kind = \"tcp\"\n\ninterval = \"5ms\"\n",
+            "xlb.toml:7: service \"198.18.0.10:80/tcp\": check: interval 5ms out of range (10ms-1h)",
+        ),
+        (
+            "kind = \"tcp\"\ninterval = \"100ms\"\ntimeout = \"200ms\"\n",
+            "xlb.toml:7: service \"198.18.0.10:80/tcp\": check: timeout 200ms is longer than the interval 100ms",
+        ),
+        (
+            "kind = \"tcp\"\nrise = 0\n",
+            "xlb.toml:6: service \"198.18.0.10:80/tcp\": check: rise 0 out of range (1-100)",
+        ),
+        (
+            "kind = \"tcp\"\nfall = 101\n",
+            "xlb.toml:6: service \"198.18.0.10:80/tcp\": check: fall 101 out of range (1-100)",
+        ),
+        (
+            "kind = \"tcp\"\nport = 70000\n",
+            "xlb.toml:6: service \"198.18.0.10:80/tcp\": check: check port 70000 out of range (1-65535)",
+        ),
+        (
+            "kind = \"tcp\"\nport = 0\n",
+            "xlb.toml:6: service \"198.18.0.10:80/tcp\": check: check port 0 out of range (1-65535)",
+        ),
+        (
+            "kind = \"tcp\"\naddr = \"2001:2::5\"\n",
+            "xlb.toml:6: service \"198.18.0.10:80/tcp\": check: check address \"2001:2::5\": not of the address family of service 198.18.0.10:80/tcp",
+        ),
+        (
+            "kind = \"tcp\"\naddr = \"backend-1\"\n",
+            "xlb.toml:6: service \"198.18.0.10:80/tcp\": check: check address \"backend-1\": not an IP address",
+        ),
+        (
+            "kind = \"none\"\nport = 9090\n",
+            "xlb.toml:6: service \"198.18.0.10:80/tcp\": check: port needs kind tcp, http or grpc",
+        ),
+        (
+            "kind = \"tcp\"\nhttp_path = \"/x\"\n",
+            "xlb.toml:6: service \"198.18.0.10:80/tcp\": check: http_path needs kind http",
+        ),
+        (
+            "kind = \"http\"\ngrpc_service = \"x\"\n",
+            "xlb.toml:6: service \"198.18.0.10:80/tcp\": check: grpc_service needs kind grpc",
+        ),
+        (
+            "kind = \"http\"\nhttp_path = \"healthz\"\n",
+            "xlb.toml:6: service \"198.18.0.10:80/tcp\": check: HTTP path \"healthz\" does not start with /",
+        ),
+        (
+            "kind = \"http\"\nhttp_method = \"get\"\n",
+            "xlb.toml:6: service \"198.18.0.10:80/tcp\": check: HTTP method \"get\" is not a method name (letters, e.g. GET or HEAD)",
+        ),
+        (
+            "kind = \"http\"\nhttp_status = \"399-200\"\n",
+            "xlb.toml:6: service \"198.18.0.10:80/tcp\": check: HTTP status range \"399-200\" is not N or N-M with 100 <= N <= M <= 599",
+        ),
+        (
+            "kind = \"tcp\"\nall_down = \"panic\"\n",
+            "xlb.toml:6: service \"198.18.0.10:80/tcp\": check: all-down \"panic\" is not one of fail-open, drop",
+        ),
+        (
+            "kind = \"tcp\"\nfal = 2\n",
+            "xlb.toml:6: service \"198.18.0.10:80/tcp\": check: unknown field `fal`, expected one of `kind`, `interval`, `timeout`, `rise`, `fall`, `port`, `addr`, `http_path`, `http_method`, `http_status`, `http_host`, `grpc_service`, `all_down`",
+        ),
+    ];
+    let mut failed = Vec::new();
+    for (body, want) in &cases {
+        let text = format!("{head}{body}");
+        match parse("xlb.toml", &text) {
+            Ok(_) => failed.push(format!("accepted:\n{text}")),
+            Err(e) if e.to_string() != *want => {
+                failed.push(format!("{text}\n  got:  {e}\n  want: {want}"))
+            }
+            Err(_) => {}
+        }
+    }
+    assert!(failed.is_empty(), "{}", failed.join("\n\n"));
+}
+
+#[test]
+fn a_changed_check_is_one_change_line() {
+    let web = svc("198.18.0.10:80/tcp");
+    let mut before = running();
+    before.get_mut(&web).unwrap().check = tcp_check(200);
+    let mut want = before.clone();
+    let c = parse("xlb.toml", CHECKED).unwrap();
+    want.get_mut(&web).unwrap().check = c.services[&web].check.clone();
+    let p = plan(&before, &want, ApplyOptions::default());
+    assert_eq!(p.len(), 1);
+    assert_eq!(
+        render_changes(&changes(&p)),
+        "~ service 198.18.0.10:80/tcp check tcp/200ms timeout=200ms rise=2 fall=3 all_down=fail-open -> http GET /healthz 200-200 port 9090/200ms timeout=200ms rise=2 fall=2 all_down=fail-open\n"
+    );
+    // A new service that checks: its check is set after its backends.
+    let new = svc("198.18.0.11:80/tcp");
+    let mut spec = spec(251, &[("198.19.0.2:80", 100)]);
+    spec.check = tcp_check(200);
+    let added: Services = [(new, spec)].into();
+    let lines = render_changes(&changes(&plan(
+        &Services::new(),
+        &added,
+        ApplyOptions::default(),
+    )));
+    assert_eq!(
+        lines,
+        "+ service 198.18.0.11:80/tcp table_size=251\n\
+         + backend 198.18.0.11:80/tcp 198.19.0.2:80 weight=100\n\
+         ~ service 198.18.0.11:80/tcp check none -> tcp/200ms timeout=200ms rise=2 fall=3 all_down=fail-open\n"
+    );
+    // Removing the table stops checking; only the rise count differing is a change too.
+    let p = plan(&before, &running(), ApplyOptions::default());
+    assert_eq!(
+        render_changes(&changes(&p)),
+        "~ service 198.18.0.10:80/tcp check tcp/200ms timeout=200ms rise=2 fall=3 all_down=fail-open -> none\n"
+    );
+    let mut rise = before.clone();
+    rise.get_mut(&web).unwrap().check.rise = 3;
+    assert_eq!(
+        changes(&plan(&before, &rise, ApplyOptions::default())).len(),
+        1
+    );
+    // As JSON, the settings are the API's, as `xlb service list --json` shows them.
+    let json = serde_json::to_value(&changes(&p)[0]).unwrap();
+    assert_eq!(json["op"], "set_check");
+    assert_eq!(json["from"]["kind"], "tcp");
+    assert_eq!(json["from"]["interval_ms"], 200);
+    assert_eq!(json["to"]["kind"], "none");
+    // And the change crosses the API.
+    for c in changes(&p) {
+        assert_eq!(Change::from_proto(&c.to_proto()), Some(c));
+    }
+}
+
+#[test]
+fn checks_survive_dump_and_the_api() {
+    let mut services = running();
+    let web = svc("198.18.0.10:80/tcp");
+    let dns = svc("198.18.0.10:53/udp");
+    services.get_mut(&web).unwrap().check = parse("xlb.toml", CHECKED).unwrap().services[&web]
+        .check
+        .clone();
+    services.get_mut(&dns).unwrap().check = CheckSettings {
+        kind: check::CheckKind::Grpc {
+            service: "dns.v1".into(),
+        },
+        addr: Some("198.19.0.9".parse().unwrap()),
+        all_down: check::AllDown::Drop,
+        rise: 5,
+        ..tcp_check(1000)
+    };
+    let v6 = svc("[2001:2::10]:50051/tcp");
+    let mut grpc = spec(211, &[("[2001:2::2]:50051", 100)]);
+    grpc.check = CheckSettings {
+        kind: check::CheckKind::Grpc {
+            service: String::new(),
+        },
+        ..tcp_check(60_000)
+    };
+    services.insert(v6, grpc);
+    let config = Config::new(DaemonSettings::default(), services.clone());
+    let text = render(&config);
+    assert!(
+        text.contains("[service.check]\nkind = \"http\"\ninterval = \"200ms\""),
+        "{text}"
+    );
+    let back = parse("dump.toml", &text).unwrap_or_else(|e| panic!("{e}\n{text}"));
+    assert_eq!(back.services, services, "{text}");
+    let prune = ApplyOptions {
+        prune: true,
+        ..Default::default()
+    };
+    assert!(plan(&services, &back.services, prune).is_empty());
+    // Through an Apply request and back.
+    assert_eq!(
+        services_from_proto(&services_to_proto(&services)).unwrap(),
+        services
+    );
+    let mut bad = services_to_proto(&services);
+    bad[0].check.as_mut().unwrap().interval_ms = 5;
+    assert_eq!(
+        services_from_proto(&bad).unwrap_err(),
+        "service \"198.18.0.10:53/udp\": check: interval 5ms out of range (10ms-1h)"
+    );
 }

@@ -40,6 +40,7 @@ impl<D: Dataplane> ControlState<D> {
                     table_size: s.table_size,
                     backends,
                     affinity: s.affinity,
+                    check: config::running_check(&s.check),
                 };
                 (*addr, spec)
             })
@@ -115,11 +116,40 @@ impl<D: Dataplane> ControlState<D> {
     ) -> Result<(), ApplyError> {
         for p in plans {
             match &p.after {
-                Some(after) => self.put_spec(&p.service, after, force, check_live)?,
+                Some(after) => {
+                    // A change of the check alone writes no table here (set_check writes
+                    // one only if the check changes what it holds).
+                    let same_table = p.before.as_ref().is_some_and(|b| {
+                        b.table_size == after.table_size && b.backends == after.backends
+                    });
+                    if !same_table {
+                        self.put_spec(&p.service, after, force, check_live)?;
+                    }
+                    self.put_check(&p.service, &after.check)?;
+                }
                 None => self.remove_spec(&p.service, force, check_live)?,
             }
         }
         Ok(())
+    }
+
+    /// Gives `service` the health check `want` when it differs, as `xlb service set-check`
+    /// does (after its backends are in place, so they start `checking` with it).
+    fn put_check(&mut self, service: &ServiceAddr, want: &CheckSettings) -> Result<(), ApplyError> {
+        let current = self
+            .services
+            .get(service)
+            .map(|s| config::running_check(&s.check));
+        if current.as_ref() == Some(want) {
+            return Ok(());
+        }
+        self.set_check(service, want.clone())
+            .map(drop)
+            .map_err(|e| ApplyError {
+                service: *service,
+                backend: None,
+                source: Box::new(e),
+            })
     }
 
     /// Gives `service` (new or not) the table size and the backend set of `want` in one

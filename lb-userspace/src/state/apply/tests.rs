@@ -16,6 +16,7 @@ fn spec(table_size: u32, backends: &[(&str, u32)]) -> ServiceSpec {
         table_size,
         backends: backends.iter().map(|(b, w)| (be(b), *w)).collect(),
         affinity: crate::affinity::Affinity::None,
+        check: CheckSettings::default(),
     }
 }
 
@@ -371,4 +372,70 @@ fn a_failed_map_write_leaves_the_service_as_it_was() {
     // And the same apply then goes through.
     st.apply(&want, ApplyOptions::default()).unwrap();
     assert_eq!(st.running(), want);
+}
+
+/// A check in the wanted services is set as `set-check` sets it, after the trial run.
+#[test]
+fn a_check_is_applied_as_set_check() {
+    let mut st = applied(100);
+    let mut want = desired();
+    let tcp = CheckSettings {
+        kind: crate::check::CheckKind::Tcp,
+        interval_ms: 200,
+        timeout_ms: 100,
+        fall: 2,
+        ..CheckSettings::default()
+    };
+    want.get_mut(&svc(WEB)).unwrap().check = tcp.clone();
+    let before = snapshot(&st);
+    let dry = ApplyOptions {
+        dry_run: true,
+        ..Default::default()
+    };
+    let changes = st.apply(&want, dry).unwrap();
+    assert_eq!(
+        changes,
+        [Change::SetCheck {
+            service: svc(WEB),
+            from: CheckSettings::default(),
+            to: tcp.clone(),
+        }]
+    );
+    assert_eq!(snapshot(&st), before, "a dry run changed something");
+    assert_eq!(st.apply(&want, ApplyOptions::default()).unwrap(), changes);
+    let info = st
+        .services()
+        .into_iter()
+        .find(|i| i.service == svc(WEB))
+        .unwrap();
+    assert_eq!(info.check, tcp);
+    let states: Vec<&str> = st
+        .backends(Some(&svc(WEB)))
+        .unwrap()
+        .into_iter()
+        .map(|b| b.state)
+        .collect();
+    assert_eq!(states, ["checking", "checking"]);
+    // Checking backends keep their slots: the table is not written for the check.
+    assert!(
+        without_grace(&st.dataplane().ops)
+            .iter()
+            .all(|o| !matches!(o, Op::WriteSlots { .. }))
+    );
+    assert_eq!(st.running(), want);
+    assert_eq!(st.apply(&want, ApplyOptions::default()).unwrap(), []);
+    // An invalid check (as an API client may send) is refused in the trial run.
+    let mut bad = want.clone();
+    bad.get_mut(&svc(WEB)).unwrap().check.rise = 0;
+    bad.get_mut(&svc(DNS))
+        .unwrap()
+        .backends
+        .insert(be("198.19.1.2:53"), 5);
+    let before = snapshot(&st);
+    let e = st.apply(&bad, ApplyOptions::default()).unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        "service \"198.18.0.10:80/tcp\": rise 0 out of range (1-100)"
+    );
+    assert_eq!(snapshot(&st), before);
 }
