@@ -118,9 +118,12 @@ impl<D: Dataplane> ControlState<D> {
             match &p.after {
                 Some(after) => {
                     // A change of the check alone writes no table here (set_check writes
-                    // one only if the check changes what it holds).
+                    // one only if the check changes what it holds); an affinity change is
+                    // in the service entry put_spec writes.
                     let same_table = p.before.as_ref().is_some_and(|b| {
-                        b.table_size == after.table_size && b.backends == after.backends
+                        b.table_size == after.table_size
+                            && b.backends == after.backends
+                            && b.affinity == after.affinity
                     });
                     if !same_table {
                         self.put_spec(&p.service, after, force, check_live)?;
