@@ -5,9 +5,9 @@
 use std::io::{BufRead as _, BufReader, ErrorKind, Write as _};
 use std::net::{Ipv4Addr, TcpListener, TcpStream, UdpSocket};
 use std::os::fd::{AsRawFd as _, FromRawFd as _, OwnedFd};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::thread;
+use std::sync::{Arc, Mutex};
+use std::thread::{self, JoinHandle};
 use std::time::Duration;
 
 use anyhow::{Context as _, Result};
@@ -35,29 +35,41 @@ impl Testbed {
 
     /// The same servers in any namespace of this testbed, answering with `id`.
     pub fn spawn_id_server_in(&self, ns: &Netns, id: &str, port: u16) -> Result<()> {
-        let sockets = ns.run(|| -> Result<_> {
-            let any = (Ipv4Addr::UNSPECIFIED, port);
-            let tcp = TcpListener::bind(any).context("binding the TCP id server")?;
-            let udp = UdpSocket::bind(any).context("binding the UDP id server")?;
-            let tcp6 = TcpListener::from(v6only_socket(libc::SOCK_STREAM, port)?);
-            let udp6 = UdpSocket::from(v6only_socket(libc::SOCK_DGRAM, port)?);
-            for t in [&tcp, &tcp6] {
-                t.set_nonblocking(true)?;
-            }
-            for u in [&udp, &udp6] {
-                u.set_read_timeout(Some(POLL))?;
-            }
-            Ok([(tcp, udp), (tcp6, udp6)])
-        })??;
-        let mut threads = self.threads.lock().expect("threads lock");
-        for (tcp, udp) in sockets {
-            let (id_t, id_u) = (id.to_owned(), id.to_owned());
-            let (stop_t, stop_u) = (self.stop.clone(), self.stop.clone());
-            threads.push(thread::spawn(move || serve_tcp(tcp, &id_t, &stop_t)));
-            threads.push(thread::spawn(move || serve_udp(udp, &id_u, &stop_u)));
-        }
-        Ok(())
+        spawn_id_servers(ns, id, port, &self.stop, &self.threads)
     }
+}
+
+/// The id servers of [`Testbed::spawn_id_server`] in `ns`, on threads pushed to `threads`
+/// that end once `stop` is set (the VM testbed shares them).
+pub(crate) fn spawn_id_servers(
+    ns: &Netns,
+    id: &str,
+    port: u16,
+    stop: &Arc<AtomicBool>,
+    threads: &Mutex<Vec<JoinHandle<()>>>,
+) -> Result<()> {
+    let sockets = ns.run(|| -> Result<_> {
+        let any = (Ipv4Addr::UNSPECIFIED, port);
+        let tcp = TcpListener::bind(any).context("binding the TCP id server")?;
+        let udp = UdpSocket::bind(any).context("binding the UDP id server")?;
+        let tcp6 = TcpListener::from(v6only_socket(libc::SOCK_STREAM, port)?);
+        let udp6 = UdpSocket::from(v6only_socket(libc::SOCK_DGRAM, port)?);
+        for t in [&tcp, &tcp6] {
+            t.set_nonblocking(true)?;
+        }
+        for u in [&udp, &udp6] {
+            u.set_read_timeout(Some(POLL))?;
+        }
+        Ok([(tcp, udp), (tcp6, udp6)])
+    })??;
+    let mut threads = threads.lock().expect("threads lock");
+    for (tcp, udp) in sockets {
+        let (id_t, id_u) = (id.to_owned(), id.to_owned());
+        let (stop_t, stop_u) = (stop.clone(), stop.clone());
+        threads.push(thread::spawn(move || serve_tcp(tcp, &id_t, &stop_t)));
+        threads.push(thread::spawn(move || serve_udp(udp, &id_u, &stop_u)));
+    }
+    Ok(())
 }
 
 /// A socket of `kind` bound to `[::]:port` for IPv6 only (std cannot set IPV6_V6ONLY
