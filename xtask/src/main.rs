@@ -4,6 +4,7 @@ mod bench;
 mod cmd;
 mod demo;
 mod demo_grpc;
+mod demo_vm;
 mod fuzz;
 mod setup;
 mod summary;
@@ -34,7 +35,9 @@ enum Task {
         _args: Vec<String>,
     },
     /// Setup, build, then drive 30 connections through a VIP in a netns testbed (needs root);
-    /// `demo grpc`: unary calls, streams and a connection pool through a gRPC VIP
+    /// `demo grpc`: unary calls, streams and a connection pool through a gRPC VIP;
+    /// `demo vm`: the same 30 connections through xlbd in native XDP mode on virtio-net in a
+    /// qemu guest
     Demo {
         #[arg(value_enum)]
         which: Option<DemoKind>,
@@ -65,6 +68,8 @@ enum Task {
 enum DemoKind {
     /// gRPC clients (unary, stream, pool) and three gRPC backends behind one VIP
     Grpc,
+    /// xlbd in a qemu guest, native XDP on its virtio-net NICs (TCG where KVM is unusable)
+    Vm,
 }
 
 /// Workspace packages built and tested on the host: all but `lb-ebpf`, which is built for
@@ -107,6 +112,9 @@ fn main() {
         Task::Demo {
             which: Some(DemoKind::Grpc),
         } => demo_grpc::demo(),
+        Task::Demo {
+            which: Some(DemoKind::Vm),
+        } => demo_vm::demo(),
         Task::Bench { args } => bench::bench(&args),
         Task::Fuzz { count, seed } => fuzz::fuzz(count, seed),
     };
