@@ -14,6 +14,7 @@ mod per_packet;
 mod report;
 mod servers;
 mod stats;
+mod vm;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -48,6 +49,9 @@ struct Args {
 enum What {
     /// Maglev table figures (no root needed): one JSON line, also saved to maglev.json
     Maglev,
+    /// xlb native and skb XDP and iptables DNAT in a qemu guest on virtio-net (needs root):
+    /// vm.json and vm.md
+    Vm,
 }
 
 fn main() {
@@ -64,6 +68,9 @@ fn run(args: &Args) -> Result<()> {
     // SAFETY: geteuid(2) cannot fail and touches no memory.
     if unsafe { libc::geteuid() } != 0 {
         bail!("the benchmark loads XDP programs and makes network namespaces: run it as root");
+    }
+    if let Some(What::Vm) = args.what {
+        return vm::run(&args.out);
     }
     charts::check_font()?;
     let d = if args.quick {

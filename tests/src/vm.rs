@@ -43,6 +43,8 @@ cd /mnt
 ip link set lo up
 sysctl -qw net.ipv4.ip_forward=1
 cut -d' ' -f1 /proc/uptime > /mnt/ready.t; mv /mnt/ready.t /mnt/ready
+# `read -t` on a fifo nobody writes is a sleep without a fork (forks are dear under TCG).
+mkfifo /run/agent.fifo; exec 9<>/run/agent.fifo
 n=0
 while :; do
     if [[ -f cmd/$n.sh ]]; then
@@ -50,7 +52,7 @@ while :; do
          echo $rc > cmd/$n.rc.t; mv cmd/$n.rc.t cmd/$n.rc) &
         n=$((n + 1))
     else
-        sleep 0.1
+        read -r -t 0.1 -u 9 || true
     fi
 done
 "#;
@@ -491,13 +493,14 @@ impl Vm {
             .collect()
     }
 
-    /// Starts xlbd in the guest on eth0 and eth1 in `mode` (native or skb) and waits for
+    /// Starts xlbd in the guest on eth0 and eth1 in `mode` (native or skb; `--reset`: empty,
+    /// whatever an earlier one saved is forgotten) and waits for
     /// its control socket; then runs `then` (a shell snippet, e.g. CLI calls) in the same
     /// guest command, so a test pays for few round trips. Returns the command's output.
     pub fn start_xlbd(&self, mode: &str, then: &str) -> Result<String> {
         let xlbd = guest_bin("xlbd")?;
         self.guest_ok(&format!(
-            "setsid {xlbd} --iface eth0 --iface eth1 --mode {mode} --detach-on-exit \
+            "setsid {xlbd} --iface eth0 --iface eth1 --mode {mode} --reset --detach-on-exit \
              > /tmp/xlbd.log 2>&1 < /dev/null &\n\
              p=$!\n\
              for i in $(seq 600); do [ -S /run/xlb/xlbd.sock ] && break\n\
