@@ -42,7 +42,7 @@ const MODULES: &[&str] = &[
     "iptable_filter",
 ];
 /// Bumped whenever [`MODULES`] or [`INIT`] change, so a cached image is rebuilt.
-const IMAGE_VERSION: u32 = 1;
+const IMAGE_VERSION: u32 = 2;
 /// How long fetching and unpacking the kernel package may take.
 const FETCH_TIMEOUT: Duration = Duration::from_secs(600);
 const BUILD_TIMEOUT: Duration = Duration::from_secs(120);
@@ -115,6 +115,11 @@ pub fn prepare() -> Result<Image> {
         BUILD_TIMEOUT,
     )?;
     build_initramfs(&dir, &kroot, &kver, busybox)?;
+    // Only vmlinuz and the initramfs are booted; the unpacked modules (400 MB) go, the .deb
+    // stays for a rebuild without a download.
+    for d in [kroot.join("lib"), kroot.join("usr"), dir.join("initramfs")] {
+        let _ = std::fs::remove_dir_all(d);
+    }
     std::fs::write(&stamp, format!("{IMAGE_VERSION} {kver}\n"))?;
     cached(&dir, &stamp).context("the image just built is incomplete")
 }
