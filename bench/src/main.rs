@@ -70,7 +70,7 @@ fn run(args: &Args) -> Result<()> {
         bail!("the benchmark loads XDP programs and makes network namespaces: run it as root");
     }
     if let Some(What::Vm) = args.what {
-        return vm::run(&args.out);
+        return vm::run(&args.out, args.runs);
     }
     charts::check_font()?;
     let d = if args.quick {

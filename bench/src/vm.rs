@@ -4,10 +4,12 @@
 //! namespace through the VIP to backend 0. Figures per balancer: TCP Gbit/s, small-packet
 //! UDP pps reaching the backend, and at a fixed UDP rate the guest's CPU per packet (from
 //! the guest's /proc/stat) and the host CPU of qemu's vCPU thread per packet, both net of
-//! the idle guest's. Under TCG only ratios within one run mean anything.
+//! the idle guest's; the guest NICs' drops at the UDP maximum; new TCP connections/s and
+//! p50/p99 round trips (backend 0's id server behind VIP:80). Medians of interleaved
+//! rounds. Under TCG only ratios within one run mean anything.
 
 use std::fmt::Write as _;
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, SocketAddr};
 use std::path::Path;
 use std::process::Stdio;
 use std::thread;
@@ -16,7 +18,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context as _, Result, bail};
 use serde::Serialize;
 use xlb_testbed::vm::{self, Vm};
-use xlb_testbed::{Tracked, VIP, die_with_parent};
+use xlb_testbed::{TcpConn, Tracked, VIP, die_with_parent};
 
 /// Seconds of every iperf3 run; CPU is read over the middle `DUR - 4` seconds.
 const DUR: u64 = 8;
@@ -25,6 +27,12 @@ const RATE_PPS: u64 = 8000;
 /// UDP payload bytes (18: the smallest frames, 60 bytes on the wire).
 const UDP_LEN: u64 = 18;
 const IPERF_PORT: u16 = 5201;
+/// The VIP port of the id service (backend 0's id server on BACKEND_PORT) for connections/s
+/// and latency.
+const VIP_PORT: u16 = 80;
+const BACKEND_PORT: u16 = 8080;
+/// Seconds of the connections/s and of the latency run.
+const TCP_SECS: u64 = 3;
 /// USER_HZ of /proc/stat and /proc/<pid>/task/<tid>/stat (host and guest).
 const TICKS_PER_S: f64 = 100.0;
 
@@ -61,7 +69,7 @@ struct Cpu {
     qemu_total_pct: f64,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Clone, Serialize)]
 struct Figures {
     key: &'static str,
     label: &'static str,
@@ -76,6 +84,13 @@ struct Figures {
     guest_us_per_pkt: f64,
     /// qemu vCPU-thread µs per packet at the fixed rate, net of idle.
     vcpu_us_per_pkt: f64,
+    /// New TCP connections per second (connect, one request and answer, close; one at a time).
+    conns_per_sec: f64,
+    /// Request/answer round trips on one persistent connection, µs.
+    p50_us: f64,
+    p99_us: f64,
+    /// The guest NICs' rx+tx drops (`ip -s link`) during the UDP maximum run.
+    udp_max_drops: u64,
 }
 
 #[derive(Debug, Serialize)]
@@ -89,10 +104,17 @@ struct Results {
     fixed_rate_pps: u64,
     udp_payload_bytes: u64,
     idle: Cpu,
+    /// Rounds per balancer; every figure below is the median of the rounds.
+    runs: usize,
     balancers: Vec<Figures>,
+    all_runs: Vec<Vec<Figures>>,
 }
 
-pub fn run(out: &Path) -> Result<()> {
+/// `runs` rounds of every balancer in one guest; the report holds each figure's median.
+pub fn run(out: &Path, runs: usize) -> Result<()> {
+    if runs == 0 {
+        bail!("--runs must be at least 1");
+    }
     if let Some(why) = vm::unavailable() {
         bail!("the VM benchmark cannot run here: {why}");
     }
@@ -102,25 +124,33 @@ pub fn run(out: &Path) -> Result<()> {
         vm.boot_time().as_secs_f64(),
         vm.accel().name()
     );
-    let _server = iperf_server(&vm)?;
+    vm.spawn_id_server(0, BACKEND_PORT)?;
     let kernel = vm.guest_ok("uname -r")?.trim().to_owned();
     eprintln!("bench vm: idle guest ...");
     let idle = measure(&vm, None)?.1;
     eprintln!("bench vm:   {idle:?}");
-    let mut balancers = Vec::new();
-    for b in [
+    // Rounds interleave xlb's two modes, so a burst of load on the host falls on both alike.
+    // iptables comes after all of them: once its nat table has been loaded and flushed in
+    // this guest, xlb in skb mode stopped passing traffic in a later round (not yet
+    // understood; see the README).
+    let all = [
         Balancer::XlbNative,
         Balancer::XlbSkb,
         Balancer::IptablesDnat,
-    ] {
-        eprintln!("bench vm: {} ...", b.label());
+    ];
+    let mut by_balancer: Vec<Vec<Figures>> = all.iter().map(|_| Vec::new()).collect();
+    let xlb_rounds = (0..runs).flat_map(|r| [(r, 0), (r, 1)]);
+    for (round, i) in xlb_rounds.chain((0..runs).map(|r| (r, 2))) {
+        let b = all[i];
+        eprintln!("bench vm: round {}/{runs}: {} ...", round + 1, b.label());
         start(&vm, b)?;
         let f = measure_balancer(&vm, b, &idle);
         stop(&vm, b)?;
         let f = f?;
         eprintln!("bench vm:   {f:?}");
-        balancers.push(f);
+        by_balancer[i].push(f);
     }
+    let balancers = by_balancer.iter().map(|runs| median(runs)).collect();
     let results = Results {
         accel: vm.accel().name().to_owned(),
         guest_kernel: kernel,
@@ -131,7 +161,9 @@ pub fn run(out: &Path) -> Result<()> {
         fixed_rate_pps: RATE_PPS,
         udp_payload_bytes: UDP_LEN,
         idle,
+        runs,
         balancers,
+        all_runs: by_balancer,
     };
     drop(vm);
     std::fs::create_dir_all(out)?;
@@ -152,7 +184,7 @@ fn backend() -> Ipv4Addr {
 
 fn iperf_server(vm: &Vm) -> Result<Tracked> {
     let mut cmd = vm.backend_ns(0).cmd("iperf3");
-    cmd.args(["-s", "-p", &IPERF_PORT.to_string()])
+    cmd.args(["-s", "-1", "-p", &IPERF_PORT.to_string()])
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::null());
@@ -173,17 +205,17 @@ fn start(vm: &Vm, b: Balancer) -> Result<()> {
                 "skb"
             };
             let mut cli = String::new();
-            for proto in ["tcp", "udp"] {
-                let svc = format!("{VIP}:{IPERF_PORT}/{proto}");
+            for (proto, port, bport) in SERVICES {
+                let svc = format!("{VIP}:{port}/{proto}");
                 writeln!(cli, "{xlb} service add {svc}")?;
-                writeln!(cli, "{xlb} backend add {svc} {}:{IPERF_PORT}", backend())?;
+                writeln!(cli, "{xlb} backend add {svc} {}:{bport}", backend())?;
             }
             vm.start_xlbd(mode, &cli).map(drop)
         }
         Balancer::IptablesDnat => vm
             .guest_ok(&format!(
                 "iptables-restore <<'EOF'\n{}EOF\n",
-                kube_proxy_rules(VIP, backend(), IPERF_PORT)
+                kube_proxy_rules(VIP, backend())
             ))
             .map(drop),
     }
@@ -198,9 +230,16 @@ fn stop(vm: &Vm, b: Balancer) -> Result<()> {
     }
 }
 
-/// The nat table kube-proxy (iptables mode) writes for a ClusterIP service with one
-/// endpoint, on TCP and UDP: the same chains and jumps, so the same per-packet path.
-fn kube_proxy_rules(vip: Ipv4Addr, be: Ipv4Addr, port: u16) -> String {
+/// (protocol, VIP port, backend port) of every service, each with backend 0 alone.
+const SERVICES: [(&str, u16, u16); 3] = [
+    ("tcp", IPERF_PORT, IPERF_PORT),
+    ("udp", IPERF_PORT, IPERF_PORT),
+    ("tcp", VIP_PORT, BACKEND_PORT),
+];
+
+/// The nat table kube-proxy (iptables mode) writes for [`SERVICES`], ClusterIP services
+/// with one endpoint each: the same chains and jumps, so the same per-packet path.
+fn kube_proxy_rules(vip: Ipv4Addr, be: Ipv4Addr) -> String {
     let mut chains = String::from(
         "*nat\n:PREROUTING ACCEPT [0:0]\n:INPUT ACCEPT [0:0]\n:OUTPUT ACCEPT [0:0]\n\
          :POSTROUTING ACCEPT [0:0]\n:KUBE-SERVICES - [0:0]\n:KUBE-POSTROUTING - [0:0]\n\
@@ -215,15 +254,15 @@ fn kube_proxy_rules(vip: Ipv4Addr, be: Ipv4Addr, port: u16) -> String {
          -A KUBE-POSTROUTING -j MARK --xor-mark 0x4000\n\
          -A KUBE-POSTROUTING -j MASQUERADE --random-fully\n",
     );
-    for proto in ["tcp", "udp"] {
-        let p = proto.to_uppercase();
+    for (proto, port, bport) in SERVICES {
+        let p = format!("{}{port}", proto.to_uppercase());
         let _ = writeln!(chains, ":KUBE-SVC-{p} - [0:0]\n:KUBE-SEP-{p}0 - [0:0]");
         let _ = writeln!(
             rules,
             "-A KUBE-SERVICES -d {vip}/32 -p {proto} -m {proto} --dport {port} -j KUBE-SVC-{p}\n\
              -A KUBE-SVC-{p} -j KUBE-SEP-{p}0\n\
              -A KUBE-SEP-{p}0 -s {be}/32 -j KUBE-MARK-MASQ\n\
-             -A KUBE-SEP-{p}0 -p {proto} -m {proto} -j DNAT --to-destination {be}:{port}"
+             -A KUBE-SEP-{p}0 -p {proto} -m {proto} -j DNAT --to-destination {be}:{bport}"
         );
     }
     format!("{chains}{rules}COMMIT\n")
@@ -234,12 +273,24 @@ fn measure_balancer(vm: &Vm, b: Balancer, idle: &Cpu) -> Result<Figures> {
     let dur = DUR.to_string();
     let target = VIP.to_string();
     let port = IPERF_PORT.to_string();
-    let base = ["-c", &target, "-p", &port, "-t", &dur, "-J"];
+    let base = [
+        "-c",
+        &target,
+        "-p",
+        &port,
+        "-t",
+        &dur,
+        "-J",
+        "--connect-timeout",
+        "3000",
+    ];
     let (tcp, _) = measure(vm, Some(&base))?;
     let len = UDP_LEN.to_string();
     let fixed_bps = (RATE_PPS * UDP_LEN * 8).to_string();
     let udp_args = |rate: &'static str| [&base[..], &["-u", "-l", &len, "-b", rate]].concat();
+    let drops0 = guest_drops(vm)?;
     let (udp_max, udp_max_cpu) = measure(vm, Some(&udp_args("0")))?;
+    let udp_max_drops = guest_drops(vm)?.saturating_sub(drops0);
     let mut fixed = udp_args("0");
     *fixed.last_mut().expect("-b has a value") = &fixed_bps;
     let (udp_fixed, udp_fixed_cpu) = measure(vm, Some(&fixed))?;
@@ -253,6 +304,9 @@ fn measure_balancer(vm: &Vm, b: Balancer, idle: &Cpu) -> Result<Figures> {
             0.0
         }
     };
+    let vip = SocketAddr::new(VIP.into(), VIP_PORT);
+    let conns_per_sec = conn_rate(vm, vip)?;
+    let (p50_us, p99_us) = latency(vm, vip)?;
     Ok(Figures {
         key: b.key(),
         label: b.label(),
@@ -264,12 +318,90 @@ fn measure_balancer(vm: &Vm, b: Balancer, idle: &Cpu) -> Result<Figures> {
         udp_fixed_cpu,
         guest_us_per_pkt: per_pkt(udp_fixed_cpu.guest_busy_pct, idle.guest_busy_pct),
         vcpu_us_per_pkt: per_pkt(udp_fixed_cpu.vcpu_thread_pct, idle.vcpu_thread_pct),
+        conns_per_sec,
+        p50_us,
+        p99_us,
+        udp_max_drops,
     })
+}
+
+/// Each figure's median over `runs` (the upper one of an even count); the CPU readings
+/// and the attach mode of the first run.
+fn median(runs: &[Figures]) -> Figures {
+    let med = |get: fn(&Figures) -> f64| {
+        let mut v: Vec<f64> = runs.iter().map(get).collect();
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    Figures {
+        tcp_gbps: med(|f| f.tcp_gbps),
+        udp_max_pps: med(|f| f.udp_max_pps),
+        udp_fixed_pps: med(|f| f.udp_fixed_pps),
+        guest_us_per_pkt: med(|f| f.guest_us_per_pkt),
+        vcpu_us_per_pkt: med(|f| f.vcpu_us_per_pkt),
+        conns_per_sec: med(|f| f.conns_per_sec),
+        p50_us: med(|f| f.p50_us),
+        p99_us: med(|f| f.p99_us),
+        udp_max_drops: med(|f| f.udp_max_drops as f64) as u64,
+        ..runs[0].clone()
+    }
+}
+
+/// Connections/s for [`TCP_SECS`]: connect, one request and answer, close.
+fn conn_rate(vm: &Vm, vip: SocketAddr) -> Result<f64> {
+    let start = Instant::now();
+    let mut n = 0u64;
+    while start.elapsed() < Duration::from_secs(TCP_SECS) {
+        let mut c = TcpConn::connect(vm.client_ns(), vip)?;
+        c.ask()?;
+        c.close();
+        n += 1;
+    }
+    Ok(n as f64 / start.elapsed().as_secs_f64())
+}
+
+/// p50 and p99 of request/answer round trips on one connection for [`TCP_SECS`], in µs.
+fn latency(vm: &Vm, vip: SocketAddr) -> Result<(f64, f64)> {
+    let mut c = TcpConn::connect(vm.client_ns(), vip)?;
+    let start = Instant::now();
+    let mut rtts = Vec::new();
+    while start.elapsed() < Duration::from_secs(TCP_SECS) {
+        let t = Instant::now();
+        c.ask()?;
+        rtts.push(t.elapsed().as_secs_f64() * 1e6);
+    }
+    c.close();
+    rtts.sort_by(f64::total_cmp);
+    let at = |q: f64| rtts[((rtts.len() - 1) as f64 * q).round() as usize];
+    Ok((at(0.50), at(0.99)))
+}
+
+/// The sum of rx and tx `dropped` of the guest's eth0 and eth1.
+fn guest_drops(vm: &Vm) -> Result<u64> {
+    let out = vm.guest_ok("cat /sys/class/net/eth[01]/statistics/[rt]x_dropped")?;
+    Ok(out
+        .lines()
+        .filter_map(|l| l.trim().parse::<u64>().ok())
+        .sum())
 }
 
 /// One run of `DUR` seconds: iperf3 with `args` in the client namespace (or nothing, for
 /// the idle baseline), CPU read from second 2 to second `DUR - 2`. Returns iperf3's JSON.
 fn measure(vm: &Vm, args: Option<&[&str]>) -> Result<(serde_json::Value, Cpu)> {
+    measure_once(vm, args).or_else(|e| {
+        // iperf3 can hang when its control messages are lost in a saturating UDP run.
+        eprintln!("bench vm: {e:#}; once more");
+        measure_once(vm, args)
+    })
+}
+
+/// [`measure`] without the retry. A fresh iperf3 server for every run (`-1`: one test),
+/// so a test left hanging cannot keep it busy.
+fn measure_once(vm: &Vm, args: Option<&[&str]>) -> Result<(serde_json::Value, Cpu)> {
+    let _server = match args {
+        Some(_) => Some(iperf_server(vm)?),
+        None => None,
+    };
     let client = match args {
         Some(a) => {
             let mut cmd = vm.client_ns().cmd("iperf3");
@@ -411,7 +543,7 @@ fn markdown(r: &Results) -> String {
         s,
         "# xlb on virtio-net in a qemu guest\n\n\
          Guest kernel {}, {} vCPU under **{}**, 2 virtio-net NICs on host taps ({}). Each run \
-         {} s; CPU read over the middle {} s. iperf3 from the client namespace through the VIP \
+         {} s; CPU read over the middle {} s; medians of {} interleaved rounds. iperf3 from the client namespace through the VIP \
          to one backend; UDP payload {} bytes. Per-packet CPU is at a fixed {} pps, net of the \
          idle guest (guest busy {:.0}%, vCPU thread {:.0}%).\n",
         r.guest_kernel,
@@ -420,6 +552,7 @@ fn markdown(r: &Results) -> String {
         r.nic,
         r.run_secs,
         r.cpu_window_secs,
+        r.runs,
         r.udp_payload_bytes,
         r.fixed_rate_pps,
         r.idle.guest_busy_pct,
@@ -432,20 +565,25 @@ fn markdown(r: &Results) -> String {
         );
     }
     s.push_str(
-        "| balancer | attach | TCP Gbit/s | UDP max pps at backend | qemu CPU % at UDP max | \
-         guest µs/pkt | vCPU thread µs/pkt |\n| --- | --- | ---: | ---: | ---: | ---: | ---: |\n",
+        "| balancer | attach | TCP Gbit/s | UDP max pps at backend | NIC drops at UDP max | \
+         qemu CPU % at UDP max | guest µs/pkt | vCPU thread µs/pkt | conn/s | p50 µs | p99 µs |\n\
+         | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |\n",
     );
     for f in &r.balancers {
         let _ = writeln!(
             s,
-            "| {} | {} | {:.3} | {:.0} | {:.0} | {:.1} | {:.1} |",
+            "| {} | {} | {:.3} | {:.0} | {} | {:.0} | {:.1} | {:.1} | {:.0} | {:.0} | {:.0} |",
             f.label,
             f.attach,
             f.tcp_gbps,
             f.udp_max_pps,
+            f.udp_max_drops,
             f.udp_max_cpu.qemu_total_pct,
             f.guest_us_per_pkt,
-            f.vcpu_us_per_pkt
+            f.vcpu_us_per_pkt,
+            f.conns_per_sec,
+            f.p50_us,
+            f.p99_us
         );
     }
     let get = |k: &str| r.balancers.iter().find(|f| f.key == k);
@@ -460,11 +598,14 @@ fn markdown(r: &Results) -> String {
         let _ = writeln!(
             s,
             "\nxlb native vs iptables DNAT (above 1x: xlb ahead): UDP pps {}, guest CPU per \
-             packet {}, vCPU thread per packet {}, TCP {}.",
+             packet {}, vCPU thread per packet {}, TCP {}, conn/s {}, p50 {}, p99 {}.",
             ratio(x.udp_max_pps, i.udp_max_pps),
             ratio(i.guest_us_per_pkt, x.guest_us_per_pkt),
             ratio(i.vcpu_us_per_pkt, x.vcpu_us_per_pkt),
-            ratio(x.tcp_gbps, i.tcp_gbps)
+            ratio(x.tcp_gbps, i.tcp_gbps),
+            ratio(x.conns_per_sec, i.conns_per_sec),
+            ratio(i.p50_us, x.p50_us),
+            ratio(i.p99_us, x.p99_us)
         );
     }
     s
@@ -489,9 +630,11 @@ mod tests {
 
     #[test]
     fn kube_proxy_rules_dnat_both_protocols() {
-        let r = kube_proxy_rules(VIP, Ipv4Addr::new(198, 19, 200, 10), 5201);
-        assert!(r.contains("-d 198.18.0.10/32 -p udp -m udp --dport 5201 -j KUBE-SVC-UDP"));
+        let r = kube_proxy_rules(VIP, Ipv4Addr::new(198, 19, 200, 10));
+        assert!(r.contains("-d 198.18.0.10/32 -p udp -m udp --dport 5201 -j KUBE-SVC-UDP5201"));
+        assert!(r.contains("-p tcp -m tcp --dport 80 -j KUBE-SVC-TCP80"));
         assert!(r.contains("DNAT --to-destination 198.19.200.10:5201"));
+        assert!(r.contains("DNAT --to-destination 198.19.200.10:8080"));
         assert!(r.ends_with("COMMIT\n"));
     }
 }
