@@ -131,8 +131,8 @@ pub fn run(out: &Path, runs: usize) -> Result<()> {
     eprintln!("bench vm:   {idle:?}");
     // Rounds interleave xlb's two modes, so a burst of load on the host falls on both alike.
     // iptables comes after all of them: once its nat table has been loaded and flushed in
-    // this guest, xlb in skb mode stopped passing traffic in a later round (not yet
-    // understood; see the README).
+    // this guest (and used at full UDP load), xlb in skb mode stopped passing traffic in a
+    // later round (not yet understood; see the README).
     let all = [
         Balancer::XlbNative,
         Balancer::XlbSkb,
