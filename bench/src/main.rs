@@ -15,6 +15,7 @@ mod report;
 mod servers;
 mod stats;
 mod tables;
+mod vm;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -52,6 +53,9 @@ enum What {
     /// Time to apply a change of a 65537-slot backend table to the real maps (root): one
     /// JSON line, also saved to tables.json
     Tables,
+    /// xlb native and skb XDP and iptables DNAT in a qemu guest on virtio-net (needs root):
+    /// vm.json and vm.md
+    Vm,
 }
 
 fn main() {
@@ -75,6 +79,9 @@ fn run(args: &Args) -> Result<()> {
     // SAFETY: geteuid(2) cannot fail and touches no memory.
     if unsafe { libc::geteuid() } != 0 {
         bail!("the benchmark loads XDP programs and makes network namespaces: run it as root");
+    }
+    if let Some(What::Vm) = args.what {
+        return vm::run(&args.out, args.runs);
     }
     charts::check_font()?;
     let d = if args.quick {

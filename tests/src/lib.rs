@@ -13,6 +13,8 @@ mod netns;
 mod proc;
 mod servers;
 mod topology;
+pub mod vm;
+mod vm_image;
 
 pub use backends::BackendRow;
 pub use clients::{Flow, Proto, flows_per_backend, tcp_flow, udp_flow};
@@ -25,6 +27,7 @@ pub use servers::{IdServer, backend_id};
 pub use topology::{
     AddrPair, Layout, Link, Node, Role, Testbed, VIP, VIP6, bridge_addrs, link_addrs,
 };
+pub use vm_image::{Image as VmImage, cache_dir as vm_cache_dir, prepare as prepare_vm_image};
 
 /// Whether the test may run: true as root. Otherwise prints a loud skip line and returns
 /// false, so a test starts with `if !xlb_testbed::require_root("name") { return; }`.

@@ -8,9 +8,9 @@
 use std::io::{BufRead as _, BufReader, ErrorKind, Write as _};
 use std::net::{Ipv4Addr, TcpListener, TcpStream, UdpSocket};
 use std::os::fd::{AsRawFd as _, FromRawFd as _, OwnedFd};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::thread;
+use std::sync::{Arc, Mutex};
+use std::thread::{self, JoinHandle};
 use std::time::Duration;
 
 use anyhow::{Context as _, Result};
@@ -38,9 +38,7 @@ impl Testbed {
 
     /// The same servers in any namespace of this testbed, answering with `id`.
     pub fn spawn_id_server_in(&self, ns: &Netns, id: &str, port: u16) -> Result<()> {
-        let threads = serve_id(ns, id, port, &self.stop)?;
-        self.threads.lock().expect("threads lock").extend(threads);
-        Ok(())
+        spawn_id_servers(ns, id, port, &self.stop, &self.threads)
     }
 
     /// Like [`Testbed::spawn_id_server`], but the servers stop (and their sockets close)
@@ -116,6 +114,20 @@ fn serve_id(
         threads.push(thread::spawn(move || serve_udp(udp, &id_u, &stop_u)));
     }
     Ok(threads)
+}
+
+/// The id servers of [`Testbed::spawn_id_server`] in `ns`, on threads pushed to `threads`
+/// that end once `stop` is set (the VM testbed shares them).
+pub(crate) fn spawn_id_servers(
+    ns: &Netns,
+    id: &str,
+    port: u16,
+    stop: &Arc<AtomicBool>,
+    threads: &Mutex<Vec<JoinHandle<()>>>,
+) -> Result<()> {
+    let started = serve_id(ns, id, port, stop)?;
+    threads.lock().expect("threads lock").extend(started);
+    Ok(())
 }
 
 /// A socket of `kind` bound to `[::]:port` for IPv6 only (std cannot set IPV6_V6ONLY

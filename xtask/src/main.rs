@@ -4,6 +4,7 @@ mod bench;
 mod cmd;
 mod demo;
 mod demo_grpc;
+mod demo_vm;
 mod fuzz;
 mod setup;
 mod summary;
@@ -34,14 +35,17 @@ enum Task {
         _args: Vec<String>,
     },
     /// Setup, build, then drive 30 connections through a VIP in a netns testbed (needs root);
-    /// `demo grpc`: unary calls, streams and a connection pool through a gRPC VIP
+    /// `demo grpc`: unary calls, streams and a connection pool through a gRPC VIP;
+    /// `demo vm`: the same 30 connections through xlbd in native XDP mode on virtio-net in a
+    /// qemu guest
     Demo {
         #[arg(value_enum)]
         which: Option<DemoKind>,
     },
     /// Setup, build, then the benchmarks: xlb per packet against the XDP_TX limit, and end
     /// to end against iptables DNAT, HAProxy and nginx (needs root; writes bench/results/;
-    /// extra args go to xlb-bench, e.g. `cargo xtask bench --runs 5`)
+    /// extra args go to xlb-bench, e.g. `cargo xtask bench --runs 5`); `bench vm`: xlb
+    /// native and skb and iptables DNAT in a qemu guest on virtio-net (bench/results/vm.*)
     Bench {
         #[arg(
             trailing_var_arg = true,
@@ -65,6 +69,8 @@ enum Task {
 enum DemoKind {
     /// gRPC clients (unary, stream, pool) and three gRPC backends behind one VIP
     Grpc,
+    /// xlbd in a qemu guest, native XDP on its virtio-net NICs (TCG where KVM is unusable)
+    Vm,
 }
 
 /// Workspace packages built and tested on the host: all but `lb-ebpf`, which is built for
@@ -107,6 +113,9 @@ fn main() {
         Task::Demo {
             which: Some(DemoKind::Grpc),
         } => demo_grpc::demo(),
+        Task::Demo {
+            which: Some(DemoKind::Vm),
+        } => demo_vm::demo(),
         Task::Bench { args } => bench::bench(&args),
         Task::Fuzz { count, seed } => fuzz::fuzz(count, seed),
     };

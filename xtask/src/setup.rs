@@ -11,7 +11,8 @@ use crate::cmd::{is_root, probe, run};
 /// Debian packages: iperf3 (benchmarks, tests), iproute2 (ip, ss), ethtool, iputils-ping,
 /// procps, util-linux (mount, mountpoint), tmux (the `xlb top` test reads its screen); for `cargo xtask bench`, the balancers xlb is
 /// compared with: haproxy, nginx with its stream module, iptables (kube-proxy's DNAT), and
-/// the font its charts are drawn with.
+/// the font its charts are drawn with; for the VM testbed (`tests/src/vm.rs`), qemu, a static
+/// busybox for the guest's initramfs, cpio and kmod (depmod, modprobe) to build it.
 const PACKAGES: &[&str] = &[
     "iperf3",
     "iproute2",
@@ -25,6 +26,10 @@ const PACKAGES: &[&str] = &[
     "libnginx-mod-stream",
     "iptables",
     "fonts-dejavu-core",
+    "qemu-system-x86",
+    "busybox-static",
+    "cpio",
+    "kmod",
 ];
 
 pub fn setup() -> Result<()> {
@@ -33,7 +38,23 @@ pub fn setup() -> Result<()> {
     bpf_linker()?;
     debian_packages(root)?;
     bpffs(root)?;
+    vm_image(root);
     Ok(())
+}
+
+/// The VM testbed's guest kernel and initramfs, cached under target/vm (the first time it
+/// downloads Debian's kernel package). Not fatal: the VM test and demo build it on first use
+/// and say why if they cannot.
+fn vm_image(root: bool) {
+    let step = "vm guest image";
+    if !root {
+        skipped_needs_root(step, "kernel package and initramfs into target/vm");
+        return;
+    }
+    match xlb_testbed::prepare_vm_image() {
+        Ok(image) => report(step, &format!("ok (kernel {})", image.kver)),
+        Err(e) => report(step, &format!("FAILED ({e:#}); the VM test and demo retry")),
+    }
 }
 
 fn report(step: &str, outcome: &str) {
