@@ -25,8 +25,10 @@ fn native_xdp_on_virtio_net_balances_sticky_connections() {
     }
     let start = Instant::now();
     let vm = Vm::boot(BACKENDS).expect("booting the guest");
+    let kernel = vm.guest_ok("uname -r").expect("uname in the guest");
     report(&format!(
-        "vm: booted in {:.1} s ({})",
+        "vm: booted kernel {} in {:.1} s ({})",
+        kernel.trim(),
         vm.boot_time().as_secs_f64(),
         vm.accel().name()
     ));
