@@ -23,6 +23,12 @@ pub const MAP_AFFINITY: &str = "AFFINITY";
 /// Default sizes; userspace may change the resizable ones at load time.
 pub const MAX_SERVICES: u32 = 256;
 pub const MAX_BACKENDS: u32 = 4096;
+/// `BACKEND_STATS` holds two counters per backend index `i`: the packets and bytes
+/// forwarded to it at slot `i`, and the new flows given to it (packets: flows; bytes: their
+/// first packets) at slot `NEW_FLOWS_BASE + i`.
+pub const NEW_FLOWS_BASE: u32 = MAX_BACKENDS;
+/// Slots of `BACKEND_STATS`.
+pub const BACKEND_STATS_SLOTS: u32 = 2 * MAX_BACKENDS;
 /// Slots of the backend-table area (both halves of the double buffer together).
 pub const DEFAULT_TABLE_AREA: u32 = 1 << 20;
 /// `TABLES` is created with `BPF_F_MMAPABLE` (the kernel's value, stable UAPI since 5.5):

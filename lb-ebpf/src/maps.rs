@@ -40,9 +40,11 @@ pub static AFFINITY: LruHashMap<AffinityKey, AffinityValue> =
 #[map]
 pub static STATS: PerCpuArray<Counter> = PerCpuArray::with_max_entries(STAT_COUNT, 0);
 
-/// Packets and bytes forwarded to each backend, by backend index.
+/// Packets and bytes forwarded to each backend, by backend index, and each backend's new
+/// flows at `NEW_FLOWS_BASE + index`.
 #[map]
-pub static BACKEND_STATS: PerCpuArray<Counter> = PerCpuArray::with_max_entries(MAX_BACKENDS, 0);
+pub static BACKEND_STATS: PerCpuArray<Counter> =
+    PerCpuArray::with_max_entries(lb_common::BACKEND_STATS_SLOTS, 0);
 
 /// Fragmented datagrams whose first fragment was balanced: the rewrite the later
 /// fragments get.

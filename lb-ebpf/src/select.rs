@@ -10,7 +10,7 @@ use lb_common::{
 
 use crate::{
     maps::{AFFINITY, BACKENDS, FLOWS, TABLES, scratch},
-    stats::count,
+    stats::{count, count_backend},
 };
 
 /// Entries' last-seen times are rewritten at most this often (ns), so a busy flow does
@@ -128,6 +128,7 @@ pub fn backend_for(
         let _ = AFFINITY.insert(&sc.affinity_key, &sc.affinity, 0);
     }
     count(STAT_NEW_FLOW, len);
+    count_backend(lb_common::NEW_FLOWS_BASE + index, len);
     Ok(&sc.request)
 }
 

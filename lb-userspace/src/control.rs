@@ -157,6 +157,7 @@ fn backend_msg(b: BackendInfo) -> proto::BackendEntry {
         packets: b.packets,
         bytes: b.bytes,
         flows: b.flows,
+        new_flows: b.new_flows,
         state: b.state.to_string(),
         health: b.health.state.name().to_string(),
         since_unix_ms: unix_ms(b.since),

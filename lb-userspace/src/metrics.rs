@@ -90,6 +90,16 @@ pub fn encode(usage: &Usage, flow_capacity: u64) -> String {
         "xlb_backend_live_flows",
         "Live flows on the backend in the connection table",
     );
+    let be_new_flows = counters(
+        &mut reg,
+        "xlb_backend_new_flows",
+        "New flows the data path gave the backend",
+    );
+    let svc_new_flows = counters(
+        &mut reg,
+        "xlb_service_new_flows",
+        "New flows the data path gave the service's backends",
+    );
     let be_weight = gauges(
         &mut reg,
         "xlb_backend_weight",
@@ -156,6 +166,7 @@ pub fn encode(usage: &Usage, flow_capacity: u64) -> String {
             .inc_by(u64::from(s.generation));
         svc_slots.get_or_create(&l).set(u64::from(s.table_size));
         svc_flows.get_or_create(&l).set(0);
+        svc_new_flows.get_or_create(&l).inc_by(0);
     }
     for b in &usage.backends {
         let service = b.service.to_string();
@@ -166,6 +177,10 @@ pub fn encode(usage: &Usage, flow_capacity: u64) -> String {
         be_packets.get_or_create(&l).inc_by(b.packets);
         be_bytes.get_or_create(&l).inc_by(b.bytes);
         be_flows.get_or_create(&l).set(b.flows);
+        be_new_flows.get_or_create(&l).inc_by(b.new_flows);
+        svc_new_flows
+            .get_or_create(&vec![("service", service.clone())])
+            .inc_by(b.new_flows);
         be_weight.get_or_create(&l).set(u64::from(b.weight));
         for state in STATES {
             let mut with_state = l.clone();

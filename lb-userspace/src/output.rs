@@ -9,7 +9,7 @@
 //!   "all_down":"fail-open"}}]}` (the `HealthCheck` message of `proto/xlb.proto`)
 //! - `xlb backend list [SERVICE] --json`:
 //!   `{"backends":[{"service":"198.18.0.10:80/tcp","backend":"198.19.0.2:8080","index":0,
-//!   "weight":100,"packets":12,"bytes":1234,"flows":1,"state":"up","health":"up",
+//!   "weight":100,"packets":12,"bytes":1234,"flows":1,"new_flows":5,"state":"up","health":"up",
 //!   "since_unix_ms":1764584400000,"last_check":{"ok":true,"detail":"ok",
 //!   "latency_us":412,"at_unix_ms":1764584412000}}]}` (`last_check` is null before the
 //!   first check; `state` is up, down, checking or draining)
@@ -52,6 +52,7 @@ struct BackendJson<'a> {
     packets: u64,
     bytes: u64,
     flows: u64,
+    new_flows: u64,
     state: &'a str,
     health: &'a str,
     since_unix_ms: u64,
@@ -190,6 +191,7 @@ fn backends_at(
                 packets: b.packets,
                 bytes: b.bytes,
                 flows: b.flows,
+                new_flows: b.new_flows,
                 state: &b.state,
                 health: &b.health,
                 since_unix_ms: b.since_unix_ms,
@@ -388,6 +390,7 @@ mod tests {
             packets: 12,
             bytes: 1234,
             flows: 1,
+            new_flows: 5,
             state: "up".into(),
             health: "up".into(),
             since_unix_ms: 1_000_000,
@@ -440,7 +443,7 @@ mod tests {
             v,
             serde_json::json!({"backends":[{"service":"198.18.0.10:80/tcp",
                 "backend":"198.19.0.2:8080","index":3,"weight":100,"packets":12,
-                "bytes":1234,"flows":1,"state":"up","health":"up","since_unix_ms":1000000,
+                "bytes":1234,"flows":1,"new_flows":5,"state":"up","health":"up","since_unix_ms":1000000,
                 "last_check":{"ok":true,"detail":"ok","latency_us":412,"at_unix_ms":1001000}}]})
         );
         assert_eq!(backends(&[], true).unwrap(), "{\n  \"backends\": []\n}\n");

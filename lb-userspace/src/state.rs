@@ -162,6 +162,8 @@ pub struct BackendInfo {
     pub bytes: u64,
     /// Live request-direction flows in the connection table.
     pub flows: u64,
+    /// New flows the data path has given the backend.
+    pub new_flows: u64,
     /// What `backend list` shows: `draining` (weight 0), else the health verdict.
     pub state: &'static str,
     /// When `state` last changed (or the daemon started).
@@ -589,6 +591,10 @@ impl<D: Dataplane> ControlState<D> {
                 info.packets = c.packets;
                 info.bytes = c.bytes;
                 info.flows = flows.get(&info.index).copied().unwrap_or(0);
+                info.new_flows = self
+                    .dp
+                    .backend_stats(lb_common::NEW_FLOWS_BASE + info.index)?
+                    .packets;
                 out.push(info);
             }
         }
@@ -808,6 +814,7 @@ impl<D: Dataplane> ControlState<D> {
             packets: 0,
             bytes: 0,
             flows: 0,
+            new_flows: 0,
             state: shown_state(slot.weight, slot.health.state),
             since: slot.since,
             health: slot.health.clone(),

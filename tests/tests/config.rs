@@ -58,6 +58,7 @@ fn state(tb: &Testbed) -> (Value, Value) {
         let row = row.as_object_mut().expect("a backend row");
         row.remove("packets");
         row.remove("bytes");
+        row.remove("new_flows");
     }
     (json(&["service", "list", "--json"]), backends)
 }

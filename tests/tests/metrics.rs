@@ -199,6 +199,12 @@ fn metrics_count_what_the_clients_sent() {
             "TCP packets of backend {j}: {got}, {} connections of {LINES} lines",
             tcp_conns[j]
         );
+        let new = |l: &[(&str, &str)]| value(&exp, "xlb_backend_new_flows", l).unwrap_or(0.0);
+        assert_eq!(
+            (new(&udp), new(&tcp)),
+            ((udp_sent[j] / DATAGRAMS as u64) as f64, tcp_conns[j] as f64),
+            "new flows of backend {j}: one per UDP flow and per TCP connection"
+        );
         let udp_got = value(&exp, "xlb_backend_packets", &udp).unwrap();
         forwarded += udp_got + got;
         report(&format!(

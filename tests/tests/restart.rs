@@ -43,7 +43,7 @@ fn control_state(tb: &Testbed) -> (Value, Value) {
     let mut backends = json(&["backend", "list", SERVICE, "--json"]);
     for b in backends["backends"].as_array_mut().expect("backends") {
         let b = b.as_object_mut().expect("a backend is an object");
-        for counter in ["packets", "bytes", "flows"] {
+        for counter in ["packets", "bytes", "flows", "new_flows"] {
             b.remove(counter);
         }
     }

@@ -19,6 +19,7 @@ fn usage() -> Usage {
         packets,
         bytes: packets * 60,
         flows,
+        new_flows: flows + 1,
         state: "up",
         since: std::time::SystemTime::UNIX_EPOCH,
         health: crate::health::Health {
@@ -118,7 +119,7 @@ fn every_family_parses_with_its_type_and_values() {
     }
     assert_eq!(
         exp.families.len(),
-        18,
+        20,
         "families: {:?}",
         exp.families.keys()
     );
