@@ -114,14 +114,15 @@ pub fn render(
         "WEIGHT",
         "PPS",
         "BIT/S",
+        "NEW/S",
         "FLOWS",
         "HEALTH",
     ];
     for row in std::iter::once(header.map(String::from).to_vec()).chain(rows) {
         lines.push(
             format!(
-                "{:<name_w$}  {:>6}  {:>7}  {:>11}  {:>7}  {:>6}",
-                row[0], row[1], row[2], row[3], row[4], row[5]
+                "{:<name_w$}  {:>6}  {:>7}  {:>11}  {:>6}  {:>7}  {:>6}",
+                row[0], row[1], row[2], row[3], row[4], row[5], row[6]
             )
             .trim_end()
             .to_string(),
@@ -155,15 +156,16 @@ fn rows(prev: Option<&Poll>, cur: &Poll, secs: f64) -> Vec<Vec<String>> {
             .filter(|b| b.service == s.service)
             .collect();
         let mut b_rows = Vec::new();
-        let (mut pps, mut bps, mut known) = (0.0, 0.0, true);
+        let (mut pps, mut bps, mut nps, mut known) = (0.0, 0.0, 0.0, true);
         for b in &backends {
             let p = before(b);
             let b_pps = p.and_then(|p| rate(p.packets, b.packets, secs));
             let b_bps = p
                 .and_then(|p| rate(p.bytes, b.bytes, secs))
                 .map(|v| v * 8.0);
-            match (b_pps, b_bps) {
-                (Some(a), Some(c)) => (pps, bps) = (pps + a, bps + c),
+            let b_nps = p.and_then(|p| rate(p.new_flows, b.new_flows, secs));
+            match (b_pps, b_bps, b_nps) {
+                (Some(a), Some(c), Some(n)) => (pps, bps, nps) = (pps + a, bps + c, nps + n),
                 _ => known = false,
             }
             b_rows.push(vec![
@@ -175,6 +177,7 @@ fn rows(prev: Option<&Poll>, cur: &Poll, secs: f64) -> Vec<Vec<String>> {
                 },
                 cell(b_pps, ""),
                 cell(b_bps, "bit/s"),
+                cell(b_nps, ""),
                 b.flows.to_string(),
                 if b.state.is_empty() {
                     "-".to_string()
@@ -189,6 +192,7 @@ fn rows(prev: Option<&Poll>, cur: &Poll, secs: f64) -> Vec<Vec<String>> {
             String::new(),
             cell(known.then_some(pps), ""),
             cell(known.then_some(bps), "bit/s"),
+            cell(known.then_some(nps), ""),
             backends.iter().map(|b| b.flows).sum::<u64>().to_string(),
             String::new(),
         ]);

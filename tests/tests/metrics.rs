@@ -400,7 +400,7 @@ fn xlb_top_shows_services_backends_and_rates_and_quits_on_q() {
     while Instant::now() < deadline && seen.is_none() {
         udp_flow(&tb, 40);
         let s = tmux.screen();
-        // The UDP service's backend rows: NAME WEIGHT PPS BIT/S FLOWS HEALTH.
+        // The UDP service's backend rows: NAME WEIGHT PPS BIT/S NEW/S FLOWS HEALTH.
         let moving = s
             .lines()
             .skip_while(|l| !l.starts_with(UDP_SERVICE))
@@ -413,6 +413,7 @@ fn xlb_top_shows_services_backends_and_rates_and_quits_on_q() {
         }
     }
     let seen = seen.expect("a backend of the UDP service with packets/s above 0");
+    report(&format!("xlb top, as read:\n{seen}"));
     assert!(seen.contains(&b0), "{seen}");
     // Live flows: the UDP service's row counts the flows just made.
     let udp_row = seen.lines().find(|l| l.starts_with(UDP_SERVICE)).unwrap();

@@ -20,6 +20,7 @@ fn backend(
         packets,
         bytes,
         flows,
+        new_flows: packets / 100,
         state: if weight == 0 { "draining" } else { "up" }.into(),
         ..Default::default()
     }
@@ -106,10 +107,10 @@ fn the_first_screen_has_no_rates_yet() {
             "xlb top - every 1.0s - q quits   1 services  2 backends",
             "rx - pps   forward - pps   reply - pps   new flows -/s   drops -/s",
             "",
-            "SERVICE / BACKEND   WEIGHT      PPS        BIT/S    FLOWS  HEALTH",
-            "198.18.0.10:80/tcp                -            -        4",
-            "  198.19.0.2:8080      100        -            -        3      up",
-            "  198.19.1.2:8080    drain        -            -        1  draining",
+            "SERVICE / BACKEND   WEIGHT      PPS        BIT/S   NEW/S    FLOWS  HEALTH",
+            "198.18.0.10:80/tcp                -            -       -        4",
+            "  198.19.0.2:8080      100        -            -       -        3      up",
+            "  198.19.1.2:8080    drain        -            -       -        1  draining",
         ]
     );
 }
@@ -127,15 +128,15 @@ fn rates_between_two_polls() {
     );
     assert_eq!(
         lines[4],
-        "198.18.0.10:80/tcp              505  504.0kbit/s        4"
+        "198.18.0.10:80/tcp              505  504.0kbit/s       5        4"
     );
     assert_eq!(
         lines[5],
-        "  198.19.0.2:8080      100      500  500.0kbit/s        3      up"
+        "  198.19.0.2:8080      100      500  500.0kbit/s       5        3      up"
     );
     assert_eq!(
         lines[6],
-        "  198.19.1.2:8080    drain        5    4.0kbit/s        1  draining"
+        "  198.19.1.2:8080    drain        5    4.0kbit/s       0        1  draining"
     );
 }
 
