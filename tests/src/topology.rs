@@ -330,8 +330,14 @@ impl Testbed {
 /// Removes namespaces and run directories left by testbeds of processes that no longer
 /// exist (killed before their `Drop` ran). Names are `xlbt-<pid>-...`.
 fn sweep_stale() {
+    sweep_dead("xlbt-", remove_run_dir);
+}
+
+/// Deletes the namespaces and removes (with `remove_dir`) the `/tmp` directories named
+/// `<prefix><pid>-...` whose process no longer exists.
+pub(crate) fn sweep_dead(prefix: &str, remove_dir: impl Fn(&Path)) {
     let dead = |name: &str| {
-        let pid = name.strip_prefix("xlbt-").and_then(|r| r.split('-').next());
+        let pid = name.strip_prefix(prefix).and_then(|r| r.split('-').next());
         pid.and_then(|p| p.parse::<u32>().ok())
             .is_some_and(|p| !Path::new(&format!("/proc/{p}")).exists())
     };
@@ -346,7 +352,7 @@ fn sweep_stale() {
         let _ = proc::run(std::process::Command::new("ip").args(["netns", "del", &ns]));
     }
     for dir in names("/tmp") {
-        remove_run_dir(&Path::new("/tmp").join(dir));
+        remove_dir(&Path::new("/tmp").join(dir));
     }
 }
 

@@ -555,24 +555,9 @@ fn tail(path: &Path, lines: usize) -> String {
 /// Removes namespaces and directories of VMs whose process no longer exists (killed before
 /// its `Drop` ran; its qemu died with it). Names are `xlbv-<pid>-...`.
 fn sweep_stale() {
-    let dead = |name: &str| {
-        let pid = name.strip_prefix("xlbv-").and_then(|r| r.split('-').next());
-        pid.and_then(|p| p.parse::<u32>().ok())
-            .is_some_and(|p| !Path::new(&format!("/proc/{p}")).exists())
-    };
-    let names = |dir: &str| -> Vec<String> {
-        let entries = std::fs::read_dir(dir).into_iter().flatten().flatten();
-        entries
-            .map(|e| e.file_name().to_string_lossy().into_owned())
-            .filter(|n| dead(n))
-            .collect()
-    };
-    for ns in names("/var/run/netns") {
-        let _ = proc::run(Command::new("ip").args(["netns", "del", &ns]));
-    }
-    for dir in names("/tmp") {
-        let _ = std::fs::remove_dir_all(Path::new("/tmp").join(dir));
-    }
+    crate::topology::sweep_dead("xlbv-", |dir| {
+        let _ = std::fs::remove_dir_all(dir);
+    });
 }
 
 impl Drop for Vm {
