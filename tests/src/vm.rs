@@ -537,11 +537,16 @@ pub fn parse_xdp_mode(ip_link: &str) -> Option<&str> {
     })
 }
 
-/// A workspace binary's path as the guest sees it (the host's root is the guest's root).
+/// A workspace binary's path as the guest sees it: under the host's root as the guest
+/// mounts it whole (the workspace may be under a directory that is tmpfs in the guest).
 pub fn guest_bin(name: &str) -> Result<String> {
     let p = crate::daemon::bin_path(name)?;
     let p = p.canonicalize().unwrap_or(p);
-    Ok(p.to_string_lossy().into_owned())
+    Ok(format!(
+        "{}{}",
+        crate::vm_image::GUEST_HOST_ROOT,
+        p.to_string_lossy()
+    ))
 }
 
 /// The last `lines` lines of a file, under a header naming it.

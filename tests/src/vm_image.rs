@@ -42,14 +42,18 @@ const MODULES: &[&str] = &[
     "iptable_filter",
 ];
 /// Bumped whenever [`MODULES`] or [`INIT`] change, so a cached image is rebuilt.
-const IMAGE_VERSION: u32 = 2;
+const IMAGE_VERSION: u32 = 3;
+/// Where the guest sees the host's whole root: its `/tmp`, `/root`, `/var/lib` ... are tmpfs
+/// in the guest, so a host path is reached under this prefix.
+pub const GUEST_HOST_ROOT: &str = "/run/hostroot";
 /// How long fetching and unpacking the kernel package may take.
 const FETCH_TIMEOUT: Duration = Duration::from_secs(600);
 const BUILD_TIMEOUT: Duration = Duration::from_secs(120);
 
 /// The initramfs's `/init`: modules, the host's root over 9p (read-only) at /host, the VM's
 /// share (read-write) at /host/mnt, the usual pseudo file systems and tmpfs where programs
-/// write, then the agent chrooted into the host's root.
+/// write, the host's root once more at /run/hostroot (see [`GUEST_HOST_ROOT`]), then the
+/// agent chrooted into the host's root.
 const INIT: &str = r#"#!/bin/busybox sh
 /bin/busybox --install -s /bin
 export PATH=/bin
@@ -61,6 +65,9 @@ mount -t 9p -o $o share /host/mnt || { echo "init: 9p share failed"; poweroff -f
 mount -t proc proc /host/proc; mount -t sysfs sysfs /host/sys; mount -t devtmpfs devtmpfs /host/dev
 mkdir -p /host/dev/pts && mount -t devpts devpts /host/dev/pts
 for d in tmp run var/tmp var/log var/lib root; do mount -t tmpfs tmpfs /host/$d; done
+# The whole host root again, without the tmpfs above, so that host paths under /tmp,
+# /root or /var/lib (a workspace cloned there) stay reachable: at /run/hostroot.
+mkdir -p /host/run/hostroot && mount -o bind /host /host/run/hostroot
 mount -t bpf bpf /host/sys/fs/bpf
 echo "init: chroot at $(cut -d' ' -f1 /proc/uptime)s"
 chroot /host /bin/bash /mnt/agent.sh
