@@ -177,18 +177,30 @@ impl Drop for Running {
     }
 }
 
-/// The nat table kube-proxy (iptables mode) writes for one ClusterIP service per port:
-/// KUBE-SERVICES jumps to a KUBE-SVC chain that picks an endpoint chain (KUBE-SEP) with
+/// One ClusterIP service as kube-proxy sees it: chain-name suffix, protocol, service port,
+/// endpoint port, endpoint addresses.
+pub type KubeService<'a> = (&'a str, &'a str, u16, u16, &'a [String]);
+
+/// The nat table kube-proxy (iptables mode) writes for the testbed: one ClusterIP service
+/// per port over the backends (iperf3's over the first alone).
+pub fn kube_proxy_rules(tb: &Testbed) -> String {
+    let all: Vec<String> = tb.backends().iter().map(|b| b.addr().to_string()).collect();
+    kube_proxy_nat(
+        &VIP.to_string(),
+        &[
+            ("TCPWEB", "tcp", VIP_PORT, BACKEND_PORT, &all[..]),
+            ("UDPWEB", "udp", VIP_PORT, BACKEND_PORT, &all[..]),
+            ("IPERF3", "tcp", IPERF_PORT, IPERF_PORT, &all[..1]),
+        ],
+    )
+}
+
+/// The nat table kube-proxy (iptables mode) writes for `services` at `vip`: KUBE-SERVICES
+/// jumps to a KUBE-SVC chain that picks an endpoint chain (KUBE-SEP) with
 /// `statistic --mode random` rules, 1/n, 1/(n-1), ..., and each KUBE-SEP DNATs to its
 /// endpoint (after the hairpin masquerade mark). Conntrack keeps each connection on its
 /// endpoint and reverses the NAT on replies.
-pub fn kube_proxy_rules(tb: &Testbed) -> String {
-    let all: Vec<String> = tb.backends().iter().map(|b| b.addr().to_string()).collect();
-    let services = [
-        ("TCPWEB", "tcp", VIP_PORT, BACKEND_PORT, &all[..]),
-        ("UDPWEB", "udp", VIP_PORT, BACKEND_PORT, &all[..]),
-        ("IPERF3", "tcp", IPERF_PORT, IPERF_PORT, &all[..1]),
-    ];
+pub fn kube_proxy_nat(vip: &str, services: &[KubeService<'_>]) -> String {
     let mut chains = String::from(
         "*nat\n:PREROUTING ACCEPT [0:0]\n:INPUT ACCEPT [0:0]\n:OUTPUT ACCEPT [0:0]\n\
          :POSTROUTING ACCEPT [0:0]\n:KUBE-SERVICES - [0:0]\n:KUBE-POSTROUTING - [0:0]\n\
@@ -203,12 +215,12 @@ pub fn kube_proxy_rules(tb: &Testbed) -> String {
          -A KUBE-POSTROUTING -j MARK --xor-mark 0x4000\n\
          -A KUBE-POSTROUTING -j MASQUERADE --random-fully\n",
     );
-    for (name, proto, port, bport, eps) in services {
+    for &(name, proto, port, bport, eps) in services {
         let svc = format!("KUBE-SVC-{name}");
         let _ = writeln!(chains, ":{svc} - [0:0]");
         let _ = writeln!(
             rules,
-            "-A KUBE-SERVICES -d {VIP}/32 -p {proto} -m {proto} --dport {port} -j {svc}"
+            "-A KUBE-SERVICES -d {vip}/32 -p {proto} -m {proto} --dport {port} -j {svc}"
         );
         for (i, ep) in eps.iter().enumerate() {
             let sep = format!("KUBE-SEP-{name}{i}");

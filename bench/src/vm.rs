@@ -20,6 +20,8 @@ use serde::Serialize;
 use xlb_testbed::vm::{self, Vm};
 use xlb_testbed::{TcpConn, Tracked, VIP, die_with_parent};
 
+use crate::balancers::{KubeService, kube_proxy_nat};
+
 /// Seconds of every iperf3 run; CPU is read over the middle `DUR - 4` seconds.
 const DUR: u64 = 8;
 /// The fixed UDP load, below every balancer's saturation point under TCG.
@@ -238,34 +240,19 @@ const SERVICES: [(&str, u16, u16); 3] = [
 ];
 
 /// The nat table kube-proxy (iptables mode) writes for [`SERVICES`], ClusterIP services
-/// with one endpoint each: the same chains and jumps, so the same per-packet path.
+/// with one endpoint each (the same writer as the netns bench's).
 fn kube_proxy_rules(vip: Ipv4Addr, be: Ipv4Addr) -> String {
-    let mut chains = String::from(
-        "*nat\n:PREROUTING ACCEPT [0:0]\n:INPUT ACCEPT [0:0]\n:OUTPUT ACCEPT [0:0]\n\
-         :POSTROUTING ACCEPT [0:0]\n:KUBE-SERVICES - [0:0]\n:KUBE-POSTROUTING - [0:0]\n\
-         :KUBE-MARK-MASQ - [0:0]\n",
-    );
-    let mut rules = String::from(
-        "-A PREROUTING -m comment --comment \"kubernetes service portals\" -j KUBE-SERVICES\n\
-         -A OUTPUT -m comment --comment \"kubernetes service portals\" -j KUBE-SERVICES\n\
-         -A POSTROUTING -m comment --comment \"kubernetes postrouting rules\" -j KUBE-POSTROUTING\n\
-         -A KUBE-MARK-MASQ -j MARK --or-mark 0x4000\n\
-         -A KUBE-POSTROUTING -m mark ! --mark 0x4000/0x4000 -j RETURN\n\
-         -A KUBE-POSTROUTING -j MARK --xor-mark 0x4000\n\
-         -A KUBE-POSTROUTING -j MASQUERADE --random-fully\n",
-    );
-    for (proto, port, bport) in SERVICES {
-        let p = format!("{}{port}", proto.to_uppercase());
-        let _ = writeln!(chains, ":KUBE-SVC-{p} - [0:0]\n:KUBE-SEP-{p}0 - [0:0]");
-        let _ = writeln!(
-            rules,
-            "-A KUBE-SERVICES -d {vip}/32 -p {proto} -m {proto} --dport {port} -j KUBE-SVC-{p}\n\
-             -A KUBE-SVC-{p} -j KUBE-SEP-{p}0\n\
-             -A KUBE-SEP-{p}0 -s {be}/32 -j KUBE-MARK-MASQ\n\
-             -A KUBE-SEP-{p}0 -p {proto} -m {proto} -j DNAT --to-destination {be}:{bport}"
-        );
-    }
-    format!("{chains}{rules}COMMIT\n")
+    let endpoint = [be.to_string()];
+    let names: Vec<String> = SERVICES
+        .iter()
+        .map(|(proto, port, _)| format!("{}{port}", proto.to_uppercase()))
+        .collect();
+    let services: Vec<KubeService<'_>> = SERVICES
+        .iter()
+        .zip(&names)
+        .map(|(&(proto, port, bport), name)| (name.as_str(), proto, port, bport, &endpoint[..]))
+        .collect();
+    kube_proxy_nat(&vip.to_string(), &services)
 }
 
 fn measure_balancer(vm: &Vm, b: Balancer, idle: &Cpu) -> Result<Figures> {
