@@ -229,31 +229,49 @@ fn wait_state(tb: &Testbed, service: &str, port: u16, want: &str, bound: Duratio
     format!(">{}ms", bound.as_millis())
 }
 
+/// Id servers on every backend, xlbd, `service` checked with `check` (then `settled`, the
+/// caller's own look at the starting state); then the victim's server is stopped and started
+/// again, as [`away_and_back`] checks. Returns the servers (dropped first) and the testbed,
+/// for the caller's checks after.
+fn id_server_away_and_back(
+    kind: &str,
+    service: &str,
+    vip: SocketAddr,
+    check: &[&str],
+    settled: impl FnOnce(&Testbed),
+) -> (Vec<IdServer>, Testbed) {
+    let mut tb = Testbed::new(1, BACKENDS).expect("testbed");
+    let mut servers: Vec<Option<IdServer>> = (0..BACKENDS)
+        .map(|j| Some(tb.start_id_server(j, 8080).expect("id server")))
+        .collect();
+    tb.start_xlbd(&[]).expect("start xlbd");
+    add_checked_service(&tb, service, 8080, check);
+    settled(&tb);
+    let victim = servers[VICTIM].take().expect("victim's server");
+    let tb_ref = &tb;
+    let mut restarted = None;
+    away_and_back(
+        kind,
+        tb_ref,
+        service,
+        8080,
+        |tb| tcp_connections(tb, vip, NEW),
+        || victim.stop(),
+        || restarted = Some(tb_ref.start_id_server(VICTIM, 8080).expect("restart")),
+    );
+    let servers = servers.into_iter().flatten().chain(restarted).collect();
+    (servers, tb)
+}
+
 #[test]
 fn tcp_check_takes_a_dead_backend_out_and_back() {
     if !require_root("tcp_check_takes_a_dead_backend_out_and_back") {
         return;
     }
     const SERVICE: &str = "198.18.0.10:80/tcp";
-    let mut tb = Testbed::new(1, BACKENDS).expect("testbed");
-    let mut servers: Vec<Option<IdServer>> = (0..BACKENDS)
-        .map(|j| Some(tb.start_id_server(j, 8080).expect("id server")))
-        .collect();
-    tb.start_xlbd(&[]).expect("start xlbd");
-    add_checked_service(&tb, SERVICE, 8080, &check_args("tcp", &[]));
     let vip = SocketAddr::new(VIP.into(), 80);
-    let victim = servers[VICTIM].take().expect("victim's server");
-    let tb_ref = &tb;
-    let mut restarted = None;
-    away_and_back(
-        "tcp",
-        tb_ref,
-        SERVICE,
-        8080,
-        |tb| tcp_connections(tb, vip, NEW),
-        || victim.stop(),
-        || restarted = Some(tb_ref.start_id_server(VICTIM, 8080).expect("restart")),
-    );
+    let check = check_args("tcp", &[]);
+    let (servers, tb) = id_server_away_and_back("tcp", SERVICE, vip, &check, |_| {});
     // The log has one line for each change of the victim's verdict.
     let log = std::fs::read_to_string(tb.xlbd_log()).unwrap_or_default();
     let b = tb.backend_addr(VICTIM, 8080);
@@ -276,7 +294,6 @@ fn tcp_check_takes_a_dead_backend_out_and_back() {
         "{text}{}",
         tb.xlb_ok(&["service", "list"]).expect("service list")
     );
-    drop(restarted);
     drop(servers);
 }
 
@@ -286,35 +303,17 @@ fn http_check_takes_a_dead_backend_out_and_back() {
         return;
     }
     const SERVICE: &str = "198.18.0.10:80/tcp";
-    let mut tb = Testbed::new(1, BACKENDS).expect("testbed");
-    let mut servers: Vec<Option<IdServer>> = (0..BACKENDS)
-        .map(|j| Some(tb.start_id_server(j, 8080).expect("id server")))
-        .collect();
-    tb.start_xlbd(&[]).expect("start xlbd");
     let check = check_args(
         "http",
         &["--http-path", "/healthz", "--http-status", "200-299"],
     );
-    add_checked_service(&tb, SERVICE, 8080, &check);
-    let rows = wait_rows(&tb, SERVICE, SETTLE, |rows| {
-        rows.iter().all(|r| r.state == "up")
-    });
-    assert_eq!(states(&rows), ["up"; BACKENDS]);
     let vip = SocketAddr::new(VIP.into(), 80);
-    let victim = servers[VICTIM].take().expect("victim's server");
-    let tb_ref = &tb;
-    let mut restarted = None;
-    away_and_back(
-        "http",
-        tb_ref,
-        SERVICE,
-        8080,
-        |tb| tcp_connections(tb, vip, NEW),
-        || victim.stop(),
-        || restarted = Some(tb_ref.start_id_server(VICTIM, 8080).expect("restart")),
-    );
-    drop(restarted);
-    drop(servers);
+    id_server_away_and_back("http", SERVICE, vip, &check, |tb| {
+        let rows = wait_rows(tb, SERVICE, SETTLE, |rows| {
+            rows.iter().all(|r| r.state == "up")
+        });
+        assert_eq!(states(&rows), ["up"; BACKENDS]);
+    });
 }
 
 /// The gRPC servers stop (field order) before the testbed goes.
@@ -587,25 +586,7 @@ fn http_check_over_ipv6_takes_a_dead_backend_out_and_back() {
         return;
     }
     const SERVICE: &str = "[2001:2::10]:80/tcp";
-    let mut tb = Testbed::new(1, BACKENDS).expect("testbed");
-    let mut servers: Vec<Option<IdServer>> = (0..BACKENDS)
-        .map(|j| Some(tb.start_id_server(j, 8080).expect("id server")))
-        .collect();
-    tb.start_xlbd(&[]).expect("start xlbd");
-    add_checked_service(&tb, SERVICE, 8080, &check_args("http", &[]));
     let vip = SocketAddr::new(VIP6.into(), 80);
-    let victim = servers[VICTIM].take().expect("victim's server");
-    let tb_ref = &tb;
-    let mut restarted = None;
-    away_and_back(
-        "http-ipv6",
-        tb_ref,
-        SERVICE,
-        8080,
-        |tb| tcp_connections(tb, vip, NEW),
-        || victim.stop(),
-        || restarted = Some(tb_ref.start_id_server(VICTIM, 8080).expect("restart")),
-    );
-    drop(restarted);
-    drop(servers);
+    let check = check_args("http", &[]);
+    id_server_away_and_back("http-ipv6", SERVICE, vip, &check, |_| {});
 }
