@@ -12,7 +12,9 @@ use crate::cmd::{is_root, probe, run};
 /// procps, util-linux (mount, mountpoint), tmux (the `xlb top` test reads its screen); for `cargo xtask bench`, the balancers xlb is
 /// compared with: haproxy, nginx with its stream module, iptables (kube-proxy's DNAT), and
 /// the font its charts are drawn with; for the VM testbed (`tests/src/vm.rs`), qemu, a static
-/// busybox for the guest's initramfs, cpio and kmod (depmod, modprobe) to build it.
+/// busybox for the guest's initramfs, cpio and kmod (depmod, modprobe) to build it; trafgen
+/// (netsniff-ng), the benchmarks' small-packet generator; BIRD 2, the BGP speaker of the
+/// cluster testbed's router and nodes.
 const PACKAGES: &[&str] = &[
     "iperf3",
     "iproute2",
@@ -30,6 +32,8 @@ const PACKAGES: &[&str] = &[
     "busybox-static",
     "cpio",
     "kmod",
+    "netsniff-ng",
+    "bird2",
 ];
 
 pub fn setup() -> Result<()> {
