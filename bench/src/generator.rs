@@ -11,6 +11,7 @@
 
 use std::io::Read as _;
 use std::net::Ipv4Addr;
+use std::os::unix::process::CommandExt as _;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -167,7 +168,10 @@ impl UdpFlood {
         if let Some(r) = self.rate_pps {
             cmd.args(["--rate", &format!("{r}pps")]);
         }
+        // A process group of its own: trafgen forks its sending processes, and a stop
+        // signal must reach them all, as Ctrl-C does.
         let child = xlb_testbed::die_with_parent(&mut cmd)
+            .process_group(0)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -224,16 +228,19 @@ impl Running {
     pub fn finish(mut self) -> Result<Sent> {
         let mut child = self.child.take().expect("finish runs once");
         let secs = self.started.elapsed().as_secs_f64();
-        // SAFETY: kill(2) on our own child's pid (`ip netns exec` execs trafgen, so it is
-        // trafgen's); the child has not been waited for, so the pid is not reused.
-        unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGINT) };
+        let group = child.id() as libc::pid_t;
+        // SAFETY: kill(2) on the process group our child leads (`ip netns exec` execs
+        // trafgen, so it is trafgen and its forks); the child has not been waited for, so
+        // the group id is not reused.
+        unsafe { libc::kill(-group, libc::SIGINT) };
         let deadline = Instant::now() + EXIT_TIMEOUT;
         let status = loop {
             if let Some(s) = child.try_wait()? {
                 break s;
             }
             if Instant::now() >= deadline {
-                let _ = child.kill();
+                // SAFETY: as above; the group is still ours (its leader is not reaped).
+                unsafe { libc::kill(-group, libc::SIGKILL) };
                 let _ = child.wait();
                 bail!("trafgen did not exit within {EXIT_TIMEOUT:?} of SIGINT");
             }
@@ -265,7 +272,8 @@ impl Running {
 impl Drop for Running {
     fn drop(&mut self) {
         if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
+            // SAFETY: the process group our unreaped child leads (see `finish`).
+            unsafe { libc::kill(-(c.id() as libc::pid_t), libc::SIGKILL) };
             let _ = c.wait();
         }
         let _ = std::fs::remove_file(&self.cfg);
