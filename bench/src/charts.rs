@@ -25,6 +25,8 @@ const COLORS: [RGBColor; 5] = [
 struct Bars<'a> {
     title: &'a str,
     bars: Vec<(&'a str, Option<f64>)>,
+    /// Colour by pairs (the first two colours, alternating) rather than bar by bar.
+    pairs: bool,
 }
 
 /// Registers the font once per process.
@@ -55,6 +57,7 @@ pub fn draw(r: &Results, dir: &Path) -> Result<()> {
             ("reply", Some(p.xlb_reply)),
             ("pass", Some(p.xlb_pass)),
         ],
+        pairs: false,
     };
     let path = dir.join("per_packet.png");
     let root = BitMapBackend::new(&path, (1000, 420)).into_drawing_area();
@@ -74,6 +77,7 @@ pub fn draw(r: &Results, dir: &Path) -> Result<()> {
                 .iter()
                 .map(|(k, s)| (short(*k), (f.get)(s)))
                 .collect(),
+            pairs: false,
         };
         bar_chart(area, &bars)?;
     }
@@ -94,8 +98,9 @@ pub fn draw(r: &Results, dir: &Path) -> Result<()> {
     bar_chart(
         &root,
         &Bars {
-            title: "ns per packet under real traffic (bpf_stats): xlb, then the forward-only yardstick",
+            title: "ns per packet under real traffic (bpf_stats): xlb (blue), forward-only yardstick (red)",
             bars,
+            pairs: true,
         },
     )?;
     root.present().map_err(plot_err)?;
@@ -154,7 +159,11 @@ fn bar_chart<DB: DrawingBackend>(
             Some(v) => (report::num(*v), *v),
             None => ("n/a".to_string(), 0.0),
         };
-        let color = COLORS[i as usize % COLORS.len()];
+        let color = if b.pairs {
+            COLORS[i as usize % 2]
+        } else {
+            COLORS[i as usize % COLORS.len()]
+        };
         chart
             .draw_series([Rectangle::new(
                 [
@@ -202,6 +211,7 @@ mod tests {
             let bars = Bars {
                 title: "test",
                 bars: vec![("a", Some(3.0)), ("b", None), ("c", Some(1234.0))],
+                pairs: false,
             };
             bar_chart(&root, &bars).unwrap();
             root.present().unwrap();

@@ -21,8 +21,11 @@ use crate::servers::Servers;
 
 const CLIENTS: usize = 3;
 const BACKENDS: usize = 3;
-/// Source ports (flows) of the generator's UDP run.
+/// Source ports (flows) of the generator's UDP runs.
 pub const GEN_FLOWS: u16 = 64;
+/// The offered load of the generator's fixed-rate run: below what every balancer forwards
+/// here, so that all of them carry the same packets and only their CPU differs.
+pub const GEN_FIXED_PPS: u64 = 100_000;
 
 /// How long each figure's load runs, and iperf3's streams.
 #[derive(Debug, Clone, Copy, Serialize)]
@@ -49,14 +52,16 @@ pub struct Figures {
     pub cpu_ms_per_gbit: f64,
     /// iperf3 -R (the data are replies); XDP kinds only.
     pub tcp_reverse_gbps: Option<f64>,
-    /// The generator-driven UDP run (not for HAProxy).
+    /// The generator-driven UDP run, as fast as trafgen goes (not for HAProxy).
     pub generator: Option<GenFigures>,
+    /// The same at [`GEN_FIXED_PPS`].
+    pub generator_fixed: Option<GenFigures>,
     /// The XDP program's run-time statistics, load by load (XDP kinds only).
     pub bpf: Option<BpfPhases>,
 }
 
-/// The generator-driven UDP run: trafgen in client 0 sends 60-byte frames from
-/// [`GEN_FLOWS`] source ports to the target as fast as it can.
+/// A generator-driven UDP run: trafgen in client 0 sends 60-byte frames from
+/// [`GEN_FLOWS`] source ports to the target, as fast as it can or at a fixed rate.
 #[derive(Debug, Clone, Copy, Default, Serialize)]
 pub struct GenFigures {
     /// What trafgen handed to its interface, per second: the offered load.
@@ -143,22 +148,28 @@ pub fn measure_once(kind: Kind, d: &Durations, dir: &Path) -> Result<Figures> {
         None
     };
 
-    let (udp_kpps, generator) = if kind.has_udp() {
+    let (udp_kpps, generator, generator_fixed) = if kind.has_udp() {
         let b = read()?;
         let kpps = loadgen::udp_rate(&tb, &servers, target, secs(d.udp_secs))? / 1e3;
         phase(&mut bpf.udp, b)?;
-        let b = read()?;
-        let g = generator_run(&tb, &servers, &lb.pids, target, secs(d.udp_secs))?;
-        phase(&mut bpf.generator, b)?;
-        let g = GenFigures {
-            bpf_ms_per_mpkt: (bpf.generator.packets > 0).then(|| {
-                bpf.generator.run_time_ns as f64 / 1e6 / (bpf.generator.packets as f64 / 1e6)
-            }),
-            ..g
-        };
-        (Some(kpps), Some(g))
+        let mut gens = Vec::new();
+        for rate in [None, Some(GEN_FIXED_PPS)] {
+            let b = read()?;
+            let g = generator_run(&tb, &servers, &lb.pids, target, rate, secs(d.udp_secs))?;
+            let mut p = Phase::default();
+            phase(&mut p, b)?;
+            if rate.is_none() {
+                bpf.generator = p;
+            }
+            gens.push(GenFigures {
+                bpf_ms_per_mpkt: (p.packets > 0)
+                    .then(|| p.run_time_ns as f64 / 1e6 / (p.packets as f64 / 1e6)),
+                ..g
+            });
+        }
+        (Some(kpps), Some(gens[0]), Some(gens[1]))
     } else {
-        (None, None)
+        (None, None, None)
     };
     let b = read()?;
     let conn = loadgen::conn_rate(&tb, target, secs(d.conn_secs))?;
@@ -178,24 +189,27 @@ pub fn measure_once(kind: Kind, d: &Durations, dir: &Path) -> Result<Figures> {
         cpu_ms_per_gbit: cpu.as_secs_f64() * 1e3 / gbit_moved,
         tcp_reverse_gbps,
         generator,
+        generator_fixed,
         bpf: prog.map(|_| bpf),
     })
 }
 
 /// trafgen in client 0 floods `target` with 60-byte UDP frames from [`GEN_FLOWS`] source
-/// ports for `secs`; counted at the backends' interfaces and sinks.
+/// ports for `secs`, at `rate` pps or as fast as it goes; counted at the backends'
+/// interfaces and sinks.
 fn generator_run(
     tb: &Testbed,
     servers: &Servers,
     pids: &[u32],
     target: SocketAddr,
+    rate: Option<u64>,
     secs: Duration,
 ) -> Result<GenFigures> {
     let client = tb.client(0);
     let std::net::IpAddr::V4(dst_ip) = target.ip() else {
         return Err(anyhow!("the generator sends IPv4"));
     };
-    let flood = UdpFlood::small(
+    let mut flood = UdpFlood::small(
         Some(client.ns.name()),
         &client.link.peer_if,
         mac_of(&client.ns, &client.link.peer_if)?,
@@ -206,14 +220,19 @@ fn generator_run(
         GEN_FLOWS,
         secs,
     );
+    flood.rate_pps = rate;
     let rx = || -> Result<u64> {
         tb.backends()
             .iter()
             .map(|b| rx_packets(&b.ns, &b.link.peer_if))
             .sum()
     };
+    // The baselines once trafgen sends (its start-up, seconds on a loaded machine, is
+    // not part of the run).
+    let running = flood.start()?;
     let (rx0, sink0, cpu0) = (rx()?, servers.udp_received(), CpuReading::now(pids)?);
-    let sent = flood.run()?;
+    running.wait_duration();
+    let sent = running.finish()?;
     // Frames still queued reach the backends.
     std::thread::sleep(Duration::from_millis(300));
     let (rx1, sink1) = (rx()?, servers.udp_received());

@@ -121,10 +121,14 @@ pub fn document(r: &Results) -> String {
         s,
         "\nHow: trafgen (netsniff-ng) in client 0 writes ready-made 60-byte frames (18-byte UDP \
          payload) from {flows} source ports through a PACKET_MMAP socket to its veth, one \
-         process, as fast as it goes, for {udp} s, to VIP:80 (the yardstick: backend 0:8080); \
-         the LB forwards them to the three backends (the yardstick to one). **Offered** is what \
-         trafgen handed to its interface per second (it shares the 2 CPUs with everything \
-         else, so it varies with how much CPU the LB leaves it). **At backends** is the sum of \
+         process, for {udp} s, to VIP:80 (the yardstick: backend 0:8080); the LB forwards \
+         them to the three backends (the yardstick to one). Two runs: **max rate** (as fast \
+         as trafgen goes) and **{fixed} kpps** (trafgen's rate limit, below what every \
+         balancer carries here, so all carry the same packets and only their CPU differs). \
+         **Offered** is what trafgen handed to its interface per second: at max rate it \
+         shares the 2 CPUs with everything else, so it rises as the LB leaves it more CPU, \
+         and when the backends receive all of it the generator, not the LB, was the limit. \
+         **At backends** is the sum of \
          the backends' veth RX counters over the run (packets that crossed the LB), **read by \
          sinks** the datagrams the backends' UDP sockets read. **CPU per Mpkt** is the \
          machine's softirq time from /proc/stat during the run (plus nginx's processes), per \
@@ -137,6 +141,7 @@ pub fn document(r: &Results) -> String {
          DNAT with conntrack, as kube-proxy's iptables mode.\n",
         flows = crate::e2e::GEN_FLOWS,
         udp = d.udp_secs,
+        fixed = crate::e2e::GEN_FIXED_PPS / 1000,
     );
     let _ = writeln!(
         s,
