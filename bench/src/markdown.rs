@@ -42,10 +42,11 @@ pub fn document(r: &Results) -> String {
          runs, each ratio divides by a yardstick measured in the same rounds. \
          Every forwarded frame starts with TTL 255 and each forwarding repetition decrements \
          it: a call whose frame does not come back with TTL 255-{rep} fails the benchmark, \
-         so every repetition forwarded. The kernel's per-call cost (timer, bh disable, run \
-         context) is spread over the {rep} repetitions: the MAC swap takes {l:.1} ns at \
-         repeat={large} against {ls:.1} at repeat={rep}, the pass case {pl:.1} against \
-         {ps:.1}.\n\n\
+         so every repetition forwarded. A call's fixed cost (timer, bh disable, run context) \
+         is spread over the {rep} repetitions; as a check, the two cases that never change \
+         the frame also ran at repeat={large}: the MAC swap took {l:.1} ns there ({ls:.1} at \
+         repeat={rep}), the pass case {pl:.1} ({ps:.1}): differences within the shared \
+         machine's noise between the two measurements.\n\n\
          - **MAC-swap yardstick**: swaps the Ethernet addresses and returns XDP_TX (the \
          figure Katran's \"3.3x XDP_TX\" is measured against). ({s_limit})\n\
          - **forward-only yardstick** (`lb-ebpf/src/yardstick.rs`): IPv4 and TTL checks, \
@@ -123,8 +124,9 @@ pub fn document(r: &Results) -> String {
          payload) from {flows} source ports through a PACKET_MMAP socket to its veth, one \
          process, for {udp} s, to VIP:80 (the yardstick: backend 0:8080); the LB forwards \
          them to the three backends (the yardstick to one). Two runs: **max rate** (as fast \
-         as trafgen goes) and **{fixed} kpps** (trafgen's rate limit, below what every \
-         balancer carries here, so all carry the same packets and only their CPU differs). \
+         as trafgen goes) and **{fixed} kpps** (trafgen's rate limit, meant to be below what \
+         every balancer carries, so that only their CPU differs; where the offered load is \
+         below it, trafgen itself did not get the CPU on the shared machine). \
          **Offered** is what trafgen handed to its interface per second: at max rate it \
          shares the 2 CPUs with everything else, so it rises as the LB leaves it more CPU, \
          and when the backends receive all of it the generator, not the LB, was the limit. \

@@ -93,7 +93,7 @@ impl PerPacket {
             ),
             (
                 "xlb_new_flow",
-                "xlb, new flow (SYN|FIN, miss path)",
+                "xlb, new flow (SYN+FIN, miss path)",
                 self.xlb_new_flow,
             ),
             ("xlb_reply", "xlb, reply (reverse NAT)", self.xlb_reply),
