@@ -38,8 +38,9 @@ struct Args {
     /// Shorter loads (1 s each), for trying the benchmark out, not for results
     #[arg(long)]
     quick: bool,
-    /// Only these balancers (xlb, iptables_dnat, haproxy, nginx; comma-separated), for
-    /// trying the benchmark out
+    /// Only these balancers (xlb, iptables_dnat, haproxy, nginx; for `vm`: xlb_native,
+    /// xlb_skb, iptables_dnat, in the order given; comma-separated), for trying the
+    /// benchmark out
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
     #[command(subcommand)]
@@ -54,7 +55,7 @@ enum What {
     /// JSON line, also saved to tables.json
     Tables,
     /// xlb native and skb XDP and iptables DNAT in a qemu guest on virtio-net (needs root):
-    /// vm.json and vm.md
+    /// vm.json, vm.md and vm.png
     Vm,
 }
 
@@ -81,7 +82,7 @@ fn run(args: &Args) -> Result<()> {
         bail!("the benchmark loads XDP programs and makes network namespaces: run it as root");
     }
     if let Some(What::Vm) = args.what {
-        return vm::run(&args.out, args.runs);
+        return vm::run(&args.out, args.runs, &args.only);
     }
     charts::check_font()?;
     let d = if args.quick {
