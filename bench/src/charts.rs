@@ -40,30 +40,32 @@ fn font() -> Result<()> {
     .map_err(|e| anyhow!(e))
 }
 
-/// `per_packet.png` and `e2e.png` in `dir`.
+/// `per_packet.png`, `e2e.png` and `bpf_stats.png` in `dir`.
 pub fn draw(r: &Results, dir: &Path) -> Result<()> {
     font()?;
     let p = &r.per_packet_ns;
     let per_packet = Bars {
         title: "ns per packet (BPF_PROG_TEST_RUN), lower is better",
         bars: vec![
-            ("XDP_TX limit", Some(p.xdp_tx_limit)),
-            ("established", Some(p.xlb_established)),
+            ("MAC swap", Some(p.xdp_tx_limit)),
+            ("fwd only", Some(p.fwd_yardstick)),
+            ("est. TCP", Some(p.xlb_established)),
+            ("est. UDP", Some(p.xlb_established_udp)),
             ("new flow", Some(p.xlb_new_flow)),
             ("reply", Some(p.xlb_reply)),
             ("pass", Some(p.xlb_pass)),
         ],
     };
     let path = dir.join("per_packet.png");
-    let root = BitMapBackend::new(&path, (900, 420)).into_drawing_area();
+    let root = BitMapBackend::new(&path, (1000, 420)).into_drawing_area();
     root.fill(&WHITE).map_err(plot_err)?;
     bar_chart(&root, &per_packet)?;
     root.present().map_err(plot_err)?;
 
     let path = dir.join("e2e.png");
-    let root = BitMapBackend::new(&path, (1500, 820)).into_drawing_area();
+    let root = BitMapBackend::new(&path, (2000, 820)).into_drawing_area();
     root.fill(&WHITE).map_err(plot_err)?;
-    for (area, f) in root.split_evenly((2, 3)).iter().zip(&report::FIGURES) {
+    for (area, f) in root.split_evenly((2, 4)).iter().zip(&report::FIGURES) {
         let bars = Bars {
             title: f.chart,
             bars: r
@@ -76,6 +78,27 @@ pub fn draw(r: &Results, dir: &Path) -> Result<()> {
         bar_chart(area, &bars)?;
     }
     root.present().map_err(plot_err)?;
+
+    // bpf_stats: xlb and the yardstick, load by load.
+    let x = r.e2e.get(Kind::Xlb).and_then(|s| s.bpf_ns);
+    let y = r.e2e.get(Kind::Yardstick).and_then(|s| s.bpf_ns);
+    let path = dir.join("bpf_stats.png");
+    let root = BitMapBackend::new(&path, (1300, 420)).into_drawing_area();
+    root.fill(&WHITE).map_err(plot_err)?;
+    let (x, y) = (x.unwrap_or_default(), y.unwrap_or_default());
+    let mut bars = Vec::new();
+    for ((key, _, a), (_, _, b)) in x.rows().into_iter().zip(y.rows()) {
+        bars.push((key, a));
+        bars.push(("fwd", b));
+    }
+    bar_chart(
+        &root,
+        &Bars {
+            title: "ns per packet under real traffic (bpf_stats): xlb, then the forward-only yardstick",
+            bars,
+        },
+    )?;
+    root.present().map_err(plot_err)?;
     Ok(())
 }
 
@@ -85,6 +108,7 @@ fn short(k: Kind) -> &'static str {
         Kind::IptablesDnat => "iptables",
         Kind::Haproxy => "HAProxy",
         Kind::Nginx => "nginx",
+        Kind::Yardstick => "XDP fwd only",
     }
 }
 
@@ -92,6 +116,10 @@ fn bar_chart<DB: DrawingBackend>(
     area: &DrawingArea<DB, plotters::coord::Shift>,
     b: &Bars,
 ) -> Result<()> {
+    if b.bars.is_empty() {
+        // Nothing measured (e.g. `--only` named no balancer): an empty panel.
+        return Ok(());
+    }
     let max = b.bars.iter().filter_map(|(_, v)| *v).fold(0.0, f64::max);
     let top = if max > 0.0 { max * 1.2 } else { 1.0 };
     let n = b.bars.len() as u32;
