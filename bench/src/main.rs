@@ -57,9 +57,13 @@ enum What {
     /// Time to apply a change of a 65537-slot backend table to the real maps (root): one
     /// JSON line, also saved to tables.json
     Tables,
-    /// xlb native and skb XDP and iptables DNAT in a qemu guest on virtio-net (needs root):
-    /// vm.json, vm.md and vm.png
+    /// xlb native and skb XDP, iptables DNAT and the forward-only XDP yardstick in a qemu
+    /// guest on virtio-net (needs root): vm.json, vm.md and vm.png
     Vm,
+    /// Attaches the forward-only yardstick in driver mode to these interfaces, redirecting
+    /// among them, until killed (bench vm runs it in the guest)
+    #[command(hide = true)]
+    AttachYardstick { ifaces: Vec<String> },
 }
 
 fn main() {
@@ -70,6 +74,9 @@ fn main() {
 }
 
 fn run(args: &Args) -> Result<()> {
+    if let Some(What::AttachYardstick { ifaces }) = &args.what {
+        return vm::attach_yardstick(ifaces);
+    }
     if let Some(What::Maglev) = args.what {
         return maglev::run(&args.out);
     }

@@ -294,7 +294,7 @@ impl Vm {
                 .arg("-device")
                 .arg(format!(
                     "virtio-net-pci,netdev=n{i},mac={},mq=on,vectors=6",
-                    Vm::guest_mac(i)
+                    Vm::guest_mac(i).map(|b| format!("{b:02x}")).join(":")
                 ));
         }
         cmd.stdin(Stdio::null())
@@ -431,8 +431,8 @@ impl Vm {
     }
 
     /// The MAC address of the guest's NIC `i` (0: eth0, 1: eth1), as qemu is told.
-    pub fn guest_mac(i: usize) -> String {
-        format!("52:54:00:78:76:{i:02x}")
+    pub fn guest_mac(i: usize) -> [u8; 6] {
+        [0x52, 0x54, 0x00, 0x78, 0x76, i as u8]
     }
 
     /// Runs `script` with bash in the guest (as root, in the host's root read-only with
@@ -556,13 +556,17 @@ pub fn parse_xdp_mode(ip_link: &str) -> Option<&str> {
 /// A workspace binary's path as the guest sees it: under the host's root as the guest
 /// mounts it whole (the workspace may be under a directory that is tmpfs in the guest).
 pub fn guest_bin(name: &str) -> Result<String> {
-    let p = crate::daemon::bin_path(name)?;
-    let p = p.canonicalize().unwrap_or(p);
-    Ok(format!(
+    Ok(guest_path(&crate::daemon::bin_path(name)?))
+}
+
+/// A host path as the guest sees it (see [`guest_bin`]).
+pub fn guest_path(p: &Path) -> String {
+    let p = p.canonicalize().unwrap_or_else(|_| p.to_owned());
+    format!(
         "{}{}",
         crate::vm_image::GUEST_HOST_ROOT,
         p.to_string_lossy()
-    ))
+    )
 }
 
 /// The last `lines` lines of a file, under a header naming it.
