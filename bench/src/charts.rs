@@ -188,6 +188,28 @@ fn plot_err<E: std::fmt::Display>(e: E) -> anyhow::Error {
     anyhow!("drawing a chart: {e}")
 }
 
+/// One panel of [`panels`]: its title and its labelled bars (a missing value: n/a).
+pub type Panel<'a> = (&'a str, Vec<(&'a str, Option<f64>)>);
+
+/// A grid of `grid.0` rows by `grid.1` columns of bar charts under one `title`, each panel
+/// a (title, labelled bars) pair, into the PNG at `path`.
+pub fn panels(path: &Path, title: &str, grid: (usize, usize), data: &[Panel<'_>]) -> Result<()> {
+    font()?;
+    let (w, h) = (500 * grid.1 as u32, 410 * grid.0 as u32 + 40);
+    let root = BitMapBackend::new(path, (w, h)).into_drawing_area();
+    root.fill(&WHITE).map_err(plot_err)?;
+    let root = root.titled(title, ("sans-serif", 24)).map_err(plot_err)?;
+    for (area, (t, bars)) in root.split_evenly(grid).iter().zip(data) {
+        let b = Bars {
+            title: t,
+            bars: bars.clone(),
+        };
+        bar_chart(area, &b)?;
+    }
+    root.present().map_err(plot_err)?;
+    Ok(())
+}
+
 /// For callers that want to check the font before a long run.
 pub fn check_font() -> Result<()> {
     font().context("charts need the DejaVu Sans font (run `cargo xtask setup`)")

@@ -42,7 +42,8 @@ struct Args {
     #[arg(long)]
     quick: bool,
     /// Only these balancers (xlb, iptables_dnat, haproxy, nginx, xdp_forward_yardstick;
-    /// comma-separated; `none`: per packet only), for trying the benchmark out
+    /// comma-separated; `none`: per packet only; for `vm`: xlb_native, xlb_skb,
+    /// iptables_dnat, yardstick, in the order given), for trying the benchmark out
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
     #[command(subcommand)]
@@ -56,9 +57,13 @@ enum What {
     /// Time to apply a change of a 65537-slot backend table to the real maps (root): one
     /// JSON line, also saved to tables.json
     Tables,
-    /// xlb native and skb XDP and iptables DNAT in a qemu guest on virtio-net (needs root):
-    /// vm.json and vm.md
+    /// xlb native and skb XDP, iptables DNAT and the forward-only XDP yardstick in a qemu
+    /// guest on virtio-net (needs root): vm.json, vm.md and vm.png
     Vm,
+    /// Attaches the forward-only yardstick in driver mode to these interfaces, redirecting
+    /// among them, until killed (bench vm runs it in the guest)
+    #[command(hide = true)]
+    AttachYardstick { ifaces: Vec<String> },
 }
 
 fn main() {
@@ -69,6 +74,9 @@ fn main() {
 }
 
 fn run(args: &Args) -> Result<()> {
+    if let Some(What::AttachYardstick { ifaces }) = &args.what {
+        return vm::attach_yardstick(ifaces);
+    }
     if let Some(What::Maglev) = args.what {
         return maglev::run(&args.out);
     }
@@ -84,7 +92,7 @@ fn run(args: &Args) -> Result<()> {
         bail!("the benchmark loads XDP programs and makes network namespaces: run it as root");
     }
     if let Some(What::Vm) = args.what {
-        return vm::run(&args.out, args.runs);
+        return vm::run(&args.out, args.runs, &args.only);
     }
     charts::check_font()?;
     let d = if args.quick {

@@ -149,6 +149,8 @@ pub struct Vm {
     // Dropped in this order, after `Drop::drop` has stopped qemu.
     client: Netns,
     switch: Option<Netns>,
+    /// The host taps of eth0 (in the client namespace) and eth1 (in the switch namespace).
+    taps: [String; 2],
     backends: Vec<Netns>,
     dir: VmDir,
 }
@@ -212,10 +214,11 @@ impl Vm {
             next_cmd: AtomicU32::new(0),
             client,
             switch: None,
+            taps: [format!("xv{short}c"), format!("xv{short}b")],
             backends: Vec::new(),
             dir,
         };
-        let taps = [format!("xv{short}c"), format!("xv{short}b")];
+        let taps = vm.taps.clone();
         let start = Instant::now();
         let bound = if accel == Accel::Kvm {
             KVM_BOOT_BOUND
@@ -290,7 +293,8 @@ impl Vm {
                 ))
                 .arg("-device")
                 .arg(format!(
-                    "virtio-net-pci,netdev=n{i},mac=52:54:00:78:76:0{i},mq=on,vectors=6"
+                    "virtio-net-pci,netdev=n{i},mac={},mq=on,vectors=6",
+                    Vm::guest_mac(i).map(|b| format!("{b:02x}")).join(":")
                 ));
         }
         cmd.stdin(Stdio::null())
@@ -419,6 +423,18 @@ impl Vm {
         self.backends.len()
     }
 
+    /// The host side of the guest's NICs: (namespace, tap) of eth0 (the client's) and of
+    /// eth1 (the switch's, bridged to the backends).
+    pub fn host_taps(&self) -> [(&Netns, &str); 2] {
+        let switch = self.switch.as_ref().expect("the switch exists once booted");
+        [(&self.client, &self.taps[0]), (switch, &self.taps[1])]
+    }
+
+    /// The MAC address of the guest's NIC `i` (0: eth0, 1: eth1), as qemu is told.
+    pub fn guest_mac(i: usize) -> [u8; 6] {
+        [0x52, 0x54, 0x00, 0x78, 0x76, i as u8]
+    }
+
     /// Runs `script` with bash in the guest (as root, in the host's root read-only with
     /// tmpfs on /tmp, /run, /var/lib and /root) and waits at most `timeout` for it.
     pub fn guest(&self, script: &str, timeout: Duration) -> Result<GuestOutput> {
@@ -540,13 +556,17 @@ pub fn parse_xdp_mode(ip_link: &str) -> Option<&str> {
 /// A workspace binary's path as the guest sees it: under the host's root as the guest
 /// mounts it whole (the workspace may be under a directory that is tmpfs in the guest).
 pub fn guest_bin(name: &str) -> Result<String> {
-    let p = crate::daemon::bin_path(name)?;
-    let p = p.canonicalize().unwrap_or(p);
-    Ok(format!(
+    Ok(guest_path(&crate::daemon::bin_path(name)?))
+}
+
+/// A host path as the guest sees it (see [`guest_bin`]).
+pub fn guest_path(p: &Path) -> String {
+    let p = p.canonicalize().unwrap_or_else(|_| p.to_owned());
+    format!(
         "{}{}",
         crate::vm_image::GUEST_HOST_ROOT,
         p.to_string_lossy()
-    ))
+    )
 }
 
 /// The last `lines` lines of a file, under a header naming it.

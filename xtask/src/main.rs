@@ -45,7 +45,8 @@ enum Task {
     /// Setup, build, then the benchmarks: xlb per packet against the XDP_TX limit, and end
     /// to end against iptables DNAT, HAProxy and nginx (needs root; writes bench/results/;
     /// extra args go to xlb-bench, e.g. `cargo xtask bench --runs 5`); `bench vm`: xlb
-    /// native and skb and iptables DNAT in a qemu guest on virtio-net (bench/results/vm.*)
+    /// native and skb, iptables DNAT and the forward-only XDP yardstick in a qemu guest on
+    /// virtio-net (bench/results/vm.*)
     Bench {
         #[arg(
             trailing_var_arg = true,
