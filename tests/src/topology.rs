@@ -542,7 +542,6 @@ fn make_dsr(lb: &Netns, tag: &str, short: &str, br: &str, backends: &[Node]) -> 
         b.ns.sysctl("net/ipv4/conf/all/arp_announce", "2")?;
         b.ns.ip(&["addr", "add", &format!("{VIP}/32"), "dev", "lo"])?;
         b.ns.ip(&["addr", "add", &format!("{VIP6}/128"), "dev", "lo", "nodad"])?;
-        lb.exec("ethtool", &["-K", &b.link.lb_if, "gro", "on"])?;
     }
     Ok(Node { ns, link })
 }
