@@ -152,6 +152,27 @@ fn dsr_l2_balances_with_replies_past_the_lb() {
 }
 
 #[test]
+fn dsr_ipip_balances_with_replies_past_the_lb() {
+    if !require_root("dsr_ipip_balances_with_replies_past_the_lb") {
+        return;
+    }
+    let tb = dsr_testbed("dsr-ipip");
+    let (_, forward) = balance_past_the_lb(&tb);
+    let mut stripped = 0;
+    for j in 0..BACKENDS {
+        let line = tb.stop_decap(j).expect("decap counters");
+        xlb_testbed::report(&format!("backend {j}: {line}"));
+        assert_eq!(decap_counter(&line, "drop_malformed"), Some(0), "{line}");
+        stripped += decap_counter(&line, "stripped").expect("stripped counter");
+    }
+    // Every encapsulated request reached a backend and was decapsulated there.
+    assert!(
+        stripped >= forward,
+        "{stripped} decapsulated of {forward} sent"
+    );
+}
+
+#[test]
 fn bad_forwarding_mode_is_refused_and_changes_nothing() {
     if !require_root("bad_forwarding_mode_is_refused_and_changes_nothing") {
         return;
