@@ -406,6 +406,42 @@ fn the_readme_example_parses() {
 }
 
 #[test]
+fn forwarding_is_a_service_option_diffed_by_apply() {
+    use crate::forwarding::Forwarding;
+    let text = "[[service]]\naddress = \"198.18.0.10:80/tcp\"\nforwarding = \"dsr-l2\"\n\n[[service]]\naddress = \"198.18.0.11:80/tcp\"\nforwarding = \"dsr-ipip\"\n";
+    let c = parse("f.toml", text).unwrap();
+    let f = |s: &str| c.services[&svc(s)].forwarding;
+    assert_eq!(f("198.18.0.10:80/tcp"), Forwarding::DsrL2);
+    assert_eq!(f("198.18.0.11:80/tcp"), Forwarding::DsrIpip);
+    let mut running = Services::new();
+    running.insert(svc("198.18.0.10:80/tcp"), spec(65537, &[]));
+    let lines = render_changes(&changes(&plan(
+        &running,
+        &c.services,
+        ApplyOptions::default(),
+    )));
+    assert_eq!(
+        lines,
+        "~ service 198.18.0.10:80/tcp forwarding=nat->dsr-l2\n\
+         + service 198.18.0.11:80/tcp table_size=65537\n\
+         ~ service 198.18.0.11:80/tcp forwarding=nat->dsr-ipip\n"
+    );
+    // Rendered back (config dump) and read again: the same.
+    let again = parse("g.toml", &render(&c)).unwrap();
+    assert_eq!(again.services, c.services);
+    let err = parse(
+        "f.toml",
+        "[[service]]\naddress = \"198.18.0.10:80/tcp\"\nforwarding = \"dsr\"\n",
+    )
+    .unwrap_err()
+    .to_string();
+    assert_eq!(
+        err,
+        "f.toml:3: service \"198.18.0.10:80/tcp\": forwarding \"dsr\" is not one of nat, dsr-l2, dsr-ipip"
+    );
+}
+
+#[test]
 fn affinity_is_a_service_option_diffed_by_apply() {
     let text = "[[service]]\naddress = \"198.18.0.10:80/tcp\"\naffinity = \"client-ip\"\naffinity_timeout = 30\n\n[[service]]\naddress = \"198.18.0.11:80/tcp\"\naffinity = \"client-ip\"\n";
     let c = parse("a.toml", text).unwrap();
