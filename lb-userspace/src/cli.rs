@@ -34,6 +34,9 @@ pub struct Cli {
     pub command: Command,
 }
 
+// Parsed once per run and moved into a `Request` at once: the size of its largest variant
+// (`service add` with its check, affinity and forwarding options) costs nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Add, remove and list virtual services (VIP:PORT/PROTO).
@@ -112,8 +115,9 @@ pub enum ServiceCmd {
         /// back through xlb), dsr-l2 (only the destination MAC changes; backends on this
         /// L2 segment hold the VIP) or dsr-ipip (IP-in-IP to the backend, which
         /// decapsulates with `xlbd --decap`). See the README's "Direct server return".
-        #[arg(long, value_name = "MODE", default_value = "nat")]
-        forwarding: String,
+        #[arg(long, value_name = "MODE", default_value = "nat",
+              value_parser = crate::forwarding::parse)]
+        forwarding: Forwarding,
     },
     /// Set a service's session affinity (e.g. --affinity client-ip --affinity-timeout 30;
     /// --affinity none turns it off).
@@ -564,7 +568,6 @@ impl Request {
             }) => {
                 let service: ServiceAddr = service.parse()?;
                 service.check_vip()?;
-                let forwarding: Forwarding = forwarding.parse()?;
                 let check = if check.given() {
                     Some(check.to_proto(&service)?)
                 } else {

@@ -66,6 +66,14 @@ impl Forwarding {
     }
 }
 
+/// Parses a mode name (clap's value parser for `--forwarding`).
+///
+/// # Errors
+/// An unknown name.
+pub fn parse(s: &str) -> Result<Forwarding, ForwardingError> {
+    s.parse()
+}
+
 impl FromStr for Forwarding {
     type Err = ForwardingError;
 
