@@ -43,6 +43,15 @@ pub fn xlb_decap(ctx: XdpContext) -> u32 {
     action
 }
 
+/// Passes every packet. For a veth whose peer sends it frames with XDP_TX or a redirect
+/// (an xlb node's port on a bridge): a veth takes such frames through its XDP path, and
+/// without a program there it dropped or held back some of them (see the README's "Direct
+/// server return"). `xlbd --decap --pass-only --iface X` attaches it.
+#[xdp]
+pub fn xlb_pass(_ctx: XdpContext) -> u32 {
+    xdp_action::XDP_PASS
+}
+
 #[inline(always)]
 fn bump(stat: u32, bytes: u64) {
     if let Some(c) = DECAP_STATS.get_ptr_mut(stat) {

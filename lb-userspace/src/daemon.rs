@@ -113,6 +113,10 @@ pub struct Args {
     /// pins, no state.
     #[arg(long)]
     pub decap: bool,
+    /// With --decap: attach a program that passes every packet instead, for a veth whose
+    /// peer sends it frames with XDP_TX (an xlb node's port on a bridge).
+    #[arg(long, requires = "decap")]
+    pub pass_only: bool,
     /// Log filter, e.g. info or lb_userspace=debug [default: $RUST_LOG, else info].
     #[arg(long, value_name = "FILTER")]
     pub log_level: Option<String>,

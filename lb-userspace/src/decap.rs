@@ -20,6 +20,8 @@ use crate::bpf::{AttachMode, LoadError, if_index_of};
 
 /// The decapsulation program's name in the object.
 pub const DECAP_PROGRAM: &str = "xlb_decap";
+/// The object's program that passes every packet (`--pass-only`).
+pub const PASS_PROGRAM: &str = "xlb_pass";
 
 /// Attaches the decapsulation program to `ifaces` in `mode`, waits for SIGTERM/SIGINT,
 /// prints its counters (one `decap: ...` line) and returns, which detaches it.
@@ -30,7 +32,13 @@ pub async fn run(
     ifaces: &[String],
     mode: AttachMode,
     object: Option<&std::path::Path>,
+    pass_only: bool,
 ) -> anyhow::Result<()> {
+    let name = if pass_only {
+        PASS_PROGRAM
+    } else {
+        DECAP_PROGRAM
+    };
     // SAFETY: geteuid has no preconditions.
     if unsafe { libc::geteuid() } != 0 {
         return Err(LoadError::NotRoot.into());
@@ -56,8 +64,8 @@ pub async fn run(
         .load(bytes)
         .map_err(|e| LoadError::Rejected(e.to_string()))?;
     let program: &mut Xdp = ebpf
-        .program_mut(DECAP_PROGRAM)
-        .ok_or_else(|| LoadError::Rejected(format!("no program {DECAP_PROGRAM} in the object")))?
+        .program_mut(name)
+        .ok_or_else(|| LoadError::Rejected(format!("no program {name} in the object")))?
         .try_into()
         .map_err(|e: ProgramError| LoadError::Rejected(e.to_string()))?;
     program
@@ -71,7 +79,7 @@ pub async fn run(
                 mode,
                 reason: e.to_string(),
             })?;
-        tracing::info!("xlbd --decap: attached to {iface} ({mode})");
+        tracing::info!("xlbd --decap: {name} attached to {iface} ({mode})");
     }
     let mut sigterm = signal(SignalKind::terminate())?;
     let mut sigint = signal(SignalKind::interrupt())?;

@@ -36,17 +36,29 @@ impl Testbed {
         die_with_parent(&mut cmd);
         let child = cmd.spawn().context("starting xlbd --decap")?;
         self.track(Tracked::new(format!("decap-{j}"), child));
-        let deadline = Instant::now() + ATTACH_TIMEOUT;
-        loop {
-            let text = std::fs::read_to_string(&path).unwrap_or_default();
-            if text.contains("attached to") {
-                return Ok(());
-            }
-            if text.contains("error") || Instant::now() >= deadline {
-                bail!("xlbd --decap on backend {j} did not attach:\n{text}");
-            }
-            thread::sleep(Duration::from_millis(50));
-        }
+        wait_attached(&path, &format!("backend {j}"))
+    }
+
+    /// Attaches the object's pass-everything program (`xlbd --decap --pass-only`) to the
+    /// router's port toward the xlb node of a `Layout::Dsr` testbed: that veth takes the
+    /// node's XDP_TX frames through its XDP path, and without a program there some of
+    /// them were lost or held back (native mode; skb mode does not need it).
+    pub fn start_node_port_pass(&self) -> Result<()> {
+        let node = self.node().context("not a DSR testbed")?;
+        let xlbd = bin_path("xlbd")?;
+        let path = self.run_file("node-port-pass.log");
+        let log = File::create(&path).context("creating the pass log")?;
+        let mut cmd = self.lb().cmd(&xlbd.to_string_lossy());
+        cmd.args(["--decap", "--pass-only", "--iface", &node.link.lb_if])
+            .args(["--mode", "native"])
+            .env("NO_COLOR", "1")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log);
+        die_with_parent(&mut cmd);
+        let child = cmd.spawn().context("starting xlbd --decap --pass-only")?;
+        self.track(Tracked::new("node-port-pass", child));
+        wait_attached(&path, "the router's port to the node")
     }
 
     /// Stops backend `j`'s `xlbd --decap` (SIGTERM) and returns its counters line
@@ -66,6 +78,21 @@ impl Testbed {
             .find(|l| l.starts_with("decap:"))
             .map(str::to_owned)
             .with_context(|| format!("{name} printed no counters:\n{text}"))
+    }
+}
+
+/// Waits until the `xlbd --decap` logging to `log` has attached.
+fn wait_attached(log: &std::path::Path, what: &str) -> Result<()> {
+    let deadline = Instant::now() + ATTACH_TIMEOUT;
+    loop {
+        let text = std::fs::read_to_string(log).unwrap_or_default();
+        if text.contains("attached to") {
+            return Ok(());
+        }
+        if text.contains("error") || Instant::now() >= deadline {
+            bail!("xlbd --decap on {what} did not attach:\n{text}");
+        }
+        thread::sleep(Duration::from_millis(50));
     }
 }
 

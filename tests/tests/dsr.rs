@@ -32,11 +32,11 @@ fn dsr_testbed(forwarding: &str) -> Testbed {
             tb.start_decap(j, "native").expect("xlbd --decap");
         }
     }
-    // Generic XDP on the node: in native mode on this veth, frames sent back out of the
-    // port they came in on (XDP_TX toward the bridge) lost connections under concurrent
-    // load (see the README's "Direct server return"); the fixtures cover the native
-    // program's output byte for byte.
-    tb.start_xlbd(&["--mode", "skb"]).expect("start xlbd");
+    // Native XDP on the node: its XDP_TX frames reach the router's port (a veth) through
+    // that veth's XDP path, which needs a program there (see `start_node_port_pass`).
+    tb.start_node_port_pass()
+        .expect("pass program on the node's bridge port");
+    tb.start_xlbd(&["--mode", "native"]).expect("start xlbd");
     tb.xlb_ok(&[
         "service",
         "add",

@@ -44,6 +44,7 @@ fn start(args: Args) -> anyhow::Result<()> {
             &args.ifaces,
             args.mode(),
             args.object.as_deref(),
+            args.pass_only,
         ));
     }
     let encap =
