@@ -6,6 +6,7 @@ mod balancers;
 mod bpfstats;
 mod charts;
 mod cpu;
+mod dsr;
 mod e2e;
 mod generator;
 mod loadgen;
@@ -57,6 +58,9 @@ enum What {
     /// Time to apply a change of a 65537-slot backend table to the real maps (root): one
     /// JSON line, also saved to tables.json
     Tables,
+    /// NAT against direct server return (dsr-l2) on a TCP download: Gbit/s and the xlb
+    /// program's CPU per Gbit (needs root): dsr.json
+    Dsr,
     /// xlb native and skb XDP, iptables DNAT and the forward-only XDP yardstick in a qemu
     /// guest on virtio-net (needs root): vm.json, vm.md and vm.png
     Vm,
@@ -90,6 +94,9 @@ fn run(args: &Args) -> Result<()> {
     // SAFETY: geteuid(2) cannot fail and touches no memory.
     if unsafe { libc::geteuid() } != 0 {
         bail!("the benchmark loads XDP programs and makes network namespaces: run it as root");
+    }
+    if let Some(What::Dsr) = args.what {
+        return dsr::run(&args.out, args.runs);
     }
     if let Some(What::Vm) = args.what {
         return vm::run(&args.out, args.runs, &args.only);

@@ -299,6 +299,42 @@ impl Pkt {
     }
 }
 
+/// `inner` (an IP packet) in an outer IPv4 (IPIP) or IPv6 (IPv6-in-IPv6) header from
+/// `src` to `dst`, in a frame from the LB's backend link to the backend: what a
+/// `dsr-ipip` backend's decapsulation program receives.
+pub fn encapsulate(src: Ip, dst: Ip, inner: &[u8]) -> Vec<u8> {
+    let eth = PacketBuilder::ethernet2(BACKEND_IF_MAC, BACKEND_MAC);
+    let mut out = Vec::new();
+    match (src, dst) {
+        (Ip::V4(s), Ip::V4(d)) => {
+            let ip = Ipv4Header::new(0, 64, IpNumber(lb_common::encap::PROTO_IPIP), s, d)
+                .expect("IPv4 header");
+            eth.ip(IpHeaders::Ipv4(ip, Default::default())).write(
+                &mut out,
+                IpNumber(lb_common::encap::PROTO_IPIP),
+                inner,
+            )
+        }
+        (Ip::V6(s), Ip::V6(d)) => {
+            let ip = Ipv6Header {
+                next_header: IpNumber(lb_common::encap::PROTO_IPV6),
+                hop_limit: 64,
+                source: s,
+                destination: d,
+                ..Default::default()
+            };
+            eth.ip(IpHeaders::Ipv6(ip, Default::default())).write(
+                &mut out,
+                IpNumber(lb_common::encap::PROTO_IPV6),
+                inner,
+            )
+        }
+        _ => panic!("source and destination of different families"),
+    }
+    .expect("etherparse builds the outer header");
+    out
+}
+
 /// An ARP request from the client for `target` (IPv4 only).
 pub fn arp_request(target: [u8; 4]) -> Vec<u8> {
     let Ip::V4(client) = plan::V4.client else {

@@ -13,6 +13,7 @@ fn spec(table_size: u32, backends: &[(&str, u32)]) -> ServiceSpec {
         table_size,
         backends: backends.iter().map(|(b, w)| (be(b), *w)).collect(),
         affinity: Affinity::None,
+        forwarding: Default::default(),
         check: CheckSettings::default(),
     }
 }
@@ -97,7 +98,7 @@ fn errors_name_the_file_the_line_and_the_field() {
         ),
         (
             format!("{svc_hdr}tablesize = 251\n"),
-            "xlb.toml:3: service \"198.18.0.10:80/tcp\": unknown field `tablesize`, expected one of `address`, `table_size`, `check`, `backend`, `affinity`, `affinity_timeout`",
+            "xlb.toml:3: service \"198.18.0.10:80/tcp\": unknown field `tablesize`, expected one of `address`, `table_size`, `check`, `backend`, `affinity`, `affinity_timeout`, `forwarding`",
         ),
         (
             format!("{svc_hdr}{be_hdr}weigth = 5\n"),
@@ -303,6 +304,7 @@ fn changes_survive_the_api_round_trip() {
     web.backends.remove(&be("198.19.1.2:8080"));
     web.backends.insert(be("198.19.3.2:8080"), 1);
     web.affinity = Affinity::ClientIp { timeout_s: 30 };
+    web.forwarding = crate::forwarding::Forwarding::DsrIpip;
     let one: Services = [(svc("198.18.0.10:80/tcp"), web)].into();
     all.extend(changes(&plan(&running(), &one, prune)));
     let ops: std::collections::BTreeSet<&str> = all
@@ -315,10 +317,11 @@ fn changes_survive_the_api_round_trip() {
             Change::RemoveBackend { .. } => "remove_backend",
             Change::SetWeight { .. } => "set_weight",
             Change::SetAffinity { .. } => "set_affinity",
+            Change::SetForwarding { .. } => "set_forwarding",
             Change::SetCheck { .. } => "set_check",
         })
         .collect();
-    assert_eq!(ops.len(), 7, "every kind of change is covered: {ops:?}");
+    assert_eq!(ops.len(), 8, "every kind of change is covered: {ops:?}");
     for c in &all {
         assert_eq!(Change::from_proto(&c.to_proto()).as_ref(), Some(c));
     }
@@ -400,6 +403,42 @@ fn the_readme_example_parses() {
     let c = parse("README.md", &readme[start..end]).unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(c.services.len(), 2);
     assert_eq!(c.daemon.mode, Some(AttachMode::Native));
+}
+
+#[test]
+fn forwarding_is_a_service_option_diffed_by_apply() {
+    use crate::forwarding::Forwarding;
+    let text = "[[service]]\naddress = \"198.18.0.10:80/tcp\"\nforwarding = \"dsr-l2\"\n\n[[service]]\naddress = \"198.18.0.11:80/tcp\"\nforwarding = \"dsr-ipip\"\n";
+    let c = parse("f.toml", text).unwrap();
+    let f = |s: &str| c.services[&svc(s)].forwarding;
+    assert_eq!(f("198.18.0.10:80/tcp"), Forwarding::DsrL2);
+    assert_eq!(f("198.18.0.11:80/tcp"), Forwarding::DsrIpip);
+    let mut running = Services::new();
+    running.insert(svc("198.18.0.10:80/tcp"), spec(65537, &[]));
+    let lines = render_changes(&changes(&plan(
+        &running,
+        &c.services,
+        ApplyOptions::default(),
+    )));
+    assert_eq!(
+        lines,
+        "~ service 198.18.0.10:80/tcp forwarding=nat->dsr-l2\n\
+         + service 198.18.0.11:80/tcp table_size=65537\n\
+         ~ service 198.18.0.11:80/tcp forwarding=nat->dsr-ipip\n"
+    );
+    // Rendered back (config dump) and read again: the same.
+    let again = parse("g.toml", &render(&c)).unwrap();
+    assert_eq!(again.services, c.services);
+    let err = parse(
+        "f.toml",
+        "[[service]]\naddress = \"198.18.0.10:80/tcp\"\nforwarding = \"dsr\"\n",
+    )
+    .unwrap_err()
+    .to_string();
+    assert_eq!(
+        err,
+        "f.toml:3: service \"198.18.0.10:80/tcp\": forwarding \"dsr\" is not one of nat, dsr-l2, dsr-ipip"
+    );
 }
 
 #[test]

@@ -60,6 +60,7 @@ fn add_service(service: &str, table_size: Option<u32>) -> AddServiceRequest {
         table_size,
         check: None,
         affinity: None,
+        forwarding: String::new(),
     }
 }
 
@@ -94,6 +95,7 @@ async fn services_and_backends_round_trip() {
                 mode: "none".into(),
                 timeout_s: None,
             }),
+            forwarding: "nat".into(),
         }
     );
     let b = c

@@ -23,6 +23,7 @@ use crate::affinity::Affinity;
 use crate::alloc::{IdPool, Regions};
 use crate::check::CheckSettings;
 use crate::dataplane::Dataplane;
+use crate::forwarding::Forwarding;
 use crate::health::{Health, HealthState};
 use lb_common::ServiceValue;
 
@@ -73,6 +74,9 @@ struct SavedService {
     /// affinity): none.
     #[serde(default, skip_serializing_if = "is_zero")]
     affinity_timeout_s: u32,
+    /// `nat`, `dsr-l2` or `dsr-ipip`; absent (files of before DSR, and `nat`): nat.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    forwarding: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -228,6 +232,11 @@ impl<D: Dataplane> ControlState<D> {
                     .collect(),
                 check: s.check.clone(),
                 affinity_timeout_s: s.affinity.timeout_s(),
+                forwarding: if s.forwarding.is_dsr() {
+                    s.forwarding.to_string()
+                } else {
+                    String::new()
+                },
             })
             .collect();
         ControlSnapshot {
@@ -262,6 +271,7 @@ impl<D: Dataplane> ControlState<D> {
             let addr: ServiceAddr = s.service.parse()?;
             s.check.validate(&addr)?;
             let affinity = Affinity::from_timeout(s.affinity_timeout_s)?;
+            let forwarding = Forwarding::from_name_or_default(&s.forwarding)?;
             let mut backends = BTreeMap::new();
             for b in s.backends {
                 let backend: BackendAddr = b.backend.parse()?;
@@ -293,6 +303,7 @@ impl<D: Dataplane> ControlState<D> {
                 backends,
                 check: s.check,
                 affinity,
+                forwarding,
             };
             services.insert(addr, service);
         }
@@ -309,6 +320,8 @@ impl<D: Dataplane> ControlState<D> {
                 generation: s.generation,
                 affinity,
                 affinity_timeout_s,
+                forwarding: s.forwarding.to_value(),
+                _pad: 0,
             };
             let key = addr.key();
             match live.get(&key) {
@@ -422,6 +435,49 @@ mod tests {
             .collect();
         assert_eq!(weights, vec![100, 0]);
         assert!(!st.dataplane().services.contains_key(&extra.key()));
+    }
+
+    #[test]
+    fn forwarding_reaches_the_service_entry_and_survives_a_restore() {
+        use crate::forwarding::Forwarding;
+        let mut st = populated();
+        let web: ServiceAddr = "198.18.0.10:80/tcp".parse().unwrap();
+        let table = st.dataplane().live_table(&web.key()).unwrap().to_vec();
+        let info = st.set_forwarding(&web, Forwarding::DsrIpip).unwrap();
+        assert_eq!(info.forwarding, Forwarding::DsrIpip);
+        let v = st.dataplane().services[&web.key()];
+        assert_eq!(v.forwarding, lb_common::FORWARD_DSR_IPIP);
+        assert_eq!(st.dataplane().live_table(&web.key()).unwrap(), table);
+        let snap = st.snapshot();
+        let json = serde_json::to_string(&snap).unwrap();
+        assert!(json.contains("\"forwarding\":\"dsr-ipip\""), "{json}");
+        let st = ControlState::restore(FakeDataplane::new(4096), snap).unwrap();
+        let s = st
+            .services()
+            .into_iter()
+            .find(|s| s.service == web)
+            .unwrap();
+        assert_eq!(s.forwarding, Forwarding::DsrIpip);
+        assert_eq!(
+            st.dataplane().services[&web.key()].forwarding,
+            lb_common::FORWARD_DSR_IPIP
+        );
+        // A file of before DSR has no such field: nat; an unknown mode is refused.
+        let old = json.replace(",\"forwarding\":\"dsr-ipip\"", "");
+        assert_ne!(old, json);
+        let snap: ControlSnapshot = serde_json::from_str(&old).unwrap();
+        let st = ControlState::restore(FakeDataplane::new(4096), snap).unwrap();
+        assert!(
+            st.services()
+                .iter()
+                .all(|s| s.forwarding == Forwarding::Nat)
+        );
+        let bad: ControlSnapshot =
+            serde_json::from_str(&json.replace("dsr-ipip", "dsr-gre")).unwrap();
+        let err = ControlState::restore(FakeDataplane::new(4096), bad)
+            .err()
+            .unwrap();
+        assert!(err.to_string().contains("\"dsr-gre\""), "{err}");
     }
 
     #[test]

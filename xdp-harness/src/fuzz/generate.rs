@@ -7,8 +7,8 @@
 use crate::icmp::{IcmpErr, IcmpKind};
 use crate::pkt::{Ext, Ip, L4, Pkt, arp_request};
 use crate::plan::{
-    BACKEND_IF_MAC, BACKEND_MAC, CLIENT_IF_MAC, CLIENT_MAC, PLANS, Plan, TCP_BACKEND_PORT,
-    TCP_PORT, UDP_BACKEND_PORT, UDP_PORT,
+    BACKEND_IF_MAC, BACKEND_MAC, CLIENT_IF_MAC, CLIENT_MAC, DSR_IPIP_PORT, DSR_L2_PORT, PLANS,
+    Plan, TCP_BACKEND_PORT, TCP_PORT, UDP_BACKEND_PORT, UDP_PORT,
 };
 
 use super::rng::Rng;
@@ -39,6 +39,10 @@ pub fn packet(r: &mut Rng, vip_free: bool) -> Generated {
             "request",
             "request",
             "request",
+            "dsr-request",
+            "dsr-request",
+            "encapsulated",
+            "encapsulated",
             "odd-vip",
             "other-host",
             "reply",
@@ -54,6 +58,13 @@ pub fn packet(r: &mut Rng, vip_free: bool) -> Generated {
     let kind = *r.pick(kinds);
     let frame = match kind {
         "request" => request(r, plan, plan.vip).bytes(),
+        "dsr-request" => dsr_request(r, plan).bytes(),
+        "encapsulated" => {
+            // What a dsr-ipip backend receives (the decapsulation program's input).
+            let p = dsr_request(r, plan);
+            let src = plan.client_router;
+            crate::pkt::encapsulate(src, plan.backend, &p.ip_bytes())
+        }
         "odd-vip" => {
             let dst = *r.pick(&plan.vips());
             let mut p = request(r, plan, dst);
@@ -135,6 +146,29 @@ fn decorate(r: &mut Rng, p: &mut Pkt) {
     if r.chance(1, 10) {
         p.ttl = r.below(3) as u8;
     }
+}
+
+/// A TCP request to one of the DSR services, sometimes large (up to 1500 bytes of
+/// payload: too big to encapsulate under a 1500 MTU), and decorated as `request`.
+fn dsr_request(r: &mut Rng, plan: &Plan) -> Pkt {
+    let port = *r.pick(&[DSR_L2_PORT, DSR_IPIP_PORT]);
+    let mut p = Pkt::request(
+        plan,
+        plan.vip,
+        port,
+        L4::Tcp {
+            syn: r.chance(1, 2),
+        },
+    );
+    p.sport = CLIENT_PORTS.start + r.below(CLIENT_PORTS.len()) as u16;
+    p.payload = if r.chance(1, 4) {
+        let n = 1380 + r.below(120);
+        r.bytes(n)
+    } else {
+        r.some_bytes(64)
+    };
+    decorate(r, &mut p);
+    p
 }
 
 /// A backend's reply to a request of the generator's (so often of a known flow).

@@ -6,7 +6,10 @@
 //!    xlb, like any L4 balancer, does not verify checksums, so a wrong one stays wrong);
 //! 3. a packet that carries no VIP address anywhere leaves the maps untouched: the
 //!    `new_flow` counter does not move, and over batches made only of such packets the
-//!    connection table's entry count does not change.
+//!    connection table's entry count does not change;
+//! 4. every packet also runs through the decapsulation program (`xlb_decap`): its verdict
+//!    is PASS or DROP, and a packet it changed is the input without an outer header of
+//!    the input's family, whose inner IP header is whole and fits what is left.
 //!
 //! Iteration `i` of a run with seed `s` is rebuilt from `(s, i)` alone.
 
@@ -59,6 +62,9 @@ pub struct Figures {
     /// Packets without a VIP address checked for untouched maps.
     pub checked_untouched: u64,
     pub clean_batches: u64,
+    /// The decapsulation program's verdicts, and the packets it stripped (all checked).
+    pub decap_verdicts: BTreeMap<&'static str, u64>,
+    pub decap_stripped: u64,
     pub failures: u64,
     /// Failures by kind: the reason up to its first period, without its numbers.
     pub failure_kinds: BTreeMap<String, u64>,
@@ -76,12 +82,18 @@ impl Figures {
             .collect();
         let secs = self.elapsed.as_secs_f64().max(1e-9);
         format!(
-            "fuzz: count={} seed={} verdicts[{}] mutated={} valid_inputs={} \
-             checked_outputs={} checked_untouched={} clean_batches={} failures={} \
-             elapsed={:.1}s packets/s={:.0}",
+            "fuzz: count={} seed={} verdicts[{}] decap[{} stripped={}] mutated={} \
+             valid_inputs={} checked_outputs={} checked_untouched={} clean_batches={} \
+             failures={} elapsed={:.1}s packets/s={:.0}",
             self.count,
             self.seed,
             verdicts.join(" "),
+            self.decap_verdicts
+                .iter()
+                .map(|(v, n)| format!("{v}={n}"))
+                .collect::<Vec<_>>()
+                .join(" "),
+            self.decap_stripped,
             self.mutated,
             self.valid_inputs,
             self.checked_outputs,
@@ -158,6 +170,39 @@ fn fail(fig: &mut Figures, f: Failure) {
     }
 }
 
+/// A packet the decapsulation program changed: the input's Ethernet header, then the
+/// input after an outer header of 20-60 bytes (IPv4) or 40 (IPv6) of the input's family,
+/// holding an inner IP header of that family whose length fits.
+fn check_stripped(input: &[u8], out: &[u8]) -> Result<(), String> {
+    let strip = input.len().saturating_sub(out.len());
+    let v6 = input.get(12..14) == Some(&[0x86, 0xdd][..]);
+    let ok_strip = if v6 {
+        strip == 40
+    } else {
+        (20..=60).contains(&strip)
+    };
+    if !ok_strip || out.len() < 14 {
+        return Err(format!("stripped {strip} bytes"));
+    }
+    if out[..14] != input[..14] || out[14..] != input[14 + strip..] {
+        return Err("the output is not the input without its outer header".into());
+    }
+    let inner = &out[14..];
+    let fits = if v6 {
+        etherparse::Ipv6HeaderSlice::from_slice(inner)
+            .map(|h| 40 + usize::from(h.payload_length()) <= inner.len())
+            .unwrap_or(false)
+    } else {
+        etherparse::Ipv4HeaderSlice::from_slice(inner)
+            .map(|h| usize::from(h.total_len()) <= inner.len())
+            .unwrap_or(false)
+    };
+    if !fits {
+        return Err("the inner IP header is cut or longer than what is left".into());
+    }
+    Ok(())
+}
+
 fn new_flows(h: &Harness) -> Result<u64> {
     Ok(h.stats()?[STAT_NEW_FLOW as usize].packets)
 }
@@ -225,6 +270,29 @@ pub fn run(h: &mut Harness, count: u64, seed: u64) -> Result<Figures> {
                 }
             }
             new_flow = now;
+            let (dv, dout) = h.run_decap(&input)?;
+            *fig.decap_verdicts.entry(verdict_name(dv)).or_default() += 1;
+            let dfail = |reason: String| Failure {
+                iteration: i,
+                what: format!("{what} (decap)"),
+                reason,
+                input: input.clone(),
+                output: dout.clone(),
+            };
+            match dv {
+                XDP_DROP => {}
+                XDP_PASS if dout == input => {}
+                XDP_PASS => {
+                    fig.decap_stripped += 1;
+                    if let Err(why) = check_stripped(&input, &dout) {
+                        fail(&mut fig, dfail(why));
+                    }
+                }
+                v => fail(
+                    &mut fig,
+                    dfail(format!("decap verdict {}", verdict_name(v))),
+                ),
+            }
         }
         if let (Some(before), true) = (flows_before, all_vip_free) {
             fig.clean_batches += 1;
