@@ -1,0 +1,119 @@
+//! Several xlb nodes behind an ECMP router (issue 13): the BGP announcements that xlbd
+//! drives, seen in the router's routes, and connections that survive the loss of a node.
+//! Needs root, BIRD 2 (`cargo xtask setup`) and the built binaries.
+
+use std::time::{Duration, Instant};
+
+use xlb_testbed::cluster::{Cluster, HOLD_S};
+use xlb_testbed::{report, require_root};
+
+/// The longest a withdrawal may take once its cause is there: the announcer's round
+/// (100 ms), BIRD's netlink read and the BGP UPDATE, and the router's kernel write.
+const WITHDRAW_LIMIT: Duration = Duration::from_secs(1);
+/// How long 3 nodes may take to be announced from their start (BGP sessions come up
+/// within a connect retry of 1 s, backends are up after 2 checks of 200 ms).
+const CONVERGE_LIMIT: Duration = Duration::from_secs(15);
+
+fn bird_present() -> bool {
+    let ok = std::process::Command::new("bird")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !ok {
+        report("SKIPPED: bird not found (cargo xtask setup installs BIRD 2)");
+    }
+    ok
+}
+
+fn cluster(forwarding: Option<&str>) -> Cluster {
+    let mut c = Cluster::new(2, 3, 3).expect("cluster testbed");
+    let config = c.write_services(forwarding).expect("services file");
+    for i in 0..3 {
+        c.start_node(i, &config).expect("node starts");
+    }
+    c
+}
+
+#[test]
+fn announcements_follow_drain_backend_health_and_shutdown() {
+    if !require_root("announcements_follow_drain_backend_health_and_shutdown") || !bird_present() {
+        return;
+    }
+    let mut c = cluster(None);
+    let servers: Vec<_> = (0..3).map(|j| c.start_backend(j).unwrap()).collect();
+    let up = c.wait_paths(&[0, 1, 2], CONVERGE_LIMIT).unwrap();
+    report(&format!(
+        "cluster: 3 nodes announced after {} ms",
+        up.as_millis()
+    ));
+    report(&c.vip_route().unwrap());
+
+    // A drain withdraws the node's path; the others stay.
+    let t = Instant::now();
+    let out = c.xlb_ok(0, &["node", "drain"]).unwrap();
+    assert!(out.contains("node draining"), "{out}");
+    let drained = t.elapsed() + c.wait_paths(&[1, 2], WITHDRAW_LIMIT).unwrap();
+    let status = c.xlb_ok(0, &["node", "status"]).unwrap();
+    assert!(
+        status.contains("draining")
+            && status.contains("withdrawn")
+            && status.contains("the node is draining"),
+        "{status}"
+    );
+    let json = c.xlb_ok(0, &["node", "status", "--json"]).unwrap();
+    assert!(json.contains("\"draining\": true"), "{json}");
+    let t = Instant::now();
+    c.xlb_ok(0, &["node", "undrain"]).unwrap();
+    let undrained = t.elapsed() + c.wait_paths(&[0, 1, 2], Duration::from_secs(3)).unwrap();
+    report(&format!(
+        "cluster: drain withdrew node 0 in {} ms, undrain announced it again in {} ms",
+        drained.as_millis(),
+        undrained.as_millis()
+    ));
+
+    // Every backend's server stops: each node's checks fail (fall 2 x 200 ms) and each
+    // withdraws; the router has no path left.
+    let t = Instant::now();
+    for s in servers {
+        s.stop();
+    }
+    let down_limit = Duration::from_millis(2 * 200 + 100) + WITHDRAW_LIMIT;
+    c.wait_paths(&[], down_limit).unwrap();
+    let gone = t.elapsed();
+    let status = c.xlb_ok(1, &["node", "status"]).unwrap();
+    assert!(status.contains("no backend is up"), "{status}");
+    // One backend back: every node announces again.
+    let back = c.start_backend(1).unwrap();
+    let again = c.wait_paths(&[0, 1, 2], Duration::from_secs(3)).unwrap();
+    report(&format!(
+        "cluster: last backend down -> all 3 paths withdrawn {} ms after the servers stopped \
+         (checks every 200 ms, fall 2); one backend up -> announced again in {} ms",
+        gone.as_millis(),
+        again.as_millis()
+    ));
+
+    // A clean stop (SIGTERM) withdraws before xlbd exits.
+    let t = Instant::now();
+    c.stop_xlbd(2, libc::SIGTERM).unwrap();
+    let stopped = t.elapsed() + c.wait_paths(&[0, 1], WITHDRAW_LIMIT).unwrap();
+    // kill -9 of xlbd alone: its route stays in the table, so BIRD keeps announcing it
+    // (documented); killing its BIRD too withdraws it at once (the BGP session drops).
+    c.stop_xlbd(1, libc::SIGKILL).unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(
+        c.vip_paths().unwrap(),
+        [0, 1],
+        "the route outlives a killed xlbd"
+    );
+    let t = Instant::now();
+    c.kill_node(1).unwrap();
+    let killed = t.elapsed()
+        + c.wait_paths(&[0], Duration::from_secs(HOLD_S as u64 + 1))
+            .unwrap();
+    report(&format!(
+        "cluster: SIGTERM withdrew node 2 in {} ms; kill -9 of node 1's xlbd left its path, of its BIRD too removed it in {} ms",
+        stopped.as_millis(),
+        killed.as_millis()
+    ));
+    drop(back);
+}
