@@ -599,6 +599,120 @@ impl Cluster {
     pub fn connect(&self, k: usize) -> Result<TcpConn> {
         TcpConn::connect(&self.clients[k].ns, SocketAddr::from((VIP, PORT)))
     }
+
+    /// Opens `n` connections to VIP:PORT, round-robin over the clients, each asked once
+    /// (so its backend is known), and notes the node the router sent its first packet to.
+    pub fn open_streams(&self, n: usize) -> Result<Vec<Stream>> {
+        (0..n)
+            .map(|i| {
+                let client = i % self.clients.len();
+                let mut conn = self.connect(client)?;
+                let first_node = self.carrier(client, conn.local().port())?;
+                let backend = conn.ask()?;
+                Ok(Stream {
+                    client,
+                    local: conn.local(),
+                    first_node,
+                    backends: vec![backend],
+                    answers: 1,
+                    error: None,
+                    conn: Some(conn),
+                })
+            })
+            .collect()
+    }
+
+    /// New flows node `i`'s xlb gave its backends (the sum of `new_flows` in
+    /// `xlb backend list --json`).
+    pub fn new_flows(&self, i: usize) -> Result<u64> {
+        let out = self.xlb_ok(i, &["backend", "list", "--json"])?;
+        let v: serde_json::Value = serde_json::from_str(&out)
+            .with_context(|| format!("backend list --json is not JSON: {out:?}"))?;
+        let rows = v["backends"].as_array().context("no \"backends\" array")?;
+        Ok(rows.iter().filter_map(|r| r["new_flows"].as_u64()).sum())
+    }
+}
+
+/// One long-lived connection through the VIP and what it has seen.
+#[derive(Debug)]
+pub struct Stream {
+    pub client: usize,
+    /// Its client address and port.
+    pub local: SocketAddr,
+    /// The node the router chose for its first packet.
+    pub first_node: usize,
+    /// The backend ids it got, in order, repeats removed.
+    pub backends: Vec<String>,
+    pub answers: usize,
+    /// Why it broke, if it did.
+    pub error: Option<String>,
+    conn: Option<TcpConn>,
+}
+
+impl Stream {
+    pub fn local_port(&self) -> u16 {
+        self.local.port()
+    }
+
+    pub fn broken(&self) -> bool {
+        self.error.is_some()
+    }
+
+    /// Every answer came from one backend.
+    pub fn sticky(&self) -> bool {
+        self.backends.len() == 1
+    }
+
+    /// The backend that served it first.
+    pub fn backend(&self) -> &str {
+        &self.backends[0]
+    }
+
+    fn ask(&mut self) {
+        let Some(conn) = self.conn.as_mut() else {
+            return;
+        };
+        match conn.ask() {
+            Ok(id) => {
+                self.answers += 1;
+                if self.backends.last() != Some(&id) {
+                    self.backends.push(id);
+                }
+            }
+            Err(e) => {
+                self.error = Some(format!("{e:#}"));
+                self.conn = None;
+            }
+        }
+    }
+
+    /// Closes the connection (FIN).
+    pub fn close(&mut self) {
+        if let Some(c) = self.conn.take() {
+            c.close();
+        }
+    }
+}
+
+/// Asks every stream for a line, `rounds` times, `gap` apart; before round `r` runs
+/// `before(r)` (e.g. to kill a node in the middle). A stream that fails stays broken.
+pub fn stream_rounds(
+    streams: &mut [Stream],
+    rounds: usize,
+    gap: Duration,
+    mut before: impl FnMut(usize) -> Result<()>,
+) -> Result<()> {
+    for r in 0..rounds {
+        before(r)?;
+        let start = Instant::now();
+        for s in streams.iter_mut() {
+            s.ask();
+        }
+        if let Some(rest) = gap.checked_sub(start.elapsed()) {
+            thread::sleep(rest);
+        }
+    }
+    Ok(())
 }
 
 fn bfd_conf() -> String {

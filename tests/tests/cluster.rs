@@ -117,3 +117,64 @@ fn announcements_follow_drain_backend_health_and_shutdown() {
     ));
     drop(back);
 }
+
+#[test]
+fn removing_one_of_three_nodes_breaks_no_streaming_connection() {
+    if !require_root("removing_one_of_three_nodes_breaks_no_streaming_connection")
+        || !bird_present()
+    {
+        return;
+    }
+    let mut c = cluster(Some("dsr-l2"));
+    c.start_backends().unwrap();
+    c.wait_paths(&[0, 1, 2], CONVERGE_LIMIT).unwrap();
+    let mut streams = c.open_streams(50).unwrap();
+    let mut carried = [0usize; 3];
+    for s in &streams {
+        carried[s.first_node] += 1;
+    }
+    assert!(
+        carried.iter().all(|&n| n > 0),
+        "the router used every node: {carried:?}"
+    );
+    let new_flows: Vec<u64> = (0..3).map(|i| c.new_flows(i).unwrap()).collect();
+    assert_eq!(
+        new_flows,
+        carried.map(|n| n as u64),
+        "each node's xlb saw exactly the first packets the router's hash gave it"
+    );
+    // The node that carried the most first packets goes away mid-stream.
+    let victim = (0..3).max_by_key(|&i| carried[i]).unwrap();
+    let rest: Vec<usize> = (0..3).filter(|&i| i != victim).collect();
+    let mut withdrawn = None;
+    xlb_testbed::cluster::stream_rounds(&mut streams, 20, Duration::from_millis(100), |r| {
+        if r == 4 {
+            c.kill_node(victim)?;
+            let t = Instant::now();
+            c.wait_paths(&rest, Duration::from_secs(HOLD_S as u64 + 1))?;
+            withdrawn = Some(t.elapsed());
+        }
+        Ok(())
+    })
+    .unwrap();
+    let broken: Vec<_> = streams.iter().filter(|s| s.broken()).collect();
+    assert!(broken.is_empty(), "broken connections: {broken:#?}");
+    let moved: Vec<_> = streams.iter().filter(|s| s.first_node == victim).collect();
+    assert!(
+        streams.iter().all(|s| s.sticky() && s.answers == 21),
+        "{streams:#?}"
+    );
+    // The streams of the dead node went on through the others, which had not seen them.
+    let after: u64 = rest.iter().map(|&i| c.new_flows(i).unwrap()).sum();
+    report(&format!(
+        "cluster: 50 streaming connections, node {victim} (first packets of {} of them) killed: \
+         its path gone from the router {} ms after the kill, 0 broken, 50/50 on one backend; \
+         the other nodes' new flows {} -> {after}",
+        moved.len(),
+        withdrawn.unwrap().as_millis(),
+        rest.iter().map(|&i| new_flows[i]).sum::<u64>(),
+    ));
+    for s in &mut streams {
+        s.close();
+    }
+}
