@@ -377,6 +377,32 @@ fn table_aligned(header: &[&str], align: &str, rows: impl Iterator<Item = Vec<St
     out
 }
 
+/// `xlb node status`: the drain flag, the announce table, then one line per VIP.
+pub fn node_status(n: &proto::NodeStatus, as_json: bool) -> Result<String, serde_json::Error> {
+    if as_json {
+        return json(n);
+    }
+    let mut out = format!(
+        "node: {}, announcing {}\n",
+        if n.draining { "draining" } else { "active" },
+        if n.announce_table == 0 {
+            "off (xlbd without --announce-table)".to_string()
+        } else {
+            format!("into routing table {}", n.announce_table)
+        }
+    );
+    for a in &n.announcements {
+        let shown = match (a.wanted, a.announced) {
+            (_, true) => "announced",
+            (true, false) if n.announce_table == 0 => "would be announced",
+            (true, false) => "announcing",
+            (false, _) => "withdrawn",
+        };
+        out.push_str(&format!("{:<40} {:<18} {}\n", a.vip, shown, a.reason));
+    }
+    Ok(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -555,30 +581,4 @@ mod tests {
         assert_eq!(duration(3600), "1h 0m 0s");
         assert_eq!(duration(90061), "1d 1h 1m 1s");
     }
-}
-
-/// `xlb node status`: the drain flag, the announce table, then one line per VIP.
-pub fn node_status(n: &proto::NodeStatus, as_json: bool) -> Result<String, serde_json::Error> {
-    if as_json {
-        return json(n);
-    }
-    let mut out = format!(
-        "node: {}, announcing {}\n",
-        if n.draining { "draining" } else { "active" },
-        if n.announce_table == 0 {
-            "off (xlbd without --announce-table)".to_string()
-        } else {
-            format!("into routing table {}", n.announce_table)
-        }
-    );
-    for a in &n.announcements {
-        let shown = match (a.wanted, a.announced) {
-            (_, true) => "announced",
-            (true, false) if n.announce_table == 0 => "would be announced",
-            (true, false) => "announcing",
-            (false, _) => "withdrawn",
-        };
-        out.push_str(&format!("{:<40} {:<18} {}\n", a.vip, shown, a.reason));
-    }
-    Ok(out)
 }

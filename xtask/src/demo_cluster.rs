@@ -104,10 +104,7 @@ fn run(summary: &mut Summary) -> Result<()> {
     let mut streams = c.open_streams(CONNECTIONS)?;
     summary.connections = streams.len();
     println!("\n{CONNECTIONS} connections to {VIP}:{PORT}:");
-    println!(
-        "{:>4}  {:<21} {:<8} {}",
-        "conn", "client", "node", "backend"
-    );
+    println!("conn  client                node     backend");
     for (n, s) in streams.iter().enumerate() {
         println!(
             "{n:>4}  {:<21} node {:<3} {}",
