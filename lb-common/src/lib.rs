@@ -9,6 +9,7 @@
 
 pub mod conntrack;
 pub mod csum;
+pub mod encap;
 pub mod hash;
 pub mod maps;
 pub mod stats;

@@ -19,6 +19,8 @@ pub const MAP_FRAGS: &str = "FRAGS";
 pub const MAP_EGRESS: &str = "EGRESS";
 pub const MAP_EGRESS_MISS: &str = "EGRESS_MISS";
 pub const MAP_AFFINITY: &str = "AFFINITY";
+pub const MAP_ENCAP: &str = "ENCAP";
+pub const MAP_DECAP_STATS: &str = "DECAP_STATS";
 
 /// Default sizes; userspace may change the resizable ones at load time.
 pub const MAX_SERVICES: u32 = 256;
@@ -54,6 +56,17 @@ pub const AFFINITY_NONE: u32 = 0;
 /// `ServiceValue::affinity`: new flows of a client address go to the backend its last
 /// flow went to, unless `affinity_timeout_s` passed since that flow began.
 pub const AFFINITY_CLIENT_IP: u32 = 1;
+
+/// `ServiceValue::forwarding`: the destination is rewritten to the backend (and replies,
+/// routed back through the LB, rewritten back to the VIP).
+pub const FORWARD_NAT: u32 = 0;
+/// `ServiceValue::forwarding`: direct server return on one L2 segment (IPVS "DR"): only
+/// the destination MAC becomes the backend's; the backend holds the VIP and replies to
+/// the client directly.
+pub const FORWARD_DSR_L2: u32 = 1;
+/// `ServiceValue::forwarding`: direct server return through an IP-in-IP tunnel (Katran):
+/// the packet is encapsulated to the backend, which decapsulates it and replies directly.
+pub const FORWARD_DSR_IPIP: u32 = 2;
 
 /// A slot in a backend table that holds no backend (an empty service).
 pub const NO_BACKEND: u32 = u32::MAX;
@@ -128,7 +141,34 @@ pub struct ServiceValue {
     /// Seconds an affinity entry lasts after the last new flow that used it (0 with
     /// `AFFINITY_NONE`).
     pub affinity_timeout_s: u32,
+    /// `FORWARD_NAT`, `FORWARD_DSR_L2` or `FORWARD_DSR_IPIP`.
+    pub forwarding: u32,
+    pub _pad: u32,
 }
+
+/// The one value of the `ENCAP` array: how `dsr-ipip` chooses the outer source address
+/// (see `encap::outer_source`): the prefix's bits where the host mask is 0, the flow
+/// hash's where it is 1.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct EncapConfig {
+    pub src_v4: Addr,
+    pub host_mask_v4: Addr,
+    pub src_v6: Addr,
+    pub host_mask_v6: Addr,
+}
+
+/// Counters of the decapsulation program (`DECAP_STATS`, per CPU).
+pub const DECAP_STAT_RX: u32 = 0;
+/// Outer header stripped, inner packet passed on to the stack.
+pub const DECAP_STAT_STRIPPED: u32 = 1;
+/// Not encapsulated (or a fragment of an encapsulated packet): passed untouched.
+pub const DECAP_STAT_PASS: u32 = 2;
+/// Encapsulated but malformed: dropped.
+pub const DECAP_STAT_DROP_MALFORMED: u32 = 3;
+pub const DECAP_STAT_COUNT: u32 = 4;
+pub const DECAP_STAT_NAMES: [&str; DECAP_STAT_COUNT as usize] =
+    ["rx", "stripped", "pass", "drop_malformed"];
 
 /// Value of the `BACKENDS` array, indexed by backend index (what table slots hold).
 #[repr(C)]
@@ -268,6 +308,7 @@ mod pod {
     unsafe impl aya::Pod for super::FragValue {}
     unsafe impl aya::Pod for super::AffinityKey {}
     unsafe impl aya::Pod for super::AffinityValue {}
+    unsafe impl aya::Pod for super::EncapConfig {}
     unsafe impl aya::Pod for crate::stats::Counter {}
 }
 
@@ -280,7 +321,8 @@ mod tests {
     fn layouts_have_no_implicit_padding() {
         assert_eq!(size_of::<Addr>(), 16);
         assert_eq!(size_of::<ServiceKey>(), 20);
-        assert_eq!(size_of::<ServiceValue>(), 24);
+        assert_eq!(size_of::<ServiceValue>(), 32);
+        assert_eq!(size_of::<EncapConfig>(), 64);
         assert_eq!(size_of::<Backend>(), 20);
         assert_eq!(size_of::<FlowKey>(), 40);
         assert_eq!(size_of::<FlowValue>(), 40);

@@ -41,7 +41,15 @@ pub const STAT_PASS_EXTHDR: u32 = 13;
 /// redirect (not in the `EGRESS` devmap, e.g. a bridge), so the kernel forwards it.
 pub const STAT_PASS_EGRESS: u32 = 14;
 
-pub const STAT_COUNT: u32 = 15;
+/// `dsr-ipip`: ICMP "fragmentation needed" / "packet too big" sent back to the client,
+/// because the encapsulated packet would not fit the egress MTU.
+pub const STAT_ICMP_TOO_BIG: u32 = 15;
+/// Dropped in a DSR mode: too big once encapsulated and may not be answered (IPv4
+/// without DF, or an IPv4 header with options), or no FIB answer (route or neighbour)
+/// for the backend's address.
+pub const STAT_DROP_DSR: u32 = 16;
+
+pub const STAT_COUNT: u32 = 17;
 
 /// Names of the counters, by index, as userspace prints them.
 pub const STAT_NAMES: [&str; STAT_COUNT as usize] = [
@@ -60,4 +68,6 @@ pub const STAT_NAMES: [&str; STAT_COUNT as usize] = [
     "icmp_error",
     "pass_exthdr",
     "pass_egress",
+    "icmp_too_big",
+    "drop_dsr",
 ];

@@ -11,6 +11,8 @@
 #![no_std]
 #![no_main]
 
+mod decap;
+mod dsr;
 mod forward;
 mod frag;
 mod icmp;
@@ -113,6 +115,9 @@ pub(crate) fn flow<const V6: bool>(ctx: &XdpContext, p: &Packet) -> u32 {
 /// A packet addressed to a service: to its flow's backend.
 #[inline(always)]
 fn request<const V6: bool>(ctx: &XdpContext, p: &Packet, svc: &ServiceValue) -> u32 {
+    if svc.forwarding != lb_common::FORWARD_NAT {
+        return dsr::request::<V6>(ctx, p, svc);
+    }
     if !forward::ttl_allows::<V6>(p) {
         return xdp_action::XDP_PASS;
     }

@@ -67,6 +67,11 @@ impl std::fmt::Display for AttachMode {
 }
 
 impl AttachMode {
+    /// aya's flag for this mode.
+    pub fn xdp_mode(self) -> XdpMode {
+        self.flags()
+    }
+
     fn flags(self) -> XdpMode {
         match self {
             AttachMode::Native => XdpMode::Driver,
@@ -286,6 +291,45 @@ impl BpfDataplane {
         })
     }
 
+    /// Writes how `dsr-ipip` picks outer source addresses (the `ENCAP` map, not pinned:
+    /// every xlbd writes it after loading).
+    ///
+    /// # Errors
+    /// The object has no such map, or the kernel refused the write.
+    pub fn set_encap(&mut self, cfg: &lb_common::EncapConfig) -> Result<(), LoadError> {
+        let map = self.ebpf.map_mut(lb_common::MAP_ENCAP).ok_or_else(|| {
+            LoadError::Rejected(format!("no map {} in the object", lb_common::MAP_ENCAP))
+        })?;
+        let mut array: Array<&mut MapData, lb_common::EncapConfig> = Array::try_from(map)
+            .map_err(|e| LoadError::Rejected(format!("map {}: {e}", lb_common::MAP_ENCAP)))?;
+        array
+            .set(0, cfg, 0)
+            .map_err(|e| LoadError::Rejected(format!("map {}: {e}", lb_common::MAP_ENCAP)))
+    }
+
+    /// Another XDP program of the object (e.g. `xlb_decap`), loaded on first use, for
+    /// `test_run`.
+    ///
+    /// # Errors
+    /// No such XDP program, or the kernel refused it.
+    pub fn load_program(&mut self, name: &str) -> Result<&mut Xdp, LoadError> {
+        let program: &mut Xdp = self
+            .ebpf
+            .program_mut(name)
+            .ok_or_else(|| LoadError::Rejected(format!("no program {name} in the object")))?
+            .try_into()
+            .map_err(|e: ProgramError| LoadError::Rejected(e.to_string()))?;
+        if program.fd().is_err() {
+            program.load().map_err(|e| {
+                if let ProgramError::LoadError { verifier_log, .. } = &e {
+                    tracing::debug!("verifier log:\n{verifier_log}");
+                }
+                LoadError::Rejected(one_line(&e.to_string()))
+            })?;
+        }
+        Ok(program)
+    }
+
     /// The XDP program, e.g. for `test_run`.
     pub fn program(&mut self) -> &mut Xdp {
         self.ebpf
@@ -356,6 +400,14 @@ impl Maps {
             affinity: typed(ebpf, MAP_AFFINITY)?,
         })
     }
+}
+
+/// The index of interface `iface`.
+///
+/// # Errors
+/// No such interface.
+pub fn if_index_of(iface: &str) -> Result<u32, LoadError> {
+    if_index(iface)
 }
 
 fn if_index(iface: &str) -> Result<u32, LoadError> {

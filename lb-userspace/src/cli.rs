@@ -14,6 +14,7 @@ use crate::affinity::{Affinity, AffinityError};
 use crate::check::{self, AllDown, CheckError, CheckSettings, Setting};
 use crate::client::{self, DEFAULT_SOCKET, Unreachable};
 use crate::control::proto;
+use crate::forwarding::{Forwarding, ForwardingError};
 use crate::limits::{self, LimitError};
 use crate::output;
 
@@ -126,6 +127,12 @@ pub enum ServiceCmd {
         check: CheckArgs,
         #[command(flatten)]
         affinity: AffinityArgs,
+        /// How packets reach the backends: nat (rewritten to the backend; replies come
+        /// back through xlb), dsr-l2 (only the destination MAC changes; backends on this
+        /// L2 segment hold the VIP) or dsr-ipip (IP-in-IP to the backend, which
+        /// decapsulates with `xlbd --decap`). See the README's "Direct server return".
+        #[arg(long, value_name = "MODE", default_value = "nat")]
+        forwarding: String,
     },
     /// Set a service's session affinity (e.g. --affinity client-ip --affinity-timeout 30;
     /// --affinity none turns it off).
@@ -391,6 +398,8 @@ pub enum CliError {
     #[error("set-affinity needs --affinity MODE (none or client-ip)")]
     SetAffinityWithoutMode,
     #[error(transparent)]
+    Forwarding(#[from] ForwardingError),
+    #[error(transparent)]
     Unreachable(#[from] Unreachable),
     #[error("{0}")]
     Daemon(String),
@@ -408,21 +417,23 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
     let mut client = client::connect(&cli.socket).await?;
     let rpc = |e: tonic::Status| daemon_error(&cli.socket, e);
     match request {
-        Request::AddService(service, table_size, check, affinity) => {
+        Request::AddService(service, table_size, check, affinity, forwarding) => {
             let req = proto::AddServiceRequest {
                 service: service.to_string(),
                 table_size,
                 check,
                 affinity,
+                forwarding: forwarding.to_string(),
             };
             let s = client.add_service(req).await.map_err(rpc)?.into_inner();
             println!(
-                "added service {} (id {}, table size {}, check {}, affinity {})",
+                "added service {} (id {}, table size {}, check {}, affinity {}, forwarding {})",
                 s.service,
                 s.id,
                 s.table_size,
                 check_summary(s.check.as_ref()),
-                output::affinity_summary(s.affinity.as_ref())
+                output::affinity_summary(s.affinity.as_ref()),
+                s.forwarding
             );
         }
         Request::SetAffinity(service, affinity) => {
@@ -557,6 +568,7 @@ enum Request {
         Option<u32>,
         Option<proto::HealthCheck>,
         Option<proto::Affinity>,
+        Forwarding,
     ),
     SetAffinity(ServiceAddr, proto::Affinity),
     SetCheck(ServiceAddr, proto::HealthCheck),
@@ -589,15 +601,17 @@ impl Request {
                 table_size,
                 check,
                 affinity,
+                forwarding,
             }) => {
                 let service: ServiceAddr = service.parse()?;
                 service.check_vip()?;
+                let forwarding: Forwarding = forwarding.parse()?;
                 let check = if check.given() {
                     Some(check.to_proto(&service)?)
                 } else {
                     None
                 };
-                Request::AddService(service, table_size, check, affinity.to_proto()?)
+                Request::AddService(service, table_size, check, affinity.to_proto()?, forwarding)
             }
             Command::Service(ServiceCmd::SetAffinity { service, affinity }) => {
                 let service: ServiceAddr = service.parse()?;
@@ -864,7 +878,7 @@ mod tests {
             "--affinity-timeout",
             "30",
         ]) {
-            Ok(Request::AddService(_, None, None, Some(a))) => {
+            Ok(Request::AddService(_, None, None, Some(a), _)) => {
                 assert_eq!((a.mode.as_str(), a.timeout_s), ("client-ip", Some(30)));
             }
             _ => panic!("service add --affinity client-ip was not parsed"),
@@ -1039,7 +1053,7 @@ mod tests {
             "--all-down",
             "drop",
         ]) {
-            Ok(Request::AddService(_, None, Some(m), None)) => {
+            Ok(Request::AddService(_, None, Some(m), None, _)) => {
                 assert_eq!(
                     (
                         m.kind.as_str(),
@@ -1120,7 +1134,7 @@ mod tests {
                 "--table-size",
                 "251"
             ]),
-            Ok(Request::AddService(_, Some(251), None, None))
+            Ok(Request::AddService(_, Some(251), None, None, _))
         ));
         assert!(matches!(
             parse(&["stats", "--json"]),
@@ -1153,7 +1167,7 @@ mod tests {
         assert_eq!(
             err(&["apply", "-f", file, "--dry-run"]),
             format!(
-                "{file}:3: service \"198.18.0.10:80/tcp\": unknown field `weight`, expected one of `address`, `table_size`, `check`, `backend`, `affinity`, `affinity_timeout`"
+                "{file}:3: service \"198.18.0.10:80/tcp\": unknown field `weight`, expected one of `address`, `table_size`, `check`, `backend`, `affinity`, `affinity_timeout`, `forwarding`"
             )
         );
         std::fs::write(&path, "[[service]]\naddress = \"198.18.0.10:80/tcp\"\n").unwrap();

@@ -13,6 +13,7 @@
 //! table_size = 65537            # optional, a prime; default 65537
 //! affinity = "client-ip"        # optional, "none" (default) or "client-ip"
 //! affinity_timeout = 10800      # optional, seconds (1-86400) with client-ip; default 10800
+//! forwarding = "dsr-l2"         # optional, "nat" (default), "dsr-l2" or "dsr-ipip"
 //!
 //! [service.check]               # optional; absent: no health check
 //! kind = "tcp"                  # none, tcp, http or grpc; the other keys as `xlb service
@@ -40,6 +41,7 @@ use crate::affinity::Affinity;
 use crate::bpf::AttachMode;
 use crate::check::{self, CheckError, CheckSettings, Setting};
 use crate::control::proto;
+use crate::forwarding::Forwarding;
 use crate::state::{self, DEFAULT_TABLE_SIZE, DEFAULT_WEIGHT};
 
 /// Weights by backend.
@@ -52,6 +54,7 @@ pub struct ServiceSpec {
     pub table_size: u32,
     pub backends: Backends,
     pub affinity: Affinity,
+    pub forwarding: Forwarding,
     /// Kind `none` when the service is not checked (then its other settings are the
     /// defaults: see [`running_check`]).
     pub check: CheckSettings,
@@ -135,6 +138,7 @@ struct ServiceToml {
     backend: Vec<BackendToml>,
     affinity: Option<Spanned<String>>,
     affinity_timeout: Option<Spanned<u32>>,
+    forwarding: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -174,6 +178,8 @@ pub struct RawService<P> {
     pub affinity: Option<(String, P)>,
     /// Seconds, with `client-ip` only; absent: the default.
     pub affinity_timeout: Option<(u32, P)>,
+    /// `nat`, `dsr-l2` or `dsr-ipip`; absent: nat.
+    pub forwarding: Option<(String, P)>,
     pub backends: Vec<RawBackend<P>>,
     /// Absent: no check.
     pub check: Option<RawCheck<P>>,
@@ -290,6 +296,7 @@ pub fn parse(file: &str, text: &str) -> Result<Config, ConfigError> {
             table_size: s.table_size.map(|t| (*t.get_ref(), t.span())),
             affinity: s.affinity.map(|a| (a.get_ref().clone(), a.span())),
             affinity_timeout: s.affinity_timeout.map(|t| (*t.get_ref(), t.span())),
+            forwarding: s.forwarding.map(|f| (f.get_ref().clone(), f.span())),
             backends: s
                 .backend
                 .into_iter()
@@ -371,6 +378,12 @@ pub fn validate<P: Clone>(raw: &[RawService<P>]) -> Result<Services, Invalid<P>>
                 (Err(_), None) => Affinity::None,
             }
         };
+        let forwarding = match &s.forwarding {
+            Some((name, at)) => name
+                .parse()
+                .map_err(|e: crate::forwarding::ForwardingError| bad(at, e.to_string()))?,
+            None => Forwarding::Nat,
+        };
         let check = match &s.check {
             // As the daemon lists it, so that a `none` with leftovers is no change.
             Some(c) => running_check(
@@ -405,6 +418,7 @@ pub fn validate<P: Clone>(raw: &[RawService<P>]) -> Result<Services, Invalid<P>>
                 table_size,
                 backends,
                 affinity,
+                forwarding,
                 check,
             },
         );
@@ -803,6 +817,15 @@ pub enum Change {
         #[serde(serialize_with = "as_str")]
         to: Affinity,
     },
+    /// Also after `AddService` for a new service that is not `nat`.
+    SetForwarding {
+        #[serde(serialize_with = "as_str")]
+        service: ServiceAddr,
+        #[serde(serialize_with = "as_str")]
+        from: Forwarding,
+        #[serde(serialize_with = "as_str")]
+        to: Forwarding,
+    },
     /// A service's health check changes (also from `none` for a new service that checks).
     SetCheck {
         #[serde(serialize_with = "as_str")]
@@ -857,6 +880,9 @@ impl fmt::Display for Change {
             Change::SetAffinity { service, from, to } => {
                 write!(f, "~ service {service} affinity={from}->{to}")
             }
+            Change::SetForwarding { service, from, to } => {
+                write!(f, "~ service {service} forwarding={from}->{to}")
+            }
             Change::SetCheck { service, from, to } => write!(
                 f,
                 "~ service {service} check {} -> {}",
@@ -909,6 +935,13 @@ pub fn changes(plans: &[ServicePlan]) -> Vec<Change> {
                         to: after.affinity,
                     });
                 }
+                if after.forwarding.is_dsr() {
+                    out.push(Change::SetForwarding {
+                        service,
+                        from: Forwarding::Nat,
+                        to: after.forwarding,
+                    });
+                }
                 for (&backend, &weight) in &after.backends {
                     out.push(Change::AddBackend {
                         service,
@@ -937,6 +970,13 @@ pub fn changes(plans: &[ServicePlan]) -> Vec<Change> {
                 service,
                 from: before.affinity,
                 to: after.affinity,
+            });
+        }
+        if before.forwarding != after.forwarding {
+            out.push(Change::SetForwarding {
+                service,
+                from: before.forwarding,
+                to: after.forwarding,
             });
         }
         for (&backend, &from) in &before.backends {
@@ -1027,6 +1067,14 @@ impl Change {
                 Some(from.timeout_s()),
                 Some(to.timeout_s()),
             ),
+            // As `ServiceValue::forwarding` values.
+            Change::SetForwarding { service, from, to } => (
+                "set_forwarding",
+                service,
+                None,
+                Some(from.to_value()),
+                Some(to.to_value()),
+            ),
             Change::SetCheck { .. } => unreachable!("returned above"),
         };
         proto::Change {
@@ -1074,6 +1122,11 @@ impl Change {
                 from: Affinity::from_timeout(c.from?).ok()?,
                 to: Affinity::from_timeout(c.to?).ok()?,
             },
+            "set_forwarding" => Change::SetForwarding {
+                service,
+                from: forwarding_of(c.from?)?,
+                to: forwarding_of(c.to?)?,
+            },
             "set_check" => Change::SetCheck {
                 service,
                 from: CheckSettings::parse_proto(c.check_from.as_ref()?).ok()?,
@@ -1082,6 +1135,14 @@ impl Change {
             _ => return None,
         })
     }
+}
+
+/// The mode a `ServiceValue::forwarding` value names.
+fn forwarding_of(v: u32) -> Option<Forwarding> {
+    crate::forwarding::NAMES
+        .iter()
+        .filter_map(|n| n.parse::<Forwarding>().ok())
+        .find(|f| f.to_value() == v)
 }
 
 /// The services of a configuration as an `Apply` request carries them.
@@ -1095,6 +1156,11 @@ pub fn services_to_proto(services: &Services) -> Vec<proto::ServiceConfig> {
                 mode: spec.affinity.mode().into(),
                 timeout_s: Some(spec.affinity.timeout_s()),
             }),
+            forwarding: if spec.forwarding.is_dsr() {
+                spec.forwarding.to_string()
+            } else {
+                String::new()
+            },
             backends: spec
                 .backends
                 .iter()
@@ -1125,6 +1191,7 @@ pub fn services_from_proto(list: &[proto::ServiceConfig]) -> Result<Services, St
                 .as_ref()
                 .and_then(|a| a.timeout_s)
                 .map(|t| (t, ())),
+            forwarding: (!s.forwarding.is_empty()).then(|| (s.forwarding.clone(), ())),
             backends: s
                 .backends
                 .iter()
@@ -1168,6 +1235,9 @@ pub fn render(config: &Config) -> String {
                 "affinity = {}\naffinity_timeout = {timeout_s}\n",
                 quote(spec.affinity.mode())
             ));
+        }
+        if spec.forwarding.is_dsr() {
+            out.push_str(&format!("forwarding = {}\n", quote(spec.forwarding.name())));
         }
         out.push_str(&render_check(&spec.check));
         for (backend, weight) in &spec.backends {

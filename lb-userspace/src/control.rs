@@ -19,6 +19,7 @@ use crate::check::CheckSettings;
 use crate::config::{self, ApplyOptions};
 use crate::dataplane::Dataplane;
 use crate::egress::Egress;
+use crate::forwarding::Forwarding;
 use crate::state::{ApplyError, BackendInfo, ControlState, ErrorKind, ServiceInfo, StateError};
 
 /// The generated gRPC code (`proto/xlb.proto`).
@@ -128,6 +129,7 @@ fn service_msg(s: ServiceInfo) -> proto::Service {
         backends: s.backends,
         check: Some(s.check.to_proto()),
         affinity: Some(affinity_msg(s.affinity)),
+        forwarding: s.forwarding.to_string(),
     }
 }
 
@@ -194,8 +196,14 @@ impl<D: Dataplane> Control for ControlService<D> {
         let service = parse_service(&req.service)?;
         let check = check_settings(req.check.as_ref(), &service)?;
         let affinity = affinity_setting(req.affinity.as_ref())?;
+        let forwarding =
+            Forwarding::from_name_or_default(&req.forwarding).map_err(|e| status(e.into()))?;
         let mut state = self.state.lock().await;
         let mut info = state.add_service(service, req.table_size).map_err(status)?;
+        if forwarding.is_dsr() {
+            // Checked above, so only a failed save can refuse it (as with the check).
+            info = state.set_forwarding(&service, forwarding).map_err(status)?;
+        }
         if !affinity.is_none() {
             // Checked above, so only a failed save can refuse it (as with the check).
             info = state.set_affinity(&service, affinity).map_err(status)?;
@@ -206,7 +214,7 @@ impl<D: Dataplane> Control for ControlService<D> {
             info = state.set_check(&service, check).map_err(status)?;
         }
         drop(state);
-        info!(%service, id = info.id, table_size = info.table_size, check = %info.check, affinity = %info.affinity, "service added");
+        info!(%service, id = info.id, table_size = info.table_size, check = %info.check, affinity = %info.affinity, forwarding = %info.forwarding, "service added");
         Ok(Response::new(service_msg(info)))
     }
 

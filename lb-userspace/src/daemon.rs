@@ -106,6 +106,20 @@ pub struct Args {
     /// Off by default.
     #[arg(long, value_name = "N", value_parser = announce::parse_table)]
     pub announce_table: Option<announce::KernelTable>,
+    /// dsr-ipip: outer IPv4 source addresses are taken from this prefix, the bits after
+    /// its length from each flow's hash (so ECMP and RSS spread the tunnelled flows).
+    #[arg(long, value_name = "ADDR/LEN", default_value = crate::forwarding::DEFAULT_ENCAP_SOURCE_V4)]
+    pub encap_source_v4: String,
+    /// dsr-ipip: as --encap-source-v4, for IPv6 (the flow hash fills up to 32 host bits,
+    /// and the flow label).
+    #[arg(long, value_name = "ADDR/LEN", default_value = crate::forwarding::DEFAULT_ENCAP_SOURCE_V6)]
+    pub encap_source_v6: String,
+    /// Run as a dsr-ipip backend instead: attach only the decapsulation program to the
+    /// --iface interfaces (it strips the outer header of IPv4-in-IPv4 and IPv6-in-IPv6
+    /// packets), print its counters on SIGTERM/SIGINT, and detach. No control socket, no
+    /// pins, no state.
+    #[arg(long)]
+    pub decap: bool,
     /// Log filter, e.g. info or lb_userspace=debug [default: $RUST_LOG, else info].
     #[arg(long, value_name = "FILTER")]
     pub log_level: Option<String>,

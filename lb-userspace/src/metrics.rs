@@ -137,6 +137,11 @@ pub fn encode(usage: &Usage, flow_capacity: u64) -> String {
         "xlb_service_table_slots",
         "Slots of the service's backend table",
     );
+    let svc_forwarding = gauges(
+        &mut reg,
+        "xlb_service_forwarding",
+        "1 for the service's forwarding mode (nat, dsr-l2 or dsr-ipip)",
+    );
     let verdicts = counters(
         &mut reg,
         "xlb_packets",
@@ -165,6 +170,12 @@ pub fn encode(usage: &Usage, flow_capacity: u64) -> String {
             .get_or_create(&l)
             .inc_by(u64::from(s.generation));
         svc_slots.get_or_create(&l).set(u64::from(s.table_size));
+        svc_forwarding
+            .get_or_create(&vec![
+                ("service", s.service.to_string()),
+                ("forwarding", s.forwarding.to_string()),
+            ])
+            .set(1);
         svc_flows.get_or_create(&l).set(0);
         svc_new_flows.get_or_create(&l).inc_by(0);
     }

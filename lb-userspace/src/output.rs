@@ -41,6 +41,8 @@ struct ServiceJson<'a> {
     affinity: &'a str,
     /// Seconds with `client-ip`, else 0.
     affinity_timeout_s: u32,
+    /// `nat`, `dsr-l2` or `dsr-ipip`.
+    forwarding: &'a str,
 }
 
 #[derive(Serialize)]
@@ -119,6 +121,7 @@ pub fn services(list: &[proto::Service], as_json: bool) -> Result<String, serde_
                         m => m,
                     }),
                 affinity_timeout_s: s.affinity.as_ref().and_then(|a| a.timeout_s).unwrap_or(0),
+                forwarding: forwarding_name(&s.forwarding),
             })
             .collect();
         #[derive(Serialize)]
@@ -138,6 +141,7 @@ pub fn services(list: &[proto::Service], as_json: bool) -> Result<String, serde_
                 .as_ref()
                 .map_or_else(|| "none".into(), check_summary),
             affinity_summary(s.affinity.as_ref()),
+            forwarding_name(&s.forwarding).to_string(),
         ]
     });
     Ok(table_aligned(
@@ -149,10 +153,16 @@ pub fn services(list: &[proto::Service], as_json: bool) -> Result<String, serde_
             "BACKENDS",
             "CHECK",
             "AFFINITY",
+            "FORWARDING",
         ],
-        "lrrrrll",
+        "lrrrrlll",
         rows,
     ))
+}
+
+/// A service's forwarding mode as the daemon stated it (empty, from an older daemon: nat).
+fn forwarding_name(f: &str) -> &str {
+    if f.is_empty() { "nat" } else { f }
 }
 
 /// A check's settings in one line (see `CheckSettings`'s `Display`).
@@ -451,13 +461,15 @@ mod tests {
                 mode: "client-ip".into(),
                 timeout_s: Some(30),
             }),
+            forwarding: "dsr-ipip".into(),
         };
         let v: serde_json::Value = serde_json::from_str(&services(&[s], true).unwrap()).unwrap();
         assert_eq!(
             v,
             serde_json::json!({"services":[{"service":"198.18.0.10:80/tcp","id":0,
                 "table_size":65537,"table_offset":0,"generation":1,"backends":3,
-                "check":null,"affinity":"client-ip","affinity_timeout_s":30}]})
+                "check":null,"affinity":"client-ip","affinity_timeout_s":30,
+                "forwarding":"dsr-ipip"}]})
         );
     }
 

@@ -37,6 +37,7 @@ use crate::alloc::{IdPool, Regions, Reuse};
 use crate::check::{AllDown, CheckError, CheckSettings};
 use crate::conntrack::{self, DEFAULT_TIMEOUTS, monotonic_ns};
 use crate::dataplane::{Dataplane, DataplaneError, GraceTicket};
+use crate::forwarding::{Forwarding, ForwardingError};
 use crate::health::{CheckResult, Health, HealthState};
 use crate::limits::{self, LimitError, SLOTS_PER_BACKEND, WEIGHT};
 use crate::table::{TableEntry, build_table};
@@ -73,6 +74,8 @@ pub enum StateError {
     Check(#[from] CheckError),
     #[error(transparent)]
     Affinity(#[from] AffinityError),
+    #[error(transparent)]
+    Forwarding(#[from] ForwardingError),
     #[error(
         "table size {size} does not fit in half the table area ({half} slots; see xlbd --table-area)"
     )]
@@ -123,9 +126,12 @@ impl StateError {
     pub fn kind(&self) -> ErrorKind {
         use StateError::*;
         match self {
-            Addr(_) | Limit(_) | Check(_) | Affinity(_) | TableSizeTooLarge { .. } => {
-                ErrorKind::InvalidArgument
-            }
+            Addr(_)
+            | Limit(_)
+            | Check(_)
+            | Affinity(_)
+            | Forwarding(_)
+            | TableSizeTooLarge { .. } => ErrorKind::InvalidArgument,
             NoSuchService(_) | NoSuchBackend { .. } => ErrorKind::NotFound,
             ServiceExists(_) | BackendExists { .. } => ErrorKind::AlreadyExists,
             TooManyServices | TooManyBackends | TableAreaFull { .. } => {
@@ -149,6 +155,7 @@ pub struct ServiceInfo {
     pub backends: u32,
     pub check: CheckSettings,
     pub affinity: Affinity,
+    pub forwarding: Forwarding,
 }
 
 /// A backend of a service, with its data-path counters when listed.
@@ -242,6 +249,7 @@ struct Service {
     backends: BTreeMap<BackendAddr, BackendSlot>,
     check: CheckSettings,
     affinity: Affinity,
+    forwarding: Forwarding,
 }
 
 /// What the last table change cost, for benchmarks and logs.
@@ -410,6 +418,7 @@ impl<D: Dataplane> ControlState<D> {
             backends: BTreeMap::new(),
             check: CheckSettings::default(),
             affinity: Affinity::None,
+            forwarding: Forwarding::Nat,
         };
         self.commit(&service, new)?;
         self.service_ids.take();
@@ -675,6 +684,23 @@ impl<D: Dataplane> ControlState<D> {
         Ok(self.info(service))
     }
 
+    /// Sets how `service`'s packets reach its backends, in one update of its entry (its
+    /// table stays as it is). The connection table's entries carry over: a request entry
+    /// names the backend in every mode; NAT's reply entries expire unused under DSR.
+    pub fn set_forwarding(
+        &mut self,
+        service: &ServiceAddr,
+        forwarding: Forwarding,
+    ) -> Result<ServiceInfo, StateError> {
+        let mut next = self.get(service)?;
+        if next.forwarding != forwarding {
+            next.forwarding = forwarding;
+            self.commit(service, next)?;
+            self.save()?;
+        }
+        Ok(self.info(service))
+    }
+
     /// Every backend of a service that checks, and where its probe goes.
     pub fn check_targets(&self) -> Vec<CheckTarget> {
         let mut out = Vec::new();
@@ -817,6 +843,7 @@ impl<D: Dataplane> ControlState<D> {
             backends: s.backends.len() as u32,
             check: s.check.clone(),
             affinity: s.affinity,
+            forwarding: s.forwarding,
         }
     }
 
@@ -885,6 +912,8 @@ fn publish<D: Dataplane>(
         generation,
         affinity,
         affinity_timeout_s,
+        forwarding: s.forwarding.to_value(),
+        _pad: 0,
     };
     dp.put_service(&service.key(), &value)?;
     let write = t.elapsed() - wait;

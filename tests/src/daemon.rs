@@ -95,7 +95,7 @@ impl Testbed {
         }
         let xlbd = bin_path("xlbd")?;
         let log = File::create(self.xlbd_log()).context("creating xlbd.log")?;
-        let mut cmd = self.lb.cmd(&xlbd.to_string_lossy());
+        let mut cmd = self.xlbd_ns().cmd(&xlbd.to_string_lossy());
         let from_file = extra.contains(&"--config");
         for iface in self.lb_ifaces().iter().filter(|_| !from_file) {
             cmd.args(["--iface", iface]);

@@ -49,7 +49,19 @@ pub enum Layout {
     /// (198.19.200.1/24, 2001:2:0:200::1/64); each backend's veth is a port of it, and
     /// backend j is 198.19.200.(10+j) and 2001:2:0:200::(10+j) (hex).
     Bridge,
+    /// Direct server return on one L2 segment: the `lb` namespace only routes (the
+    /// clients' gateway, and the backends' for their replies); its bridge is the segment
+    /// (as [`Layout::Bridge`]) and one more port of it leads to an xlb node namespace
+    /// ([`Testbed::node`], 198.19.200.254 and 2001:2:0:200::fe), where xlbd runs. The
+    /// router sends the VIPs (198.18.0.0/24, 2001:2::/64) to the node; the backends hold
+    /// [`VIP`] and [`VIP6`] on `lo` with ARP for them suppressed (arp_ignore=1,
+    /// arp_announce=2), so requests reach them through the node and their replies go
+    /// straight to the router, past the node.
+    Dsr,
 }
+
+/// The xlb node's host number on the DSR segment.
+pub const DSR_NODE_HOST: u8 = 254;
 
 /// The bridged backends' subnet: (IPv4 third octet, IPv6 fourth group).
 const BRIDGE_NET: (u8, u16) = (200, 0x200);
@@ -245,6 +257,8 @@ pub struct Testbed {
     pub(crate) lb: Netns,
     pub(crate) clients: Vec<Node>,
     pub(crate) backends: Vec<Node>,
+    /// [`Layout::Dsr`]: the xlb node (xlbd runs there); its `link.peer_if` is its port.
+    pub(crate) node: Option<Node>,
     pub(crate) dir: RunDir,
 }
 
@@ -268,7 +282,7 @@ impl Testbed {
         lb.sysctl("net/ipv4/ip_forward", "1")?;
         let bridge = match layout {
             Layout::PointToPoint => None,
-            Layout::Bridge => Some(make_bridge(&lb, &short)?),
+            Layout::Bridge | Layout::Dsr => Some(make_bridge(&lb, &short)?),
         };
         let make = |role: Role, count: usize| -> Result<Vec<Node>> {
             (0..count)
@@ -282,6 +296,10 @@ impl Testbed {
         let backends = make(Role::Backend, backends)?;
         // After the links exist: `all` sets every existing interface.
         lb.sysctl("net/ipv6/conf/all/forwarding", "1")?;
+        let node = match (layout, &bridge) {
+            (Layout::Dsr, Some(br)) => Some(make_dsr(&lb, &tag, &short, br, &backends)?),
+            _ => None,
+        };
         Ok(Testbed {
             stop: Arc::new(AtomicBool::new(false)),
             threads: Mutex::new(Vec::new()),
@@ -291,6 +309,7 @@ impl Testbed {
             lb,
             clients,
             backends,
+            node,
             dir,
         })
     }
@@ -317,8 +336,22 @@ impl Testbed {
         &self.backends[j]
     }
 
-    /// The LB-side interfaces of all links (what xlbd attaches to).
+    /// The namespace xlbd runs in: the xlb node's with [`Layout::Dsr`], else the LB's.
+    pub fn xlbd_ns(&self) -> &Netns {
+        self.node.as_ref().map_or(&self.lb, |n| &n.ns)
+    }
+
+    /// The xlb node of a [`Layout::Dsr`] testbed.
+    pub fn node(&self) -> Option<&Node> {
+        self.node.as_ref()
+    }
+
+    /// The LB-side interfaces of all links (what xlbd attaches to); with [`Layout::Dsr`],
+    /// the xlb node's one port.
     pub fn lb_ifaces(&self) -> Vec<String> {
+        if let Some(n) = &self.node {
+            return vec![n.link.peer_if.clone()];
+        }
         self.clients
             .iter()
             .chain(&self.backends)
@@ -445,6 +478,76 @@ fn make_node(
     // than CHECKSUM_PARTIAL; XDP_REDIRECT into a veth needs GRO on the receiving peer.
     ns.exec("ethtool", &["-K", peer_if, "tx", "off", "gro", "on"])?;
     lb.exec("ethtool", &["-K", lb_if, "tx", "off"])?;
+    Ok(Node { ns, link })
+}
+
+/// The DSR layout's xlb node on the bridge `br` of the router `lb`, the router's routes
+/// for the VIPs through it, and the backends' VIPs on `lo` (see [`Layout::Dsr`]).
+fn make_dsr(lb: &Netns, tag: &str, short: &str, br: &str, backends: &[Node]) -> Result<Node> {
+    let ns = Netns::create(&format!("xlbt-{tag}-n0"))?;
+    let mut addrs = bridge_addrs(0)?;
+    let host = DSR_NODE_HOST;
+    addrs[0].peer = Ipv4Addr::new(198, 19, BRIDGE_NET.0, host).into();
+    addrs[1].peer = Ipv6Addr::new(0x2001, 2, 0, BRIDGE_NET.1, 0, 0, 0, host as u16).into();
+    let link = Link {
+        lb_if: format!("n0-{short}"),
+        peer_if: format!("n0p-{short}"),
+        addrs,
+    };
+    if link.peer_if.len() > MAX_IFNAME {
+        bail!(
+            "interface name {} is longer than {MAX_IFNAME}",
+            link.peer_if
+        );
+    }
+    let (lb_if, peer_if) = (link.lb_if.as_str(), link.peer_if.as_str());
+    lb.ip(&[
+        "link",
+        "add",
+        "name",
+        lb_if,
+        "type",
+        "veth",
+        "peer",
+        "name",
+        peer_if,
+        "netns",
+        ns.name(),
+    ])?;
+    lb.ip(&["link", "set", "dev", lb_if, "master", br])?;
+    for a in &link.addrs {
+        let nodad: &[&str] = if a.lb.is_ipv6() { &["nodad"] } else { &[] };
+        ns.ip(&[
+            &["addr", "add", &cidr(a.peer, a.prefix_len), "dev", peer_if],
+            nodad,
+        ]
+        .concat())?;
+    }
+    lb.ip(&["link", "set", "dev", lb_if, "up"])?;
+    ns.ip(&["link", "set", "dev", peer_if, "up"])?;
+    for a in &link.addrs {
+        let family = if a.lb.is_ipv4() { "-4" } else { "-6" };
+        ns.ip(&[family, "route", "add", "default", "via", &a.lb.to_string()])?;
+        let vips = if a.lb.is_ipv4() {
+            "198.18.0.0/24"
+        } else {
+            "2001:2::/64"
+        };
+        lb.ip(&[family, "route", "add", vips, "via", &a.peer.to_string()])?;
+    }
+    // bpf_fib_lookup answers only where forwarding is on.
+    ns.sysctl("net/ipv4/ip_forward", "1")?;
+    ns.sysctl("net/ipv6/conf/all/forwarding", "1")?;
+    // Frames the node sends back out of its port (XDP_TX) arrive on the bridge's end,
+    // which needs GRO (or an XDP program) to take them.
+    ns.exec("ethtool", &["-K", peer_if, "tx", "off", "gro", "on"])?;
+    lb.exec("ethtool", &["-K", lb_if, "tx", "off", "gro", "on"])?;
+    for b in backends {
+        b.ns.sysctl("net/ipv4/conf/all/arp_ignore", "1")?;
+        b.ns.sysctl("net/ipv4/conf/all/arp_announce", "2")?;
+        b.ns.ip(&["addr", "add", &format!("{VIP}/32"), "dev", "lo"])?;
+        b.ns.ip(&["addr", "add", &format!("{VIP6}/128"), "dev", "lo", "nodad"])?;
+    }
     Ok(Node { ns, link })
 }
 

@@ -13,7 +13,8 @@ use xlb_xdp_harness::{
     harness::{affinity_key, affinity_service_id, tcp_backend_index},
     netns::in_private_netns,
     plan::{
-        AFFINITY_EXPIRED_PORT, AFFINITY_PORT, PLANS, TCP_BACKEND_PORT, TCP_PORT, affinity_slot_port,
+        AFFINITY_EXPIRED_PORT, AFFINITY_PORT, DSR_L2_PORT, PLANS, TCP_BACKEND_PORT, TCP_PORT,
+        affinity_slot_port,
     },
     require_root,
 };
@@ -81,6 +82,40 @@ fn check_affinity_entries(h: &Harness, plan: &Plan) -> Result<(), String> {
     Ok(())
 }
 
+/// DSR flows keep the request direction only: the dsr-l2 SYN from port 41000 made a
+/// request entry naming the backend, and no reply entry.
+fn check_dsr_entries(h: &Harness, plan: &Plan) -> Result<(), String> {
+    let request = FlowKey {
+        src: plan.client.addr(),
+        dst: plan.vip.addr(),
+        src_port_be: 41000u16.to_be(),
+        dst_port_be: DSR_L2_PORT.to_be(),
+        proto: PROTO_TCP,
+        family: plan.vip.family(),
+        _pad: [0; 2],
+    };
+    let req = h
+        .flow(&request)
+        .ok_or(format!("{}: no dsr-l2 request entry", plan.name))?;
+    if (req.direction, req.backend) != (DIR_REQUEST, tcp_backend_index(plan)) {
+        return Err(format!("{}: dsr-l2 request entry {req:?}", plan.name));
+    }
+    let reply = FlowKey {
+        src: plan.backend.addr(),
+        dst: plan.client.addr(),
+        src_port_be: TCP_BACKEND_PORT.to_be(),
+        dst_port_be: 41000u16.to_be(),
+        ..request
+    };
+    if let Some(v) = h.flow(&reply) {
+        return Err(format!(
+            "{}: dsr-l2 flow has a reply entry {v:?}",
+            plan.name
+        ));
+    }
+    Ok(())
+}
+
 #[test]
 fn xdp_packet_fixtures() {
     if !require_root("xdp_packet_fixtures") {
@@ -91,7 +126,13 @@ fn xdp_packet_fixtures() {
         let report = fixture::run_all(&mut h, &fixtures::all()).expect("test_run");
         let mut flows: Vec<String> = PLANS
             .iter()
-            .flat_map(|p| [check_flow_entries(&h, p), check_affinity_entries(&h, p)])
+            .flat_map(|p| {
+                [
+                    check_flow_entries(&h, p),
+                    check_affinity_entries(&h, p),
+                    check_dsr_entries(&h, p),
+                ]
+            })
             .filter_map(Result::err)
             .collect();
         // One bridged SYN per family went to the kernel: counted, the bridge recorded.

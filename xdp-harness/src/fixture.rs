@@ -49,6 +49,8 @@ pub struct Fixture {
     pub before: Vec<Vec<u8>>,
     pub input: Vec<u8>,
     pub expect: Expect,
+    /// Run through the decapsulation program (`xlb_decap`) instead of the balancer.
+    pub decap: bool,
 }
 
 impl Fixture {
@@ -64,7 +66,14 @@ impl Fixture {
             before: Vec::new(),
             input,
             expect,
+            decap: false,
         }
+    }
+
+    /// The same fixture, for the decapsulation program.
+    pub fn decap(mut self) -> Self {
+        self.decap = true;
+        self
     }
 
     /// The same fixture, run after `packets` (e.g. the packet that makes the flow).
@@ -120,7 +129,11 @@ fn run_one(h: &mut Harness, f: &Fixture) -> Result<Option<String>> {
             return Ok(Some(format!("  setup packet was ABORTED: {}", hex(p))));
         }
     }
-    let (verdict, out) = h.run(&f.input, Side::of(&f.input))?;
+    let (verdict, out) = if f.decap {
+        h.run_decap(&f.input)?
+    } else {
+        h.run(&f.input, Side::of(&f.input))?
+    };
     let (want_verdict, want_out) = match &f.expect {
         Expect::Out(v, p) => (*v, p),
         Expect::Unchanged(v) => (*v, &f.input),

@@ -4,8 +4,9 @@
 use anyhow::{Context as _, Result};
 use aya::programs::{TestRun as _, TestRunOptions};
 use lb_common::{
-    AFFINITY_CLIENT_IP, AFFINITY_NONE, AffinityKey, AffinityValue, Backend, FlowKey, FlowValue,
-    NO_BACKEND, PROTO_TCP, PROTO_UDP, ServiceKey, ServiceValue, stats::Counter,
+    AFFINITY_CLIENT_IP, AFFINITY_NONE, AffinityKey, AffinityValue, Backend, FORWARD_DSR_IPIP,
+    FORWARD_DSR_L2, FlowKey, FlowValue, NO_BACKEND, PROTO_TCP, PROTO_UDP, ServiceKey, ServiceValue,
+    stats::Counter,
 };
 use lb_userspace::{bpf::BpfDataplane, dataplane::Dataplane};
 
@@ -13,9 +14,9 @@ use crate::fixture::Side;
 use crate::netns::{self, BACKEND_IF, BRIDGE_IF, CLIENT_IF};
 use crate::pkt::Ip;
 use crate::plan::{
-    AFFINITY_EXPIRED_PORT, AFFINITY_PORT, AFFINITY_STALE_PORT, NO_AFFINITY_PORT, PLANS, Plan,
-    SECOND_BACKEND_PORT, TCP_BACKEND_PORT, TCP_PORT, UDP_BACKEND_PORT, UDP_PORT,
-    affinity_slot_port,
+    AFFINITY_EXPIRED_PORT, AFFINITY_PORT, AFFINITY_STALE_PORT, DSR_IPIP_PORT, DSR_L2_PORT,
+    NO_AFFINITY_PORT, PLANS, Plan, SECOND_BACKEND_PORT, TCP_BACKEND_PORT, TCP_PORT,
+    UDP_BACKEND_PORT, UDP_PORT, V4, affinity_slot_port,
 };
 
 /// Slots of each service's backend table.
@@ -68,6 +69,24 @@ impl Harness {
             .program()
             .test_run(opts)
             .with_context(|| format!("test_run of {} bytes", input.len()))?;
+        out.truncate(r.data_size_out as usize);
+        Ok((r.return_value, out))
+    }
+
+    /// Runs `input` through the decapsulation program (`xlb_decap`, a dsr-ipip
+    /// backend's); returns the verdict and the frame as it left it.
+    pub fn run_decap(&mut self, input: &[u8]) -> Result<(u32, Vec<u8>)> {
+        let mut out = vec![0u8; input.len() + 256];
+        let md = xdp_md(input.len(), self.backend_if);
+        let mut opts = TestRunOptions::new();
+        opts.data_in = Some(input);
+        opts.data_out = Some(&mut out);
+        opts.ctx_in = Some(&md);
+        let r = self
+            .dp
+            .load_program(lb_userspace::decap::DECAP_PROGRAM)?
+            .test_run(opts)
+            .with_context(|| format!("decap test_run of {} bytes", input.len()))?;
         out.truncate(r.data_size_out as usize);
         Ok((r.return_value, out))
     }
@@ -185,7 +204,51 @@ fn fill_maps(dp: &mut BpfDataplane) -> Result<()> {
         };
         dp.put_service(&key, &value)?;
     }
-    fill_affinity(dp, (PLANS.len() * SERVICES_PER_PLAN) as u32)
+    fill_affinity(dp, (PLANS.len() * SERVICES_PER_PLAN) as u32)?;
+    fill_dsr(dp, dsr_service_id(&V4, DSR_L2_PORT))
+}
+
+/// The DSR services (`DSR_L2_PORT`, `DSR_IPIP_PORT` on the TCP VIP, ids from `first_id`),
+/// every slot holding the plan's TCP backend, and the outer sources of `dsr-ipip`.
+fn fill_dsr(dp: &mut BpfDataplane, first_id: u32) -> Result<()> {
+    let mut id = first_id;
+    for plan in PLANS {
+        for (port, forwarding) in [
+            (DSR_L2_PORT, FORWARD_DSR_L2),
+            (DSR_IPIP_PORT, FORWARD_DSR_IPIP),
+        ] {
+            let offset = id * TABLE_SIZE;
+            dp.write_table(offset, &[tcp_backend_index(plan); TABLE_SIZE as usize])?;
+            let value = ServiceValue {
+                id,
+                table_offset: offset,
+                table_size: TABLE_SIZE,
+                generation: 1,
+                forwarding,
+                ..Default::default()
+            };
+            dp.put_service(&service(plan.vip, port, PROTO_TCP), &value)?;
+            id += 1;
+        }
+    }
+    dp.set_encap(&encap_config())?;
+    Ok(())
+}
+
+/// The outer-source prefixes the harness gives `dsr-ipip` (xlbd's defaults).
+pub fn encap_config() -> lb_common::EncapConfig {
+    lb_userspace::forwarding::encap_config(
+        lb_userspace::forwarding::DEFAULT_ENCAP_SOURCE_V4,
+        lb_userspace::forwarding::DEFAULT_ENCAP_SOURCE_V6,
+    )
+    .expect("the default prefixes parse")
+}
+
+/// The id of `plan`'s DSR service on `port` (`DSR_L2_PORT` or `DSR_IPIP_PORT`).
+pub fn dsr_service_id(plan: &Plan, port: u16) -> u32 {
+    let per_plan = u32::from(AFFINITY_STALE_PORT - AFFINITY_PORT) + 1;
+    let first = (PLANS.len() * SERVICES_PER_PLAN) as u32 + per_plan * PLANS.len() as u32;
+    first + 2 * u32::from(plan.is_v6()) + u32::from(port == DSR_IPIP_PORT)
 }
 
 /// The affinity services of `crate::plan::AFFINITY_PORT` and its neighbours, with ids from
@@ -215,6 +278,7 @@ fn fill_affinity(dp: &mut BpfDataplane, first_id: u32) -> Result<()> {
                 generation: 1,
                 affinity,
                 affinity_timeout_s,
+                ..Default::default()
             };
             dp.put_service(&service(plan.vip, port, PROTO_TCP), &value)?;
             // An entry naming the second backend: expired (made at boot) for the 1 s

@@ -43,6 +43,11 @@ pub const NO_AFFINITY_PORT: u16 = 7003;
 pub const AFFINITY_STALE_PORT: u16 = 7004;
 pub const SECOND_BACKEND_PORT: u16 = 8081;
 
+/// Direct-server-return services on the TCP VIP, every slot holding the TCP backend
+/// (`backend`): `dsr-l2` and `dsr-ipip`.
+pub const DSR_L2_PORT: u16 = 7101;
+pub const DSR_IPIP_PORT: u16 = 7102;
+
 /// The backend port slot `slot` of an affinity service's table holds.
 pub const fn affinity_slot_port(slot: u32) -> u16 {
     if slot.is_multiple_of(2) {

@@ -39,6 +39,19 @@ fn start(args: Args) -> anyhow::Result<()> {
         .with_ansi(std::io::stderr().is_terminal())
         .init();
     let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
-    runtime.block_on(daemon::run(args, BpfDataplane::load))?;
+    if args.decap {
+        return runtime.block_on(lb_userspace::decap::run(
+            &args.ifaces,
+            args.mode(),
+            args.object.as_deref(),
+        ));
+    }
+    let encap =
+        lb_userspace::forwarding::encap_config(&args.encap_source_v4, &args.encap_source_v6)?;
+    runtime.block_on(daemon::run(args, move |opts| {
+        let mut dp = BpfDataplane::load(opts)?;
+        dp.set_encap(&encap)?;
+        Ok(dp)
+    }))?;
     Ok(())
 }

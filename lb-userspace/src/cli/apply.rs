@@ -125,10 +125,13 @@ pub async fn dump(client: &mut ControlClient<Channel>, socket: &Path) -> Result<
             Some(m) => CheckSettings::parse_proto(m).map_err(|_| bad("health check"))?,
             None => CheckSettings::default(),
         };
+        let forwarding = crate::forwarding::Forwarding::from_name_or_default(&s.forwarding)
+            .map_err(|_| bad("forwarding mode"))?;
         let spec = ServiceSpec {
             table_size: s.table_size,
             backends: Default::default(),
             affinity,
+            forwarding,
             check: config::running_check(&check),
         };
         running.insert(addr, spec);

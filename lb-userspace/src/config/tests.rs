@@ -13,6 +13,7 @@ fn spec(table_size: u32, backends: &[(&str, u32)]) -> ServiceSpec {
         table_size,
         backends: backends.iter().map(|(b, w)| (be(b), *w)).collect(),
         affinity: Affinity::None,
+        forwarding: Default::default(),
         check: CheckSettings::default(),
     }
 }
@@ -97,7 +98,7 @@ fn errors_name_the_file_the_line_and_the_field() {
         ),
         (
             format!("{svc_hdr}tablesize = 251\n"),
-            "xlb.toml:3: service \"198.18.0.10:80/tcp\": unknown field `tablesize`, expected one of `address`, `table_size`, `check`, `backend`, `affinity`, `affinity_timeout`",
+            "xlb.toml:3: service \"198.18.0.10:80/tcp\": unknown field `tablesize`, expected one of `address`, `table_size`, `check`, `backend`, `affinity`, `affinity_timeout`, `forwarding`",
         ),
         (
             format!("{svc_hdr}{be_hdr}weigth = 5\n"),
@@ -303,6 +304,7 @@ fn changes_survive_the_api_round_trip() {
     web.backends.remove(&be("198.19.1.2:8080"));
     web.backends.insert(be("198.19.3.2:8080"), 1);
     web.affinity = Affinity::ClientIp { timeout_s: 30 };
+    web.forwarding = crate::forwarding::Forwarding::DsrIpip;
     let one: Services = [(svc("198.18.0.10:80/tcp"), web)].into();
     all.extend(changes(&plan(&running(), &one, prune)));
     let ops: std::collections::BTreeSet<&str> = all
@@ -315,10 +317,11 @@ fn changes_survive_the_api_round_trip() {
             Change::RemoveBackend { .. } => "remove_backend",
             Change::SetWeight { .. } => "set_weight",
             Change::SetAffinity { .. } => "set_affinity",
+            Change::SetForwarding { .. } => "set_forwarding",
             Change::SetCheck { .. } => "set_check",
         })
         .collect();
-    assert_eq!(ops.len(), 7, "every kind of change is covered: {ops:?}");
+    assert_eq!(ops.len(), 8, "every kind of change is covered: {ops:?}");
     for c in &all {
         assert_eq!(Change::from_proto(&c.to_proto()).as_ref(), Some(c));
     }

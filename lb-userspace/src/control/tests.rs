@@ -61,6 +61,7 @@ fn add_service(service: &str, table_size: Option<u32>) -> AddServiceRequest {
         table_size,
         check: None,
         affinity: None,
+        forwarding: String::new(),
     }
 }
 
@@ -95,6 +96,7 @@ async fn services_and_backends_round_trip() {
                 mode: "none".into(),
                 timeout_s: None,
             }),
+            forwarding: "nat".into(),
         }
     );
     let b = c

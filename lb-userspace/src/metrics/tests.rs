@@ -42,6 +42,7 @@ fn usage() -> Usage {
             backends: 2,
             check: Default::default(),
             affinity: Default::default(),
+            forwarding: crate::forwarding::Forwarding::DsrL2,
         }],
         backends: vec![
             backend("198.19.0.2:8080", 0, 10, 2),
@@ -112,14 +113,21 @@ fn every_family_parses_with_its_type_and_values() {
         "xlb_service_backends",
         "xlb_service_live_flows",
         "xlb_service_table_slots",
+        "xlb_service_forwarding",
         "xlb_flow_table_entries",
         "xlb_flow_table_capacity",
     ] {
         assert_eq!(ty(gauge), OpenMetricsType::Gauge, "{gauge}");
     }
+    assert!(
+        text.contains(
+            "xlb_service_forwarding{service=\"198.18.0.10:80/tcp\",forwarding=\"dsr-l2\"} 1"
+        ),
+        "the service's forwarding mode is a label"
+    );
     assert_eq!(
         exp.families.len(),
-        20,
+        21,
         "families: {:?}",
         exp.families.keys()
     );

@@ -40,6 +40,7 @@ impl<D: Dataplane> ControlState<D> {
                     table_size: s.table_size,
                     backends,
                     affinity: s.affinity,
+                    forwarding: s.forwarding,
                     check: config::running_check(&s.check),
                 };
                 (*addr, spec)
@@ -202,6 +203,7 @@ impl<D: Dataplane> ControlState<D> {
                 retired: self.last_removal,
                 check: CheckSettings::default(),
                 affinity: crate::affinity::Affinity::None,
+                forwarding: crate::forwarding::Forwarding::Nat,
                 backends: BTreeMap::new(),
             },
         };
@@ -218,6 +220,7 @@ impl<D: Dataplane> ControlState<D> {
             next.table_size = size;
         }
         next.affinity = want.affinity;
+        next.forwarding = want.forwarding;
         let removed: Vec<(BackendAddr, BackendSlot)> = next
             .backends
             .iter()

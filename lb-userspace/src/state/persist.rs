@@ -23,6 +23,7 @@ use crate::affinity::Affinity;
 use crate::alloc::{IdPool, Regions};
 use crate::check::CheckSettings;
 use crate::dataplane::Dataplane;
+use crate::forwarding::Forwarding;
 use crate::health::{Health, HealthState};
 use lb_common::ServiceValue;
 
@@ -73,6 +74,9 @@ struct SavedService {
     /// affinity): none.
     #[serde(default, skip_serializing_if = "is_zero")]
     affinity_timeout_s: u32,
+    /// `nat`, `dsr-l2` or `dsr-ipip`; absent (files of before DSR, and `nat`): nat.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    forwarding: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -228,6 +232,11 @@ impl<D: Dataplane> ControlState<D> {
                     .collect(),
                 check: s.check.clone(),
                 affinity_timeout_s: s.affinity.timeout_s(),
+                forwarding: if s.forwarding.is_dsr() {
+                    s.forwarding.to_string()
+                } else {
+                    String::new()
+                },
             })
             .collect();
         ControlSnapshot {
@@ -262,6 +271,7 @@ impl<D: Dataplane> ControlState<D> {
             let addr: ServiceAddr = s.service.parse()?;
             s.check.validate(&addr)?;
             let affinity = Affinity::from_timeout(s.affinity_timeout_s)?;
+            let forwarding = Forwarding::from_name_or_default(&s.forwarding)?;
             let mut backends = BTreeMap::new();
             for b in s.backends {
                 let backend: BackendAddr = b.backend.parse()?;
@@ -293,6 +303,7 @@ impl<D: Dataplane> ControlState<D> {
                 backends,
                 check: s.check,
                 affinity,
+                forwarding,
             };
             services.insert(addr, service);
         }
@@ -309,6 +320,8 @@ impl<D: Dataplane> ControlState<D> {
                 generation: s.generation,
                 affinity,
                 affinity_timeout_s,
+                forwarding: s.forwarding.to_value(),
+                _pad: 0,
             };
             let key = addr.key();
             match live.get(&key) {

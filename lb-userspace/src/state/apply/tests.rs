@@ -16,6 +16,7 @@ fn spec(table_size: u32, backends: &[(&str, u32)]) -> ServiceSpec {
         table_size,
         backends: backends.iter().map(|(b, w)| (be(b), *w)).collect(),
         affinity: crate::affinity::Affinity::None,
+        forwarding: Default::default(),
         check: CheckSettings::default(),
     }
 }

@@ -1,0 +1,193 @@
+//! Direct server return through xlbd (the testbed's `Layout::Dsr`: a router, one L2
+//! segment with the xlb node and the backends, the backends holding the VIP on `lo`):
+//! 30 TCP connections from 3 clients are balanced over 3 backends and stay on one, the
+//! backends' replies go straight to the router, and the xlb node's program sees only the
+//! requests. `dsr-l2` rewrites the destination MAC; `dsr-ipip` encapsulates to backends
+//! that run `xlbd --decap`.
+
+use std::collections::BTreeSet;
+use std::net::SocketAddr;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use xlb_testbed::{
+    Flow, Layout, Proto, Testbed, VIP, backend_id, decap_counter, flows_per_backend, require_root,
+};
+
+const SERVICE: &str = "198.18.0.10:80/tcp";
+/// DSR keeps the destination port: the backends listen on the VIP's port.
+const PORT: u16 = 80;
+const BACKENDS: usize = 3;
+
+/// The DSR testbed with `forwarding`'s service over 3 backends. A tcp health check runs
+/// until all are up (its probes give the xlb node its neighbour entries for the backends,
+/// which `dsr-l2` needs), then it is turned off so that nothing but requests reaches the
+/// node while the connections run.
+fn dsr_testbed(forwarding: &str) -> Testbed {
+    let mut tb = Testbed::with_layout(3, BACKENDS, Layout::Dsr).expect("testbed");
+    for j in 0..BACKENDS {
+        tb.spawn_id_server(j, PORT).expect("id server");
+        if forwarding == "dsr-ipip" {
+            tb.start_decap(j, "native").expect("xlbd --decap");
+        }
+    }
+    // Generic XDP on the node: in native mode on this veth, frames sent back out of the
+    // port they came in on (XDP_TX toward the bridge) lost connections under concurrent
+    // load (see the README's "Direct server return"); the fixtures cover the native
+    // program's output byte for byte.
+    tb.start_xlbd(&["--mode", "skb"]).expect("start xlbd");
+    tb.xlb_ok(&[
+        "service",
+        "add",
+        SERVICE,
+        "--forwarding",
+        forwarding,
+        "--check",
+        "tcp",
+        "--interval",
+        "200ms",
+        "--timeout",
+        "100ms",
+        "--rise",
+        "1",
+        "--fall",
+        "2",
+    ])
+    .expect("service add");
+    for j in 0..BACKENDS {
+        tb.xlb_ok(&["backend", "add", SERVICE, &tb.backend_addr(j, PORT)])
+            .expect("backend add");
+    }
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let rows = tb.backend_rows(SERVICE).expect("backend list");
+        if rows.iter().filter(|r| r.state == "up").count() == BACKENDS {
+            break;
+        }
+        assert!(Instant::now() < deadline, "backends not all up: {rows:?}");
+        thread::sleep(Duration::from_millis(50));
+    }
+    tb.xlb_ok(&["service", "set-check", SERVICE, "--check", "none"])
+        .expect("check off");
+    tb
+}
+
+/// The xlb node's global counters (packets).
+fn counters(tb: &Testbed) -> Value {
+    let out = tb.xlb_ok(&["stats", "--json"]).expect("stats");
+    let v: Value = serde_json::from_str(&out).expect("stats json");
+    v["counters"].clone()
+}
+
+fn packets(c: &Value, name: &str) -> u64 {
+    c[name]["packets"]
+        .as_u64()
+        .unwrap_or_else(|| panic!("no counter {name}"))
+}
+
+/// 10 connections from each client, 4 lines each: all succeed and stay on one backend,
+/// every backend serves some; the node's program forwarded every packet it saw (bar a
+/// few ARP/ND exchanges) and rewrote no reply.
+fn balance_past_the_lb(tb: &Testbed) -> (Vec<Flow>, u64) {
+    let before = counters(tb);
+    let flows: Vec<Flow> = tb
+        .flows(Proto::Tcp, SocketAddr::new(VIP.into(), PORT), 10, 4)
+        .into_iter()
+        .map(|(k, r)| {
+            r.unwrap_or_else(|e| {
+                panic!(
+                    "connection from client {k}: {e:#}\ncounters before {before}\nafter {}",
+                    counters(tb)
+                )
+            })
+        })
+        .collect();
+    assert_eq!(flows.len(), 30);
+    for f in &flows {
+        assert!(
+            f.backend().is_some(),
+            "flow {} switched backends: {:?}",
+            f.local,
+            f.ids
+        );
+    }
+    let used: BTreeSet<String> = flows_per_backend(&flows).into_keys().collect();
+    let all: BTreeSet<String> = (0..BACKENDS).map(backend_id).collect();
+    assert_eq!(used, all, "per backend: {:?}", flows_per_backend(&flows));
+    let after = counters(tb);
+    let delta = |name: &str| packets(&after, name) - packets(&before, name);
+    let (rx, forward, reply, new) = (
+        delta("rx"),
+        delta("forward"),
+        delta("reply"),
+        delta("new_flow"),
+    );
+    xlb_testbed::report(&format!(
+        "node saw rx={rx} forward={forward} reply={reply} new_flow={new} for 30 connections"
+    ));
+    // Each connection sends at least its SYN, its handshake ACK, 4 lines and a FIN.
+    assert!(forward >= 30 * 7, "only {forward} requests forwarded");
+    assert_eq!(reply, 0, "replies crossed the node");
+    // Replies (as many segments as the requests) would have doubled rx.
+    assert!(
+        rx - forward <= 10,
+        "the node saw {rx} packets and forwarded {forward}: replies passed it"
+    );
+    assert!(new >= 30, "{new} new flows for 30 connections");
+    (flows, forward)
+}
+
+#[test]
+fn dsr_l2_balances_with_replies_past_the_lb() {
+    if !require_root("dsr_l2_balances_with_replies_past_the_lb") {
+        return;
+    }
+    let tb = dsr_testbed("dsr-l2");
+    let out = tb
+        .xlb_ok(&["service", "list", "--json"])
+        .expect("service list");
+    assert!(out.contains("\"forwarding\": \"dsr-l2\""), "{out}");
+    balance_past_the_lb(&tb);
+}
+
+#[test]
+fn dsr_ipip_balances_with_replies_past_the_lb() {
+    if !require_root("dsr_ipip_balances_with_replies_past_the_lb") {
+        return;
+    }
+    let tb = dsr_testbed("dsr-ipip");
+    let (_, forward) = balance_past_the_lb(&tb);
+    let mut stripped = 0;
+    for j in 0..BACKENDS {
+        let line = tb.stop_decap(j).expect("decap counters");
+        xlb_testbed::report(&format!("backend {j}: {line}"));
+        assert_eq!(decap_counter(&line, "drop_malformed"), Some(0), "{line}");
+        stripped += decap_counter(&line, "stripped").expect("stripped counter");
+    }
+    // Every encapsulated request reached a backend and was decapsulated there.
+    assert!(
+        stripped >= forward,
+        "{stripped} decapsulated of {forward} sent"
+    );
+}
+
+#[test]
+fn bad_forwarding_mode_is_refused_and_changes_nothing() {
+    if !require_root("bad_forwarding_mode_is_refused_and_changes_nothing") {
+        return;
+    }
+    let mut tb = Testbed::with_layout(1, 1, Layout::Dsr).expect("testbed");
+    tb.start_xlbd(&["--mode", "native"]).expect("start xlbd");
+    let out = tb
+        .xlb(&["service", "add", SERVICE, "--forwarding", "dsr"])
+        .expect("xlb runs");
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(err.trim().lines().count(), 1, "one line: {err}");
+    assert!(err.contains("not one of nat, dsr-l2, dsr-ipip"), "{err}");
+    let list = tb
+        .xlb_ok(&["service", "list", "--json"])
+        .expect("service list");
+    assert!(!list.contains(SERVICE), "{list}");
+}
