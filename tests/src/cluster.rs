@@ -83,8 +83,6 @@ fn node_back(i: usize) -> Ipv4Addr {
 pub struct Client {
     pub ns: Netns,
     pub addr: Ipv4Addr,
-    /// The router's end of its link (what `ip route get ... iif` names).
-    router_if: String,
 }
 
 /// One LB node: its namespace, interfaces, and its xlbd and BIRD when running.
@@ -173,11 +171,7 @@ impl Cluster {
             ns.exec("ethtool", &["-K", &cif, "tx", "off", "gro", "on"])?;
             c.router
                 .exec("ethtool", &["-K", &rif, "tx", "off", "gro", "on"])?;
-            c.clients.push(Client {
-                ns,
-                addr,
-                router_if: rif,
-            });
+            c.clients.push(Client { ns, addr });
         }
         for i in 0..nodes {
             let ns = ns(&format!("n{i}"))?;
@@ -546,40 +540,6 @@ impl Cluster {
         }
     }
 
-    /// Which node the router sends a TCP flow from `client`'s `sport` to VIP:PORT to now
-    /// (`ip route get` with the 5-tuple: the router's own multipath hash).
-    pub fn carrier(&self, client: usize, sport: u16) -> Result<usize> {
-        let c = &self.clients[client];
-        let out = self.router.exec(
-            "ip",
-            &[
-                "-4",
-                "route",
-                "get",
-                &VIP.to_string(),
-                "from",
-                &c.addr.to_string(),
-                "iif",
-                &c.router_if,
-                "ipproto",
-                "tcp",
-                "sport",
-                &sport.to_string(),
-                "dport",
-                &PORT.to_string(),
-            ],
-        )?;
-        let words: Vec<&str> = out.split_whitespace().collect();
-        let via = words
-            .windows(2)
-            .find(|w| w[0] == "via")
-            .and_then(|w| w[1].parse::<Ipv4Addr>().ok())
-            .with_context(|| format!("no next hop in `ip route get`: {}", out.trim()))?;
-        (0..self.nodes.len())
-            .find(|&i| node_front(i) == via)
-            .with_context(|| format!("next hop {via} is no node"))
-    }
-
     /// Starts the id servers (TCP and UDP on [`PORT`], answering `backend-j`) in backend
     /// `j`; they stop when the handle is stopped or dropped.
     pub fn start_backend(&self, j: usize) -> Result<IdServer> {
@@ -600,15 +560,33 @@ impl Cluster {
         TcpConn::connect(&self.clients[k].ns, SocketAddr::from((VIP, PORT)))
     }
 
-    /// Opens `n` connections to VIP:PORT, round-robin over the clients, each asked once
-    /// (so its backend is known), and notes the node the router sent its first packet to.
+    /// Opens `n` connections to VIP:PORT, round-robin over the clients, one at a time,
+    /// each asked once (so its backend is known), and finds the node that carried its
+    /// first packet: the one running node whose xlb counted one more new flow.
     pub fn open_streams(&self, n: usize) -> Result<Vec<Stream>> {
+        let running: Vec<usize> = (0..self.nodes.len())
+            .filter(|&i| self.nodes[i].xlbd.is_some())
+            .collect();
+        let counts =
+            || -> Result<Vec<u64>> { running.iter().map(|&i| self.new_flows(i)).collect() };
+        let mut before = counts()?;
         (0..n)
-            .map(|i| {
-                let client = i % self.clients.len();
+            .map(|k| {
+                let client = k % self.clients.len();
                 let mut conn = self.connect(client)?;
-                let first_node = self.carrier(client, conn.local().port())?;
                 let backend = conn.ask()?;
+                let after = counts()?;
+                let grew: Vec<usize> = (0..running.len())
+                    .filter(|&x| after[x] != before[x])
+                    .map(|x| running[x])
+                    .collect();
+                let [first_node] = grew[..] else {
+                    bail!(
+                        "connection {k} ({}): new flows changed on nodes {grew:?}, not on one",
+                        conn.local()
+                    );
+                };
+                before = after;
                 Ok(Stream {
                     client,
                     local: conn.local(),

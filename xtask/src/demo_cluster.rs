@@ -117,7 +117,7 @@ fn run(summary: &mut Summary) -> Result<()> {
     summary.nodes_used = per_node.len();
     for i in 0..NODES {
         println!(
-            "node {i}: first packets of {} connections (the router's hash); its xlb gave {} new flows to backends",
+            "node {i}: carried the first packets of {} connections (its xlb's new-flow counter: {})",
             per_node.get(&i).copied().unwrap_or(0),
             c.new_flows(i)?
         );
