@@ -34,6 +34,9 @@ pub struct Cli {
     pub command: Command,
 }
 
+// Parsed once per run: the size of its largest variant (`service add` with its check,
+// affinity and forwarding flags) costs nothing worth a Box.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Add, remove and list virtual services (VIP:PORT/PROTO).

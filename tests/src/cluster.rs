@@ -567,8 +567,21 @@ impl Cluster {
         let running: Vec<usize> = (0..self.nodes.len())
             .filter(|&i| self.nodes[i].xlbd.is_some())
             .collect();
-        let counts =
-            || -> Result<Vec<u64>> { running.iter().map(|&i| self.new_flows(i)).collect() };
+        // The nodes are asked at once (each `xlb` call is a process and a map walk).
+        let counts = || -> Result<Vec<u64>> {
+            thread::scope(|sc| {
+                let asks: Vec<_> = running
+                    .iter()
+                    .map(|&i| sc.spawn(move || self.new_flows(i)))
+                    .collect();
+                asks.into_iter()
+                    .map(|h| {
+                        h.join()
+                            .map_err(|_| anyhow::anyhow!("a counter thread panicked"))?
+                    })
+                    .collect()
+            })
+        };
         let mut before = counts()?;
         (0..n)
             .map(|k| {

@@ -9,7 +9,8 @@ use xlb_testbed::{report, require_root};
 
 /// The longest a withdrawal may take once its cause is there: the announcer's round
 /// (100 ms), BIRD's netlink read and the BGP UPDATE, and the router's kernel write.
-const WITHDRAW_LIMIT: Duration = Duration::from_secs(1);
+/// Measured: 20-120 ms; the limit leaves room for a machine shared with other builds.
+const WITHDRAW_LIMIT: Duration = Duration::from_secs(2);
 /// How long 3 nodes may take to be announced from their start (BGP sessions come up
 /// within a connect retry of 1 s, backends are up after 2 checks of 200 ms).
 const CONVERGE_LIMIT: Duration = Duration::from_secs(15);
