@@ -328,6 +328,8 @@ impl Cluster {
     fn start_router_bird(&mut self) -> Result<()> {
         let mut conf = format!(
             "# the router: learns the VIP from every node and installs the paths as ECMP\n\
+             log stderr all;\n\
+             debug protocols {{ states }};\n\
              router id {ROUTER_ON_SEGMENT};\n\
              protocol device {{ scan time 10; }}\n\
              protocol kernel {{ ipv4 {{ import none; export all; }}; merge paths on; }}\n\
@@ -374,6 +376,7 @@ impl Cluster {
         if self.nodes[i].bird.is_none() {
             let conf = format!(
                 "# node {i}: exports the VIPs xlbd puts in table {ANNOUNCE_TABLE}\n\
+                 log stderr all;\n\
                  router id {front};\n\
                  protocol device {{ scan time 10; }}\n\
                  protocol kernel vips {{ ipv4 {{ import all; export none; }}; kernel table {ANNOUNCE_TABLE}; learn; scan time 1; }}\n\
@@ -513,6 +516,45 @@ impl Cluster {
             .collect();
         nodes.sort_unstable();
         Ok(nodes)
+    }
+
+    /// `birdc -s <router's socket> args...`: what the router's BIRD says (e.g. `show
+    /// protocols`, `show bfd sessions`).
+    pub fn router_birdc(&self, args: &[&str]) -> Result<String> {
+        proc::run(
+            Command::new("birdc")
+                .arg("-s")
+                .arg(self.file("router-bird.ctl"))
+                .args(args),
+        )
+    }
+
+    /// Waits until the router's BFD sessions with all `n` running nodes are `Up` (they come
+    /// up a few seconds after BGP; until then a silent node is noticed only by the hold
+    /// time); returns how long that took.
+    pub fn wait_bfd(&self, n: usize, limit: Duration) -> Result<Duration> {
+        let start = Instant::now();
+        loop {
+            let out = self.router_birdc(&["show", "bfd", "sessions"])?;
+            let up = out
+                .lines()
+                .filter(|l| l.split_whitespace().nth(2) == Some("Up"))
+                .count();
+            if up >= n {
+                return Ok(start.elapsed());
+            }
+            if start.elapsed() >= limit {
+                bail!("{up} of {n} BFD sessions up after {limit:?}:\n{out}");
+            }
+            thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// The last `lines` lines of the router's BIRD log.
+    pub fn router_log_tail(&self, lines: usize) -> String {
+        let text = std::fs::read_to_string(self.file("router-bird.log")).unwrap_or_default();
+        let all: Vec<&str> = text.lines().collect();
+        all[all.len().saturating_sub(lines)..].join("\n")
     }
 
     /// The router's route for the VIP as `ip route` prints it.

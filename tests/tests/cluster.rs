@@ -129,6 +129,7 @@ fn removing_one_of_three_nodes_breaks_no_streaming_connection() {
     let mut c = cluster(Some("dsr-l2"));
     c.start_backends().unwrap();
     c.wait_paths(&[0, 1, 2], CONVERGE_LIMIT).unwrap();
+    c.wait_bfd(3, CONVERGE_LIMIT).unwrap();
     let mut streams = c.open_streams(50).unwrap();
     let mut carried = [0usize; 3];
     for s in &streams {

@@ -100,6 +100,11 @@ fn run(summary: &mut Summary) -> Result<()> {
         "$ xlb node status   (node 0)\n{}",
         c.xlb_ok(0, &["node", "status"])?
     );
+    c.wait_bfd(NODES, Duration::from_secs(20))?;
+    print!(
+        "$ birdc show bfd sessions   (router)\n{}",
+        c.router_birdc(&["show", "bfd", "sessions"])?
+    );
 
     let mut streams = c.open_streams(CONNECTIONS)?;
     summary.connections = streams.len();
@@ -151,6 +156,7 @@ fn run(summary: &mut Summary) -> Result<()> {
         withdrawn.map_or(0, |t| t.as_millis()),
         c.vip_route()?.trim_end()
     );
+    println!("the router's BIRD log:\n{}", c.router_log_tail(6));
     report(&streams, victim);
     summary.broken = streams.iter().filter(|s| s.broken()).count();
     summary.sticky = streams.iter().filter(|s| !s.broken() && s.sticky()).count();
