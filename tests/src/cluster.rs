@@ -452,6 +452,17 @@ impl Cluster {
         )
     }
 
+    /// Makes node `i` silent towards the router, or talkative again: iptables drops
+    /// everything its front link sends or receives in the kernel (BGP, BFD; XDP still
+    /// sees the packets first), as a hung box or a cut cable with the carrier up would.
+    pub fn silence_node(&self, i: usize, silent: bool) -> Result<()> {
+        let n = &self.nodes[i];
+        let op = if silent { "-I" } else { "-D" };
+        n.ns.exec("iptables", &[op, "INPUT", "-i", &n.front_if, "-j", "DROP"])?;
+        n.ns.exec("iptables", &[op, "OUTPUT", "-o", &n.front_if, "-j", "DROP"])?;
+        Ok(())
+    }
+
     /// The pids of node `i`'s xlbd and BIRD (for a demo to show what it kills).
     pub fn node_pids(&self, i: usize) -> (Option<u32>, Option<u32>) {
         let n = &self.nodes[i];

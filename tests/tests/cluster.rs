@@ -93,6 +93,29 @@ fn announcements_follow_drain_backend_health_and_shutdown() {
         again.as_millis()
     ));
 
+    // A node that goes silent (no BGP, no BFD, but no TCP reset either) is dropped by
+    // BFD: 3 missed packets of 100 ms.
+    c.wait_bfd(3, CONVERGE_LIMIT).unwrap();
+    let t = Instant::now();
+    c.silence_node(0, true).unwrap();
+    c.wait_paths(&[1, 2], WITHDRAW_LIMIT).unwrap();
+    let silent = t.elapsed();
+    assert!(
+        silent < Duration::from_millis(u64::from(HOLD_S) * 1000),
+        "BFD, not the hold time, noticed the silent node: {silent:?}"
+    );
+    c.silence_node(0, false).unwrap();
+    let t = Instant::now();
+    c.wait_paths(&[0, 1, 2], CONVERGE_LIMIT).unwrap();
+    report(&format!(
+        "cluster: a silent node 0 left the router's route {} ms after it went silent (BFD {} ms x {}), \
+         and was back {} ms after it spoke again",
+        silent.as_millis(),
+        xlb_testbed::cluster::BFD_MS,
+        xlb_testbed::cluster::BFD_MULT,
+        t.elapsed().as_millis()
+    ));
+
     // A clean stop (SIGTERM) withdraws before xlbd exits.
     let t = Instant::now();
     c.stop_xlbd(2, libc::SIGTERM).unwrap();
