@@ -1187,6 +1187,24 @@ mod tests {
     }
 
     #[test]
+    fn node_commands_parse() {
+        assert!(matches!(
+            parse(&["node", "drain"]),
+            Ok(Request::NodeDrain(true))
+        ));
+        assert!(matches!(
+            parse(&["node", "undrain"]),
+            Ok(Request::NodeDrain(false))
+        ));
+        assert!(matches!(
+            parse(&["node", "status", "--json"]),
+            Ok(Request::NodeStatus { json: true })
+        ));
+        let e = Cli::try_parse_from(["xlb", "node", "drain", "now"]).unwrap_err();
+        assert!(!usage_error_line(e).contains('\n'));
+    }
+
+    #[test]
     fn usage_errors_fit_on_one_line() {
         let e = Cli::try_parse_from([
             "xlb",

@@ -417,6 +417,45 @@ pub fn node_status(n: &proto::NodeStatus, as_json: bool) -> Result<String, serde
 mod tests {
     use super::*;
 
+    #[test]
+    fn node_status_says_why_each_vip_is_or_is_not_announced() {
+        let a = |vip: &str, wanted, announced, reason: &str| proto::Announcement {
+            vip: vip.into(),
+            wanted,
+            announced,
+            reason: reason.into(),
+        };
+        let n = proto::NodeStatus {
+            draining: false,
+            announce_table: 100,
+            announcements: vec![
+                a("198.18.0.10", true, true, "3 backends up"),
+                a("198.18.0.11", false, false, "no backend is up"),
+            ],
+        };
+        let text = node_status(&n, false).unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines[0], "node: active, announcing into routing table 100");
+        assert!(
+            lines[1].starts_with("198.18.0.10")
+                && lines[1].contains("announced")
+                && lines[1].ends_with("3 backends up")
+        );
+        assert!(lines[2].contains("withdrawn") && lines[2].ends_with("no backend is up"));
+        let off = proto::NodeStatus {
+            announce_table: 0,
+            ..n
+        };
+        let text = node_status(&off, false).unwrap();
+        assert!(
+            text.contains("off (xlbd without --announce-table)"),
+            "{text}"
+        );
+        let json: serde_json::Value =
+            serde_json::from_str(&node_status(&off, true).unwrap()).unwrap();
+        assert_eq!(json["announcements"][1]["reason"], "no backend is up");
+    }
+
     fn backend() -> proto::BackendEntry {
         proto::BackendEntry {
             service: "198.18.0.10:80/tcp".into(),
