@@ -25,7 +25,7 @@
 //! drops (also on panic).
 
 use std::fs::File;
-use std::net::{Ipv4Addr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::PathBuf;
 use std::process::{Command, Output, Stdio};
 use std::sync::atomic::Ordering;
@@ -39,7 +39,7 @@ use crate::daemon::bin_path;
 use crate::netns::Netns;
 use crate::proc::{self, Tracked, die_with_parent};
 use crate::servers::{IdServer, backend_id, start_id_servers};
-use crate::topology::{COUNTER, MAX_IFNAME, RunDir, VIP, sweep_stale};
+use crate::topology::{COUNTER, MAX_IFNAME, RunDir, VIP, VIP6, sweep_stale};
 
 /// The routing table xlbd announces into and BIRD's kernel protocol reads.
 pub const ANNOUNCE_TABLE: u32 = 100;
@@ -72,6 +72,28 @@ pub fn node_front(i: usize) -> Ipv4Addr {
 
 fn router_front(i: usize) -> Ipv4Addr {
     Ipv4Addr::new(198, 19, 150 + i as u8, 1)
+}
+
+/// `2001:2:0:<group>::<host>` (groups and hosts as written, in hex).
+fn v6(group: u16, host: u16) -> Ipv6Addr {
+    Ipv6Addr::new(0x2001, 2, 0, group, 0, 0, 0, host)
+}
+
+/// The backend segment's IPv6 group.
+const SEGMENT6: u16 = 0x200;
+
+/// Backend `j`'s IPv6 address on the segment (2001:2:0:200::(10+j)).
+pub fn backend_addr6(j: usize) -> Ipv6Addr {
+    v6(SEGMENT6, 0x10 + j as u16)
+}
+
+/// Node `i`'s IPv6 front address (2001:2:0:(150+i)::2).
+pub fn node_front6(i: usize) -> Ipv6Addr {
+    v6(0x150 + i as u16, 2)
+}
+
+fn router_front6(i: usize) -> Ipv6Addr {
+    v6(0x150 + i as u16, 1)
 }
 
 fn node_back(i: usize) -> Ipv4Addr {
@@ -143,6 +165,7 @@ impl Cluster {
         for (key, value) in [
             ("net/ipv4/ip_forward", "1"),
             ("net/ipv4/fib_multipath_hash_policy", "1"),
+            ("net/ipv6/fib_multipath_hash_policy", "1"),
             ("net/ipv4/conf/all/rp_filter", "0"),
             ("net/ipv4/conf/default/rp_filter", "0"),
         ] {
@@ -152,7 +175,7 @@ impl Cluster {
             .ip(&["link", "add", "name", "seg", "type", "bridge"])?;
         c.switch.ip(&["link", "set", "dev", "seg", "up"])?;
         let rb = c.ifname("rb", "")?;
-        c.segment_port(&c.router, &rb, ROUTER_ON_SEGMENT)?;
+        c.segment_port(&c.router, &rb, ROUTER_ON_SEGMENT, 1)?;
         for k in 0..clients {
             let ns = ns(&format!("c{k}"))?;
             let (rif, cif) = (
@@ -168,6 +191,17 @@ impl Cluster {
             up(&c.router, &rif)?;
             up(&ns, &cif)?;
             ns.ip(&["route", "add", "default", "via", &gw.to_string()])?;
+            let group = 0x10 + k as u16;
+            addr6(&c.router, &rif, v6(group, 1))?;
+            addr6(&ns, &cif, v6(group, 2))?;
+            ns.ip(&[
+                "-6",
+                "route",
+                "add",
+                "default",
+                "via",
+                &v6(group, 1).to_string(),
+            ])?;
             ns.exec("ethtool", &["-K", &cif, "tx", "off", "gro", "on"])?;
             c.router
                 .exec("ethtool", &["-K", &rif, "tx", "off", "gro", "on"])?;
@@ -195,7 +229,17 @@ impl Cluster {
                 .exec("ethtool", &["-K", &rif, "tx", "off", "gro", "on"])?;
             ns.exec("ethtool", &["-K", &fif, "tx", "off", "gro", "on"])?;
             let bif = c.ifname("nb", &i.to_string())?;
-            c.segment_port(&ns, &bif, node_back(i))?;
+            c.segment_port(&ns, &bif, node_back(i), 5 + i as u16)?;
+            addr6(&c.router, &rif, router_front6(i))?;
+            addr6(&ns, &fif, node_front6(i))?;
+            ns.ip(&[
+                "-6",
+                "route",
+                "add",
+                "default",
+                "via",
+                &router_front6(i).to_string(),
+            ])?;
             ns.ip(&[
                 "route",
                 "add",
@@ -205,6 +249,7 @@ impl Cluster {
             ])?;
             // bpf_fib_lookup answers only where forwarding is on.
             ns.sysctl("net/ipv4/ip_forward", "1")?;
+            ns.sysctl("net/ipv6/conf/all/forwarding", "1")?;
             c.nodes.push(LbNode {
                 ns,
                 front_if: fif,
@@ -216,7 +261,7 @@ impl Cluster {
         for j in 0..backends {
             let ns = ns(&format!("b{j}"))?;
             let bif = c.ifname("bp", &j.to_string())?;
-            c.segment_port(&ns, &bif, backend_addr(j))?;
+            c.segment_port(&ns, &bif, backend_addr(j), 0x10 + j as u16)?;
             // DSR: the VIP is the backend's own address, on lo; it must not answer ARP
             // for it (else it would take the VIP's traffic from the router's segment).
             for (key, value) in [
@@ -228,6 +273,15 @@ impl Cluster {
                 ns.sysctl(key, value)?;
             }
             ns.ip(&["addr", "add", &format!("{VIP}/32"), "dev", "lo"])?;
+            ns.ip(&["addr", "add", &format!("{VIP6}/128"), "dev", "lo", "nodad"])?;
+            ns.ip(&[
+                "-6",
+                "route",
+                "add",
+                "default",
+                "via",
+                &v6(SEGMENT6, 1).to_string(),
+            ])?;
             ns.ip(&[
                 "route",
                 "add",
@@ -237,6 +291,8 @@ impl Cluster {
             ])?;
             c.backends.push(ns);
         }
+        // After the links exist: `all` sets every existing interface.
+        c.router.sysctl("net/ipv6/conf/all/forwarding", "1")?;
         c.start_router_bird()?;
         Ok(c)
     }
@@ -252,12 +308,13 @@ impl Cluster {
 
     /// A veth from `ns` (named `ifname`, holding `addr`/24) to a port of the segment's
     /// bridge in the switch namespace.
-    fn segment_port(&self, ns: &Netns, ifname: &str, addr: Ipv4Addr) -> Result<()> {
+    fn segment_port(&self, ns: &Netns, ifname: &str, addr: Ipv4Addr, host6: u16) -> Result<()> {
         let port = format!("s{}", &ifname[..ifname.len().min(MAX_IFNAME - 1)]);
         veth(ns, ifname, &self.switch, &port)?;
         self.switch
             .ip(&["link", "set", "dev", &port, "master", "seg"])?;
         ns.ip(&["addr", "add", &format!("{addr}/24"), "dev", ifname])?;
+        addr6(ns, ifname, v6(SEGMENT6, host6))?;
         up(ns, ifname)?;
         up(&self.switch, &port)?;
         ns.exec("ethtool", &["-K", ifname, "tx", "off", "gro", "on"])?;
@@ -333,37 +390,49 @@ impl Cluster {
              router id {ROUTER_ON_SEGMENT};\n\
              protocol device {{ scan time 10; }}\n\
              protocol kernel {{ ipv4 {{ import none; export all; }}; merge paths on; }}\n\
+             protocol kernel kernel6 {{ ipv6 {{ import none; export all; }}; merge paths on; }}\n\
              {bfd}\
-             template bgp node {{\n  local as {ROUTER_AS};\n  {timers}\n  ipv4 {{ import all; export none; }};\n}}\n",
+             template bgp node {{\n  local as {ROUTER_AS};\n  {timers}\n  ipv4 {{ import all; export none; }};\n}}\n\
+             template bgp node6 {{\n  local as {ROUTER_AS};\n  {timers}\n  ipv6 {{ import all; export none; }};\n}}\n",
             bfd = bfd_conf(),
             timers = bgp_timers(),
         );
         for i in 0..self.nodes.len() {
             conf.push_str(&format!(
-                "protocol bgp node{i} from node {{ neighbor {} as {NODE_AS}; }}\n",
-                node_front(i)
+                "protocol bgp node{i} from node {{ neighbor {} as {NODE_AS}; }}\n\
+                 protocol bgp node{i}v6 from node6 {{ neighbor {} as {NODE_AS}; }}\n",
+                node_front(i),
+                node_front6(i)
             ));
         }
         self.router_bird = Some(self.spawn_bird(&self.router, "router", &conf)?);
         Ok(())
     }
 
-    /// The services file every node loads (`xlbd --config`): the VIP's TCP service on
-    /// [`PORT`] with every backend, forwarded as `forwarding` says (e.g. `dsr-l2`; `None`
-    /// leaves the default), tcp health checks every 200 ms (rise 2, fall 2).
+    /// The services file every node loads (`xlbd --config`): the TCP services VIP:PORT
+    /// and [VIP6]:PORT ([`PORT`]) with every backend, forwarded as `forwarding` says (e.g. `dsr-l2`; `None`
+    /// leaves the default), tcp health checks every 200 ms
+    /// (timeout 200 ms: the machine is shared; rise 2, fall 2).
     pub fn write_services(&self, forwarding: Option<&str>) -> Result<PathBuf> {
-        let mut s = format!("[[service]]\naddress = \"{VIP}:{PORT}/tcp\"\n");
-        if let Some(f) = forwarding {
-            s.push_str(&format!("forwarding = \"{f}\"\n"));
-        }
-        s.push_str(
-            "\n[service.check]\nkind = \"tcp\"\ninterval = \"200ms\"\ntimeout = \"100ms\"\nrise = 2\nfall = 2\n",
-        );
-        for j in 0..self.backends.len() {
-            s.push_str(&format!(
-                "\n[[service.backend]]\naddress = \"{}:{PORT}\"\n",
-                backend_addr(j)
-            ));
+        let mut s = String::new();
+        for vip in [IpAddr::from(VIP), IpAddr::from(VIP6)] {
+            let at = |a: IpAddr| SocketAddr::new(a, PORT);
+            s.push_str(&format!("[[service]]\naddress = \"{}/tcp\"\n", at(vip)));
+            if let Some(f) = forwarding {
+                s.push_str(&format!("forwarding = \"{f}\"\n"));
+            }
+            s.push_str(
+                "\n[service.check]\nkind = \"tcp\"\ninterval = \"200ms\"\ntimeout = \"200ms\"\nrise = 2\nfall = 2\n",
+            );
+            for j in 0..self.backends.len() {
+                let b: IpAddr = if vip.is_ipv4() {
+                    backend_addr(j).into()
+                } else {
+                    backend_addr6(j).into()
+                };
+                s.push_str(&format!("\n[[service.backend]]\naddress = \"{}\"\n", at(b)));
+            }
+            s.push('\n');
         }
         let path = self.file("services.toml");
         std::fs::write(&path, s)?;
@@ -380,11 +449,15 @@ impl Cluster {
                  router id {front};\n\
                  protocol device {{ scan time 10; }}\n\
                  protocol kernel vips {{ ipv4 {{ import all; export none; }}; kernel table {ANNOUNCE_TABLE}; learn; scan time 1; }}\n\
+                 protocol kernel vips6 {{ ipv6 {{ import all; export none; }}; kernel table {ANNOUNCE_TABLE}; learn; scan time 1; }}\n\
                  {bfd}\
                  protocol bgp uplink {{\n  local as {NODE_AS};\n  neighbor {rf} as {ROUTER_AS};\n  {timers}\n  \
-                 ipv4 {{ import none; export where proto = \"vips\"; next hop self; }};\n}}\n",
+                 ipv4 {{ import none; export where proto = \"vips\"; next hop self; }};\n}}\n\
+                 protocol bgp uplink6 {{\n  local as {NODE_AS};\n  neighbor {rf6} as {ROUTER_AS};\n  {timers}\n  \
+                 ipv6 {{ import none; export where proto = \"vips6\"; next hop self; }};\n}}\n",
                 front = node_front(i),
                 rf = router_front(i),
+                rf6 = router_front6(i),
                 bfd = bfd_conf(),
                 timers = bgp_timers(),
             );
@@ -452,14 +525,16 @@ impl Cluster {
         )
     }
 
-    /// Makes node `i` silent towards the router, or talkative again: iptables drops
+    /// Makes node `i` silent towards the router, or talkative again: iptables and ip6tables drop
     /// everything its front link sends or receives in the kernel (BGP, BFD; XDP still
     /// sees the packets first), as a hung box or a cut cable with the carrier up would.
     pub fn silence_node(&self, i: usize, silent: bool) -> Result<()> {
         let n = &self.nodes[i];
         let op = if silent { "-I" } else { "-D" };
-        n.ns.exec("iptables", &[op, "INPUT", "-i", &n.front_if, "-j", "DROP"])?;
-        n.ns.exec("iptables", &[op, "OUTPUT", "-o", &n.front_if, "-j", "DROP"])?;
+        for tool in ["iptables", "ip6tables"] {
+            n.ns.exec(tool, &[op, "INPUT", "-i", &n.front_if, "-j", "DROP"])?;
+            n.ns.exec(tool, &[op, "OUTPUT", "-o", &n.front_if, "-j", "DROP"])?;
+        }
         Ok(())
     }
 
@@ -540,7 +615,8 @@ impl Cluster {
         )
     }
 
-    /// Waits until the router's BFD sessions with all `n` running nodes are `Up` (they come
+    /// Waits until the router's BFD sessions (IPv4 and IPv6) with all `n` running nodes are
+    /// `Up` (they come
     /// up a few seconds after BGP; until then a silent node is noticed only by the hold
     /// time); returns how long that took.
     pub fn wait_bfd(&self, n: usize, limit: Duration) -> Result<Duration> {
@@ -551,11 +627,11 @@ impl Cluster {
                 .lines()
                 .filter(|l| l.split_whitespace().nth(2) == Some("Up"))
                 .count();
-            if up >= n {
+            if up >= 2 * n {
                 return Ok(start.elapsed());
             }
             if start.elapsed() >= limit {
-                bail!("{up} of {n} BFD sessions up after {limit:?}:\n{out}");
+                bail!("{up} of {} BFD sessions up after {limit:?}:\n{out}", 2 * n);
             }
             thread::sleep(Duration::from_millis(50));
         }
@@ -568,24 +644,47 @@ impl Cluster {
         all[all.len().saturating_sub(lines)..].join("\n")
     }
 
-    /// The router's route for the VIP as `ip route` prints it.
-    pub fn vip_route(&self) -> Result<String> {
-        self.router
-            .exec("ip", &["-4", "route", "show", &VIP.to_string()])
+    /// [`Cluster::vip_paths`] for the IPv6 VIP.
+    pub fn vip6_paths(&self) -> Result<Vec<usize>> {
+        let out = self
+            .router
+            .exec("ip", &["-6", "route", "show", &VIP6.to_string()])?;
+        let mut nodes: Vec<usize> = out
+            .split_whitespace()
+            .collect::<Vec<_>>()
+            .windows(2)
+            .filter(|w| w[0] == "via")
+            .filter_map(|w| w[1].parse::<Ipv6Addr>().ok())
+            .filter_map(|a| (0..self.nodes.len()).find(|&i| node_front6(i) == a))
+            .collect();
+        nodes.sort_unstable();
+        Ok(nodes)
     }
 
-    /// Polls [`Cluster::vip_paths`] every 10 ms until it equals `want`; returns how long
-    /// that took, or fails after `limit` naming what the router had.
+    /// The router's routes for the VIPs as `ip route` prints them.
+    pub fn vip_route(&self) -> Result<String> {
+        let v4 = self
+            .router
+            .exec("ip", &["-4", "route", "show", &VIP.to_string()])?;
+        let v6 = self
+            .router
+            .exec("ip", &["-6", "route", "show", &VIP6.to_string()])?;
+        Ok(format!("{}\n{}", v4.trim_end(), v6.trim_end()))
+    }
+
+    /// Polls [`Cluster::vip_paths`] and [`Cluster::vip6_paths`] every 10 ms until both
+    /// equal `want`; returns how long that took, or fails after `limit` naming what the
+    /// router had.
     pub fn wait_paths(&self, want: &[usize], limit: Duration) -> Result<Duration> {
         let start = Instant::now();
         loop {
-            let now = self.vip_paths()?;
-            if now == want {
+            let (v4, v6) = (self.vip_paths()?, self.vip6_paths()?);
+            if v4 == want && v6 == want {
                 return Ok(start.elapsed());
             }
             if start.elapsed() >= limit {
                 bail!(
-                    "the router's paths to {VIP} are nodes {now:?}, not {want:?}, after {limit:?}:\n{}",
+                    "the router's paths are nodes {v4:?} to {VIP} and {v6:?} to {VIP6}, not {want:?}, after {limit:?}:\n{}",
                     self.vip_route()?
                 );
             }
@@ -784,6 +883,19 @@ fn veth(a: &Netns, a_if: &str, b: &Netns, b_if: &str) -> Result<()> {
         b_if,
         "netns",
         b.name(),
+    ])
+}
+
+/// `addr`/64 on `ifname`, usable at once (no duplicate address detection).
+fn addr6(ns: &Netns, ifname: &str, addr: Ipv6Addr) -> Result<()> {
+    ns.ip(&[
+        "-6",
+        "addr",
+        "add",
+        &format!("{addr}/64"),
+        "dev",
+        ifname,
+        "nodad",
     ])
 }
 

@@ -65,7 +65,7 @@ fn announcements_follow_drain_backend_health_and_shutdown() {
     assert!(json.contains("\"draining\": true"), "{json}");
     let t = Instant::now();
     c.xlb_ok(0, &["node", "undrain"]).unwrap();
-    let undrained = t.elapsed() + c.wait_paths(&[0, 1, 2], Duration::from_secs(3)).unwrap();
+    let undrained = t.elapsed() + c.wait_paths(&[0, 1, 2], Duration::from_secs(5)).unwrap();
     report(&format!(
         "cluster: drain withdrew node 0 in {} ms, undrain announced it again in {} ms",
         drained.as_millis(),
@@ -78,14 +78,14 @@ fn announcements_follow_drain_backend_health_and_shutdown() {
     for s in servers {
         s.stop();
     }
-    let down_limit = Duration::from_millis(2 * 200 + 100) + WITHDRAW_LIMIT;
+    let down_limit = Duration::from_millis(2 * 200 + 200) + WITHDRAW_LIMIT;
     c.wait_paths(&[], down_limit).unwrap();
     let gone = t.elapsed();
     let status = c.xlb_ok(1, &["node", "status"]).unwrap();
     assert!(status.contains("no backend is up"), "{status}");
     // One backend back: every node announces again.
     let back = c.start_backend(1).unwrap();
-    let again = c.wait_paths(&[0, 1, 2], Duration::from_secs(3)).unwrap();
+    let again = c.wait_paths(&[0, 1, 2], Duration::from_secs(5)).unwrap();
     report(&format!(
         "cluster: last backend down -> all 3 paths withdrawn {} ms after the servers stopped \
          (checks every 200 ms, fall 2); one backend up -> announced again in {} ms",
