@@ -707,15 +707,15 @@ impl Cluster {
         Ok(())
     }
 
-    /// A TCP connection from client `k` to VIP:PORT.
-    pub fn connect(&self, k: usize) -> Result<TcpConn> {
-        TcpConn::connect(&self.clients[k].ns, SocketAddr::from((VIP, PORT)))
+    /// A TCP connection from client `k` to `vip`:PORT.
+    pub fn connect(&self, k: usize, vip: IpAddr) -> Result<TcpConn> {
+        TcpConn::connect(&self.clients[k].ns, SocketAddr::new(vip, PORT))
     }
 
-    /// Opens `n` connections to VIP:PORT, round-robin over the clients, one at a time,
+    /// Opens `n` connections to `vip`:PORT, round-robin over the clients, one at a time,
     /// each asked once (so its backend is known), and finds the node that carried its
     /// first packet: the one running node whose xlb counted one more new flow.
-    pub fn open_streams(&self, n: usize) -> Result<Vec<Stream>> {
+    pub fn open_streams(&self, n: usize, vip: IpAddr) -> Result<Vec<Stream>> {
         let running: Vec<usize> = (0..self.nodes.len())
             .filter(|&i| self.nodes[i].xlbd.is_some())
             .collect();
@@ -738,7 +738,7 @@ impl Cluster {
         (0..n)
             .map(|k| {
                 let client = k % self.clients.len();
-                let mut conn = self.connect(client)?;
+                let mut conn = self.connect(client, vip)?;
                 let backend = conn.ask()?;
                 let after = counts()?;
                 let grew: Vec<usize> = (0..running.len())

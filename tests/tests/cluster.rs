@@ -5,7 +5,7 @@
 use std::time::{Duration, Instant};
 
 use xlb_testbed::cluster::{Cluster, HOLD_S};
-use xlb_testbed::{report, require_root};
+use xlb_testbed::{VIP, VIP6, report, require_root};
 
 /// The longest a withdrawal may take once its cause is there: the announcer's round
 /// (100 ms), BIRD's netlink read and the BGP UPDATE, and the router's kernel write.
@@ -153,7 +153,8 @@ fn removing_one_of_three_nodes_breaks_no_streaming_connection() {
     c.start_backends().unwrap();
     c.wait_paths(&[0, 1, 2], CONVERGE_LIMIT).unwrap();
     c.wait_bfd(3, CONVERGE_LIMIT).unwrap();
-    let mut streams = c.open_streams(50).unwrap();
+    let mut streams = c.open_streams(50, VIP.into()).unwrap();
+    streams.extend(c.open_streams(20, VIP6.into()).unwrap());
     let mut carried = [0usize; 3];
     for s in &streams {
         carried[s.first_node] += 1;
@@ -187,8 +188,8 @@ fn removing_one_of_three_nodes_breaks_no_streaming_connection() {
     // The streams of the dead node went on through the others, which had not seen them.
     let after: u64 = rest.iter().map(|&i| c.new_flows(i).unwrap()).sum();
     report(&format!(
-        "cluster: 50 streaming connections, node {victim} (first packets of {} of them) killed: \
-         its path gone from the router {} ms after the kill, 0 broken, 50/50 on one backend; \
+        "cluster: 50 IPv4 and 20 IPv6 streaming connections, node {victim} (first packets of {} of them) killed: \
+         its path gone from the router {} ms after the kill, 0 broken, 70/70 on one backend; \
          the other nodes' new flows {} -> {after}",
         moved.len(),
         withdrawn.unwrap().as_millis(),

@@ -106,7 +106,7 @@ fn run(summary: &mut Summary) -> Result<()> {
         c.router_birdc(&["show", "bfd", "sessions"])?
     );
 
-    let mut streams = c.open_streams(CONNECTIONS)?;
+    let mut streams = c.open_streams(CONNECTIONS, VIP.into())?;
     summary.connections = streams.len();
     println!("\n{CONNECTIONS} connections to {VIP}:{PORT}:");
     println!("conn  client                node     backend");
