@@ -17,6 +17,8 @@ fn build_proto() -> anyhow::Result<()> {
         .type_attribute("xlb.v1.Egress", "#[derive(serde::Serialize)]")
         .type_attribute("xlb.v1.CheckResult", "#[derive(serde::Serialize)]")
         .type_attribute("xlb.v1.HealthCheck", "#[derive(serde::Serialize)]")
+        .type_attribute("xlb.v1.NodeStatus", "#[derive(serde::Serialize)]")
+        .type_attribute("xlb.v1.Announcement", "#[derive(serde::Serialize)]")
         .compile_fds(fds)
         .context("generating gRPC code")?;
     Ok(())

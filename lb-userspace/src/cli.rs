@@ -87,6 +87,25 @@ pub enum Command {
     /// The running configuration.
     #[command(subcommand)]
     Config(ConfigCmd),
+    /// This node among several behind ECMP routers: drain it (its VIPs are withdrawn from
+    /// BGP), end the drain, show what it announces.
+    #[command(subcommand)]
+    Node(NodeCmd),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum NodeCmd {
+    /// Withdraw every VIP from BGP (xlbd --announce-table): the routers send this node no
+    /// more flows; what still arrives is balanced. Kept across xlbd restarts.
+    Drain,
+    /// End the drain: VIPs with a backend up are announced again.
+    Undrain,
+    /// Whether the node drains, and VIP by VIP whether it is announced and why.
+    Status {
+        /// One JSON document instead of text.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -519,6 +538,24 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
         }
         Request::Apply(apply) => print!("{}", apply.run(&mut client, &cli.socket).await?),
         Request::Dump => print!("{}", apply::dump(&mut client, &cli.socket).await?),
+        Request::NodeDrain(drain) => {
+            let req = proto::SetNodeDrainRequest { drain };
+            let n = client.set_node_drain(req).await.map_err(rpc)?.into_inner();
+            println!(
+                "{}",
+                if drain {
+                    "node draining: every VIP withdrawn"
+                } else {
+                    "node drain ended"
+                }
+            );
+            print!("{}", output::node_status(&n, false)?);
+        }
+        Request::NodeStatus { json } => {
+            let req = proto::NodeStatusRequest {};
+            let n = client.get_node_status(req).await.map_err(rpc)?.into_inner();
+            print!("{}", output::node_status(&n, json)?);
+        }
         Request::Top(interval) => match crate::top::run(&mut client, interval).await {
             Ok(()) => {}
             Err(crate::top::TopError::Rpc(e)) => return Err(rpc(e)),
@@ -554,6 +591,10 @@ enum Request {
     Apply(Box<apply::Apply>),
     Dump,
     Top(std::time::Duration),
+    NodeDrain(bool),
+    NodeStatus {
+        json: bool,
+    },
 }
 
 impl Request {
@@ -650,6 +691,9 @@ impl Request {
                 Request::Apply(Box::new(apply::Apply::read(&file, opts, json)?))
             }
             Command::Config(ConfigCmd::Dump) => Request::Dump,
+            Command::Node(NodeCmd::Drain) => Request::NodeDrain(true),
+            Command::Node(NodeCmd::Undrain) => Request::NodeDrain(false),
+            Command::Node(NodeCmd::Status { json }) => Request::NodeStatus { json },
             Command::Top { interval } => {
                 Request::Top(interval.unwrap_or(crate::top::DEFAULT_INTERVAL))
             }
@@ -673,6 +717,12 @@ pub fn usage_error_line(mut e: clap::Error) -> String {
     if e.kind() == ErrorKind::ValueValidation
         && let Some(ours) =
             std::error::Error::source(&e).and_then(|s| s.downcast_ref::<CheckError>())
+    {
+        return ours.to_string();
+    }
+    if e.kind() == ErrorKind::ValueValidation
+        && let Some(ours) = std::error::Error::source(&e)
+            .and_then(|s| s.downcast_ref::<crate::announce::TableError>())
     {
         return ours.to_string();
     }
@@ -1134,6 +1184,24 @@ mod tests {
         // --force only with --prune.
         assert!(Cli::try_parse_from(["xlb", "apply", "-f", file, "--force"]).is_err());
         assert!(matches!(parse(&["config", "dump"]), Ok(Request::Dump)));
+    }
+
+    #[test]
+    fn node_commands_parse() {
+        assert!(matches!(
+            parse(&["node", "drain"]),
+            Ok(Request::NodeDrain(true))
+        ));
+        assert!(matches!(
+            parse(&["node", "undrain"]),
+            Ok(Request::NodeDrain(false))
+        ));
+        assert!(matches!(
+            parse(&["node", "status", "--json"]),
+            Ok(Request::NodeStatus { json: true })
+        ));
+        let e = Cli::try_parse_from(["xlb", "node", "drain", "now"]).unwrap_err();
+        assert!(!usage_error_line(e).contains('\n'));
     }
 
     #[test]

@@ -13,6 +13,7 @@ use tracing::info;
 
 use crate::addr::{BackendAddr, ServiceAddr};
 use crate::affinity::Affinity;
+use crate::announce::{self, Node};
 use crate::bpf::AttachMode;
 use crate::check::CheckSettings;
 use crate::config::{self, ApplyOptions};
@@ -39,6 +40,8 @@ pub struct DaemonInfo {
     pub started: Instant,
     /// The devices and their forwarding path, as the last sync found them.
     pub egress: Arc<Mutex<Egress>>,
+    /// The node's drain flag and BGP announcements.
+    pub node: Arc<Node>,
 }
 
 /// Implements `xlb.v1.Control`.
@@ -407,6 +410,57 @@ impl<D: Dataplane> Control for ControlService<D> {
                 })
                 .collect(),
         }))
+    }
+
+    async fn set_node_drain(
+        &self,
+        req: Request<proto::SetNodeDrainRequest>,
+    ) -> Result<Response<proto::NodeStatus>, Status> {
+        let drain = req.into_inner().drain;
+        let node = &self.info.node;
+        node.set_draining(drain)
+            .map_err(|e| Status::internal(format!("cannot record the drain: {e}")))?;
+        info!(
+            "{}",
+            if drain {
+                "node draining: every VIP is withdrawn"
+            } else {
+                "node drain ended"
+            }
+        );
+        node.settle(std::time::Duration::from_secs(1)).await;
+        Ok(Response::new(self.node_status().await))
+    }
+
+    async fn get_node_status(
+        &self,
+        _req: Request<proto::NodeStatusRequest>,
+    ) -> Result<Response<proto::NodeStatus>, Status> {
+        Ok(Response::new(self.node_status().await))
+    }
+}
+
+impl<D: Dataplane> ControlService<D> {
+    /// The node's status: the rule applied to the state now, and the routes of the last
+    /// round.
+    async fn node_status(&self) -> proto::NodeStatus {
+        let node = &self.info.node;
+        let view = self.state.lock().await.announce_view();
+        let placed: std::collections::BTreeMap<_, _> =
+            node.status().into_iter().map(|(v, _, a)| (v, a)).collect();
+        proto::NodeStatus {
+            draining: node.draining(),
+            announce_table: node.table.map_or(0, |t| t.0),
+            announcements: announce::decide(node.draining(), view)
+                .into_iter()
+                .map(|(vip, reason)| proto::Announcement {
+                    vip: vip.to_string(),
+                    wanted: reason.announced(),
+                    announced: placed.get(&vip).copied().unwrap_or(false),
+                    reason: reason.describe(),
+                })
+                .collect(),
+        }
     }
 }
 

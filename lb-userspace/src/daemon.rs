@@ -17,6 +17,7 @@ use tracing::{info, warn};
 
 use lb_common::conntrack::Timeouts;
 
+use crate::announce::{self, Node};
 use crate::bpf::{AttachMode, LoadError, LoadOptions};
 use crate::client::DEFAULT_SOCKET;
 use crate::control::{self, ControlService, DaemonInfo};
@@ -99,6 +100,12 @@ pub struct Args {
     /// and backend, and the endpoint has no authentication).
     #[arg(long, requires = "metrics_addr")]
     pub metrics_public: bool,
+    /// Announce the VIPs this node can serve to a BGP speaker: each one is a blackhole
+    /// host route (proto 120) in routing table N while a backend of it is up and the node
+    /// is not drained (`xlb node drain`); BIRD's `kernel table N; learn;` exports them.
+    /// Off by default.
+    #[arg(long, value_name = "N", value_parser = announce::parse_table)]
+    pub announce_table: Option<announce::KernelTable>,
     /// dsr-ipip: outer IPv4 source addresses are taken from this prefix, the bits after
     /// its length from each flow's hash (so ECMP and RSS spread the tunnelled flows).
     #[arg(long, value_name = "ADDR/LEN", default_value = crate::forwarding::DEFAULT_ENCAP_SOURCE_V4)]
@@ -291,11 +298,18 @@ where
         tokio::spawn(metrics::serve(listener, state.clone(), capacity))
     });
     let checker = tokio::spawn(crate::health::run(state.clone()));
+    let node = Arc::new(Node::new(args.announce_table, Some(args.state_dir.clone())));
+    if node.draining() {
+        info!("xlbd: the node is draining (since before this start): no VIP is announced");
+    }
+    let (stop_announcing, stop_rx) = tokio::sync::watch::channel(false);
+    let announcer = tokio::spawn(announce::run(state.clone(), node.clone(), stop_rx));
     let info = DaemonInfo {
         interfaces: args.ifaces.clone(),
         mode: args.mode(),
         started: Instant::now(),
         egress,
+        node,
     };
     let shutdown = async move {
         tokio::select! {
@@ -304,6 +318,9 @@ where
         }
     };
     let served = control::serve(listener, ControlService::new(state.clone(), info), shutdown).await;
+    // Withdraw first: the routers stop sending this node flows while the rest stops.
+    let _ = stop_announcing.send(true);
+    let _ = announcer.await;
     for task in [sweeper, watcher, checker].into_iter().chain(metrics) {
         task.abort();
         let _ = task.await;

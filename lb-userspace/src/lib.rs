@@ -1,5 +1,6 @@
 //! xlb's userspace: the daemon's and the CLI's shared library.
 //!
+//! - [`announce`]: which VIPs the node announces to BGP, `xlb node drain`;
 //! - [`addr`]: parsing `VIP:PORT/PROTO` and `ADDR:PORT`, conversion to the map types;
 //! - [`limits`]: weights, table sizes, map sizes and echoed input, for the CLI and the daemon;
 //! - [`table`] and [`maglev`]: the backend-table builder; [`alloc`]: ids and table regions;
@@ -17,6 +18,7 @@
 pub mod addr;
 pub mod affinity;
 pub mod alloc;
+pub mod announce;
 pub mod bpf;
 pub mod check;
 pub mod cli;

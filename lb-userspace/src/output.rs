@@ -387,9 +387,74 @@ fn table_aligned(header: &[&str], align: &str, rows: impl Iterator<Item = Vec<St
     out
 }
 
+/// `xlb node status`: the drain flag, the announce table, then one line per VIP.
+pub fn node_status(n: &proto::NodeStatus, as_json: bool) -> Result<String, serde_json::Error> {
+    if as_json {
+        return json(n);
+    }
+    let mut out = format!(
+        "node: {}, announcing {}\n",
+        if n.draining { "draining" } else { "active" },
+        if n.announce_table == 0 {
+            "off (xlbd without --announce-table)".to_string()
+        } else {
+            format!("into routing table {}", n.announce_table)
+        }
+    );
+    for a in &n.announcements {
+        let shown = match (a.wanted, a.announced) {
+            (_, true) => "announced",
+            (true, false) if n.announce_table == 0 => "would be announced",
+            (true, false) => "announcing",
+            (false, _) => "withdrawn",
+        };
+        out.push_str(&format!("{:<40} {:<18} {}\n", a.vip, shown, a.reason));
+    }
+    Ok(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn node_status_says_why_each_vip_is_or_is_not_announced() {
+        let a = |vip: &str, wanted, announced, reason: &str| proto::Announcement {
+            vip: vip.into(),
+            wanted,
+            announced,
+            reason: reason.into(),
+        };
+        let n = proto::NodeStatus {
+            draining: false,
+            announce_table: 100,
+            announcements: vec![
+                a("198.18.0.10", true, true, "3 backends up"),
+                a("198.18.0.11", false, false, "no backend is up"),
+            ],
+        };
+        let text = node_status(&n, false).unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines[0], "node: active, announcing into routing table 100");
+        assert!(
+            lines[1].starts_with("198.18.0.10")
+                && lines[1].contains("announced")
+                && lines[1].ends_with("3 backends up")
+        );
+        assert!(lines[2].contains("withdrawn") && lines[2].ends_with("no backend is up"));
+        let off = proto::NodeStatus {
+            announce_table: 0,
+            ..n
+        };
+        let text = node_status(&off, false).unwrap();
+        assert!(
+            text.contains("off (xlbd without --announce-table)"),
+            "{text}"
+        );
+        let json: serde_json::Value =
+            serde_json::from_str(&node_status(&off, true).unwrap()).unwrap();
+        assert_eq!(json["announcements"][1]["reason"], "no backend is up");
+    }
 
     fn backend() -> proto::BackendEntry {
         proto::BackendEntry {

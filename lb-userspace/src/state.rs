@@ -787,6 +787,22 @@ impl<D: Dataplane> ControlState<D> {
         (self.services.len() as u32, backends as u32)
     }
 
+    /// Every backend of every service as the announcer sees it (`crate::announce`):
+    /// `(VIP, weight, health)`; a service without backends as `(VIP, 0, down)`. Reads no
+    /// map, so it is cheap to call often.
+    pub fn announce_view(&self) -> Vec<(std::net::IpAddr, u32, HealthState)> {
+        let mut out = Vec::new();
+        for (addr, s) in &self.services {
+            if s.backends.is_empty() {
+                out.push((addr.ip, 0, HealthState::Down));
+            }
+            for slot in s.backends.values() {
+                out.push((addr.ip, slot.weight, slot.health.state));
+            }
+        }
+        out
+    }
+
     fn get(&self, service: &ServiceAddr) -> Result<Service, StateError> {
         self.services
             .get(service)

@@ -5,6 +5,7 @@
 
 mod backends;
 mod clients;
+pub mod cluster;
 mod conn;
 mod daemon;
 mod dsr;

@@ -56,6 +56,14 @@ impl Testbed {
     }
 }
 
+/// Id servers answering `id` on `port` in `ns`, stopped by the returned handle (the
+/// cluster testbed's backends).
+pub(crate) fn start_id_servers(ns: &Netns, id: &str, port: u16) -> Result<IdServer> {
+    let stop = Arc::new(AtomicBool::new(false));
+    let threads = serve_id(ns, id, port, &stop)?;
+    Ok(IdServer { stop, threads })
+}
+
 /// Id servers of their own (see [`Testbed::start_id_server`]).
 #[derive(Debug)]
 pub struct IdServer {

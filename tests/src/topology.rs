@@ -22,7 +22,7 @@ pub const VIP: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 10);
 pub const VIP6: Ipv6Addr = Ipv6Addr::new(0x2001, 2, 0, 0, 0, 0, 0, 0x10);
 
 /// IFNAMSIZ - 1.
-const MAX_IFNAME: usize = 15;
+pub(crate) const MAX_IFNAME: usize = 15;
 
 /// Which side of the LB a namespace is on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -195,8 +195,10 @@ fn as_v4(a: IpAddr) -> Ipv4Addr {
 #[derive(Debug)]
 pub(crate) struct RunDir(PathBuf);
 
+pub(crate) static COUNTER: AtomicU32 = AtomicU32::new(0);
+
 impl RunDir {
-    fn create(dir: PathBuf) -> Result<RunDir> {
+    pub(crate) fn create(dir: PathBuf) -> Result<RunDir> {
         std::fs::create_dir_all(dir.join(BPFFS))
             .with_context(|| format!("creating {}", dir.display()))?;
         let run = RunDir(dir);
@@ -215,6 +217,11 @@ impl RunDir {
     /// Where xlbd pins its maps and links.
     pub(crate) fn pin_dir(&self) -> PathBuf {
         self.0.join(BPFFS).join("xlb")
+    }
+
+    /// The run directory's own bpffs (one pin dir per xlbd under it).
+    pub(crate) fn bpffs(&self) -> PathBuf {
+        self.0.join(BPFFS)
     }
 }
 
@@ -254,8 +261,6 @@ pub struct Testbed {
     pub(crate) node: Option<Node>,
     pub(crate) dir: RunDir,
 }
-
-static COUNTER: AtomicU32 = AtomicU32::new(0);
 
 impl Testbed {
     /// Builds the LB namespace plus `clients` client and `backends` backend namespaces,
@@ -362,7 +367,7 @@ impl Testbed {
 
 /// Removes namespaces and run directories left by testbeds of processes that no longer
 /// exist (killed before their `Drop` ran). Names are `xlbt-<pid>-...`.
-fn sweep_stale() {
+pub(crate) fn sweep_stale() {
     sweep_dead("xlbt-", remove_run_dir);
 }
 
@@ -546,7 +551,7 @@ fn make_dsr(lb: &Netns, tag: &str, short: &str, br: &str, backends: &[Node]) -> 
     Ok(Node { ns, link })
 }
 
-fn cidr(a: IpAddr, prefix_len: u8) -> String {
+pub(crate) fn cidr(a: IpAddr, prefix_len: u8) -> String {
     format!("{a}/{prefix_len}")
 }
 

@@ -3,6 +3,7 @@
 mod bench;
 mod cmd;
 mod demo;
+mod demo_cluster;
 mod demo_grpc;
 mod demo_vm;
 mod fuzz;
@@ -37,7 +38,8 @@ enum Task {
     /// Setup, build, then drive 30 connections through a VIP in a netns testbed (needs root);
     /// `demo grpc`: unary calls, streams and a connection pool through a gRPC VIP;
     /// `demo vm`: the same 30 connections through xlbd in native XDP mode on virtio-net in a
-    /// qemu guest
+    /// qemu guest; `demo cluster`: 3 xlb nodes behind an ECMP router (BGP), 60 connections,
+    /// one node killed while they stream
     Demo {
         #[arg(value_enum)]
         which: Option<DemoKind>,
@@ -72,6 +74,8 @@ enum DemoKind {
     Grpc,
     /// xlbd in a qemu guest, native XDP on its virtio-net NICs (TCG where KVM is unusable)
     Vm,
+    /// 3 xlb nodes behind an ECMP router that learns the VIP from each over BGP (BIRD)
+    Cluster,
 }
 
 /// Workspace packages built and tested on the host: all but `lb-ebpf`, which is built for
@@ -117,6 +121,9 @@ fn main() {
         Task::Demo {
             which: Some(DemoKind::Vm),
         } => demo_vm::demo(),
+        Task::Demo {
+            which: Some(DemoKind::Cluster),
+        } => demo_cluster::demo(),
         Task::Bench { args } => bench::bench(&args),
         Task::Fuzz { count, seed } => fuzz::fuzz(count, seed),
     };

@@ -30,6 +30,7 @@ async fn start() -> Harness {
             AttachMode::Skb,
             vec![],
         ))),
+        node: Arc::new(crate::announce::Node::new(None, None)),
     };
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let service = ControlService::new(state.clone(), info);
@@ -265,6 +266,56 @@ async fn errors_carry_codes_and_one_line_messages() {
     assert_eq!(list.services.len(), 1);
     assert_eq!(list.services[0].generation, 2);
     assert_eq!(h.state.lock().await.dataplane().fake.backends.len(), 1);
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn a_drained_node_wants_no_vip_announced() {
+    use super::proto::{NodeStatusRequest, SetNodeDrainRequest};
+    let mut h = start().await;
+    let c = &mut h.client;
+    c.add_service(add_service("198.18.0.10:80/tcp", Some(7)))
+        .await
+        .unwrap();
+    c.add_service(add_service("198.18.0.11:80/tcp", Some(7)))
+        .await
+        .unwrap();
+    c.add_backend(add_backend("198.19.0.2:8080", None))
+        .await
+        .unwrap();
+    let s = c
+        .get_node_status(NodeStatusRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    let shown: Vec<(&str, bool, &str)> = s
+        .announcements
+        .iter()
+        .map(|a| (a.vip.as_str(), a.wanted, a.reason.as_str()))
+        .collect();
+    assert_eq!(
+        shown,
+        [
+            ("198.18.0.10", true, "1 backend up"),
+            ("198.18.0.11", false, "no backend is up")
+        ]
+    );
+    assert!(!s.draining && s.announce_table == 0);
+    // No announcer runs here: the reply comes after the 1 s wait for a round.
+    let s = c
+        .set_node_drain(SetNodeDrainRequest { drain: true })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(s.draining);
+    assert!(s.announcements.iter().all(|a| !a.wanted && !a.announced));
+    assert_eq!(s.announcements[0].reason, "the node is draining");
+    let s = c
+        .set_node_drain(SetNodeDrainRequest { drain: false })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(!s.draining && s.announcements[0].wanted);
     h.stop().await;
 }
 

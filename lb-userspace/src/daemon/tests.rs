@@ -170,6 +170,14 @@ fn nonsense_arguments_get_one_line_naming_the_limit() {
             "interface name \"xlbL1234567890ab\" is longer than 15 bytes (Linux's IFNAMSIZ)",
         ),
         (
+            &["--iface", "eth0", "--announce-table", "254"],
+            "--announce-table 254: table 254 is the kernel's main table, which forwards packets; choose a table of its own (e.g. 100) that the BGP speaker reads",
+        ),
+        (
+            &["--iface", "eth0", "--announce-table", "hundred"],
+            "--announce-table hundred: not a table number (1-4294967295, other than 253, 254 and 255)",
+        ),
+        (
             &["--iface", "eth0\n"],
             "interface name \"eth0\\n\" has a '/', ':', space or control character (Linux does not allow them)",
         ),
@@ -194,6 +202,9 @@ fn nonsense_arguments_get_one_line_naming_the_limit() {
     ])
     .unwrap();
     assert_eq!((a.flow_entries, a.table_area), (2, 202));
+    assert_eq!(a.announce_table, None);
+    let a = parse(&["--iface", "eth0", "--announce-table", "100"]).unwrap();
+    assert_eq!(a.announce_table, Some(crate::announce::KernelTable(100)));
 }
 
 #[test]
