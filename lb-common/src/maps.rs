@@ -19,6 +19,7 @@ pub const MAP_FRAGS: &str = "FRAGS";
 pub const MAP_EGRESS: &str = "EGRESS";
 pub const MAP_EGRESS_MISS: &str = "EGRESS_MISS";
 pub const MAP_AFFINITY: &str = "AFFINITY";
+pub const MAP_CONFIG: &str = "CONFIG";
 
 /// Default sizes; userspace may change the resizable ones at load time.
 pub const MAX_SERVICES: u32 = 256;
@@ -192,6 +193,18 @@ pub struct FlowValue {
     pub last_seen_ns: u64,
 }
 
+/// The one value of the `CONFIG` array: settings of the data path that userspace writes
+/// (at load, and whenever they change) and the program reads on its slow paths only.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct DataplaneConfig {
+    /// Connection-table inserts (new flows) each CPU may make per second; 0: no limit.
+    /// New flows over it are forwarded by the service's table without an entry and
+    /// counted under `STAT_NEW_FLOW_CAPPED`.
+    pub new_flow_cap: u32,
+    pub _pad: u32,
+}
+
 /// Key of the `FRAGS` LRU map: one fragmented datagram as its fragments arrive (addresses
 /// before rewriting, the IPv4 or IPv6 identification).
 #[repr(C)]
@@ -268,6 +281,7 @@ mod pod {
     unsafe impl aya::Pod for super::FragValue {}
     unsafe impl aya::Pod for super::AffinityKey {}
     unsafe impl aya::Pod for super::AffinityValue {}
+    unsafe impl aya::Pod for super::DataplaneConfig {}
     unsafe impl aya::Pod for crate::stats::Counter {}
 }
 
@@ -291,6 +305,8 @@ mod tests {
         assert_eq!(size_of::<AffinityKey>(), 24);
         assert_eq!(size_of::<AffinityValue>(), 16);
         assert_eq!(align_of::<AffinityValue>(), 8);
+        assert_eq!(size_of::<DataplaneConfig>(), 8);
+        assert_eq!(size_of::<crate::conntrack::InsertBudget>(), 16);
     }
 
     #[test]

@@ -41,7 +41,11 @@ pub const STAT_PASS_EXTHDR: u32 = 13;
 /// redirect (not in the `EGRESS` devmap, e.g. a bridge), so the kernel forwards it.
 pub const STAT_PASS_EGRESS: u32 = 14;
 
-pub const STAT_COUNT: u32 = 15;
+/// New flows forwarded by their service's table without a connection-table entry: this
+/// CPU's cap on inserts per second (`DataplaneConfig::new_flow_cap`) was reached.
+pub const STAT_NEW_FLOW_CAPPED: u32 = 15;
+
+pub const STAT_COUNT: u32 = 16;
 
 /// Names of the counters, by index, as userspace prints them.
 pub const STAT_NAMES: [&str; STAT_COUNT as usize] = [
@@ -60,4 +64,5 @@ pub const STAT_NAMES: [&str; STAT_COUNT as usize] = [
     "icmp_error",
     "pass_exthdr",
     "pass_egress",
+    "new_flow_capped",
 ];

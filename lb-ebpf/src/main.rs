@@ -11,6 +11,7 @@
 #![no_std]
 #![no_main]
 
+mod clock;
 mod forward;
 mod frag;
 mod icmp;
@@ -23,7 +24,7 @@ mod stats;
 
 use aya_ebpf::{bindings::xdp_action, macros::xdp, programs::XdpContext};
 use lb_common::{
-    DIR_REQUEST, FlowValue, ServiceValue,
+    DIR_REPLY, DIR_REQUEST, FlowValue, ServiceValue,
     stats::{
         STAT_FORWARD, STAT_FRAGMENT, STAT_ICMP_ERROR, STAT_PASS_EXTHDR, STAT_PASS_FRAGMENT,
         STAT_PASS_MALFORMED, STAT_PASS_OTHER, STAT_REPLY, STAT_RX,
@@ -80,13 +81,27 @@ pub(crate) fn skipped(ctx: &XdpContext, skip: Skip) -> u32 {
     xdp_action::XDP_PASS
 }
 
-/// A TCP or UDP packet: a request to a service, a reply of a balanced flow, a later
-/// fragment of a balanced datagram, or none of these (passed).
+/// A TCP or UDP packet: a packet of a known flow (either direction), a new flow to a
+/// service, a later fragment of a balanced datagram, or none of these (passed).
+///
+/// The connection table is looked up first, so an established flow or a reply costs one
+/// hash lookup; only a miss (or a SYN on a closed flow, which starts a new flow) looks the
+/// services map up.
 #[inline(always)]
 pub(crate) fn flow<const V6: bool>(ctx: &XdpContext, p: &Packet) -> u32 {
     count(STAT_RX, p.len);
     if p.frag == Frag::Later {
         return later_fragment::<V6>(ctx, p);
+    }
+    if let Some(flow) = select::known(&p.key, p.tcp_flags) {
+        if !forward::ttl_allows::<V6>(p) {
+            return xdp_action::XDP_PASS;
+        }
+        if flow.direction == DIR_REPLY {
+            return send::<V6>(ctx, p, End::Source, flow, STAT_REPLY);
+        }
+        count_backend(flow.backend, p.len);
+        return send::<V6>(ctx, p, End::Destination, flow, STAT_FORWARD);
     }
     let Some(sc) = scratch() else {
         return xdp_action::XDP_PASS;
@@ -100,23 +115,17 @@ pub(crate) fn flow<const V6: bool>(ctx: &XdpContext, p: &Packet) -> u32 {
     if let Some(svc) = unsafe { SERVICES.get(&sc.service_key) } {
         return request::<V6>(ctx, p, svc);
     }
-    if let Some(flow) = select::reply_for(&p.key, p.tcp_flags) {
-        if !forward::ttl_allows::<V6>(p) {
-            return xdp_action::XDP_PASS;
-        }
-        return send::<V6>(ctx, p, End::Source, flow, STAT_REPLY);
-    }
     count(STAT_PASS_OTHER, p.len);
     xdp_action::XDP_PASS
 }
 
-/// A packet addressed to a service: to its flow's backend.
+/// The first packet of a flow to a service: to the backend its table gives.
 #[inline(always)]
 fn request<const V6: bool>(ctx: &XdpContext, p: &Packet, svc: &ServiceValue) -> u32 {
     if !forward::ttl_allows::<V6>(p) {
         return xdp_action::XDP_PASS;
     }
-    let flow = match select::backend_for(&p.key, svc, p.tcp_flags, p.len) {
+    let flow = match select::new_flow(&p.key, svc, p.tcp_flags, p.len) {
         Ok(flow) => flow,
         Err(stat) => {
             count(stat, p.len);

@@ -7,8 +7,9 @@ use aya_ebpf::{
 };
 use lb_common::{
     AFFINITY_ENTRIES, AffinityKey, AffinityValue, Backend, DEFAULT_FLOW_ENTRIES,
-    DEFAULT_TABLE_AREA, FRAG_ENTRIES, FlowKey, FlowValue, FragKey, FragValue, MAX_BACKENDS,
-    MAX_EGRESS, MAX_SERVICES, ServiceKey, ServiceValue, TABLES_MAP_FLAGS,
+    DEFAULT_TABLE_AREA, DataplaneConfig, FRAG_ENTRIES, FlowKey, FlowValue, FragKey, FragValue,
+    MAX_BACKENDS, MAX_EGRESS, MAX_SERVICES, ServiceKey, ServiceValue, TABLES_MAP_FLAGS,
+    conntrack::InsertBudget,
     stats::{Counter, STAT_COUNT},
 };
 
@@ -35,6 +36,10 @@ pub static FLOWS: LruHashMap<FlowKey, FlowValue> =
 #[map]
 pub static AFFINITY: LruHashMap<AffinityKey, AffinityValue> =
     LruHashMap::with_max_entries(AFFINITY_ENTRIES, 0);
+
+/// The data path's settings (one value), written by userspace.
+#[map]
+pub static CONFIG: Array<DataplaneConfig> = Array::with_max_entries(1, 0);
 
 /// Global counters, indexed by `STAT_*`.
 #[map]
@@ -80,6 +85,11 @@ pub struct Scratch {
     /// The affinity entry of a new flow, and its key.
     pub affinity_key: AffinityKey,
     pub affinity: AffinityValue,
+    /// `clock::now`'s cache: the jiffy of the last ns time read on this CPU, and that time.
+    pub clock_jiffies: u64,
+    pub clock_ns: u64,
+    /// This CPU's connection-table inserts in the current second (`DataplaneConfig`).
+    pub insert_budget: InsertBudget,
 }
 
 // `Scratch::fib_zeroed` clears the FIB block 8 bytes at a time.

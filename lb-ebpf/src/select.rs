@@ -1,15 +1,15 @@
 //! Backend selection: the connection table first, then the service's backend table.
 
-use aya_ebpf::helpers::bpf_ktime_get_ns;
 use lb_common::{
     AFFINITY_CLIENT_IP, DIR_REPLY, DIR_REQUEST, FlowKey, FlowValue, NO_BACKEND, ServiceValue,
-    conntrack::{close_flags, is_syn},
+    conntrack::{close_flags, is_rst, is_syn},
     hash::{FLOW_HASH_SEED, flow_hash, slot},
-    stats::{STAT_DROP_FLOW_TABLE, STAT_DROP_NO_BACKEND, STAT_NEW_FLOW},
+    stats::{STAT_DROP_FLOW_TABLE, STAT_DROP_NO_BACKEND, STAT_NEW_FLOW, STAT_NEW_FLOW_CAPPED},
 };
 
 use crate::{
-    maps::{AFFINITY, BACKENDS, FLOWS, TABLES, scratch},
+    clock,
+    maps::{AFFINITY, BACKENDS, CONFIG, FLOWS, TABLES, scratch},
     stats::{count, count_backend},
 };
 
@@ -29,28 +29,33 @@ fn touch(v: &mut FlowValue, tcp_flags: u8, now: u64) {
     }
 }
 
-/// The request-direction entry of the flow `key` to service `svc`: the existing one, or a
-/// new one (both directions recorded) for a backend taken from the service's table (or,
-/// with `client-ip` affinity, the client's last backend while it holds). A SYN on a flow
-/// that has closed starts a new flow.
+/// The entry of a packet of a known flow, either direction, refreshed: `None` when the
+/// table has none, or when a SYN meets a closed flow's request entry (a new flow, which
+/// the services map must give a backend).
+#[inline(always)]
+pub fn known(key: &FlowKey, tcp_flags: u8) -> Option<&'static FlowValue> {
+    let v = FLOWS.get_ptr_mut(key)?;
+    // SAFETY: a live map value; concurrent writers only set bits and times.
+    let v = unsafe { &mut *v };
+    if v.direction == DIR_REQUEST && v.flags != 0 && is_syn(tcp_flags) {
+        return None;
+    }
+    touch(v, tcp_flags, clock::now());
+    Some(v)
+}
+
+/// A new flow `key` to service `svc`: both directions recorded for a backend taken from
+/// the service's table (or, with `client-ip` affinity, the client's last backend while it
+/// holds); the request-direction entry is returned.
 /// `Err(stat)` names the counter of the reason the packet is dropped.
 #[inline(always)]
-pub fn backend_for(
+pub fn new_flow(
     key: &FlowKey,
     svc: &ServiceValue,
     tcp_flags: u8,
     len: u64,
 ) -> Result<&'static FlowValue, u32> {
-    // SAFETY: monotonic clock read, no preconditions.
-    let now = unsafe { bpf_ktime_get_ns() };
-    if let Some(v) = FLOWS.get_ptr_mut(key) {
-        // SAFETY: a live map value; concurrent writers only set bits and times.
-        let v = unsafe { &mut *v };
-        if v.direction == DIR_REQUEST && !(v.flags != 0 && is_syn(tcp_flags)) {
-            touch(v, tcp_flags, now);
-            return Ok(v);
-        }
-    }
+    let now = clock::now();
     if svc.table_size == 0 {
         return Err(STAT_DROP_NO_BACKEND);
     }
@@ -97,6 +102,17 @@ pub fn backend_for(
     r.service = svc.id;
     r._pad = 0;
     r.last_seen_ns = now;
+    // Katran's miss rules: an RST of no known flow makes no entry, nor does a new flow
+    // over this CPU's insert cap (so a SYN flood cannot flush the table); both go where
+    // the table sends them.
+    if is_rst(tcp_flags) {
+        return Ok(&sc.request);
+    }
+    let cap = CONFIG.get(0).map_or(0, |c| c.new_flow_cap);
+    if !sc.insert_budget.take(now, cap) {
+        count(STAT_NEW_FLOW_CAPPED, len);
+        return Ok(&sc.request);
+    }
     let k = &mut sc.reply_key;
     k.src = b.addr;
     k.dst = key.src;
@@ -130,18 +146,4 @@ pub fn backend_for(
     count(STAT_NEW_FLOW, len);
     count_backend(lb_common::NEW_FLOWS_BASE + index, len);
     Ok(&sc.request)
-}
-
-/// The reply-direction entry for a packet from a backend, if it belongs to a balanced flow.
-#[inline(always)]
-pub fn reply_for(key: &FlowKey, tcp_flags: u8) -> Option<&'static FlowValue> {
-    let v = FLOWS.get_ptr_mut(key)?;
-    // SAFETY: a live map value; concurrent writers only set bits and times.
-    let v = unsafe { &mut *v };
-    if v.direction != DIR_REPLY {
-        return None;
-    }
-    // SAFETY: monotonic clock read, no preconditions.
-    touch(v, tcp_flags, unsafe { bpf_ktime_get_ns() });
-    Some(v)
 }
