@@ -24,9 +24,9 @@ use aya::{
     programs::{ProgramError, Xdp, XdpMode},
 };
 use lb_common::{
-    AffinityKey, AffinityValue, Backend, FlowKey, FlowValue, MAP_AFFINITY, MAP_BACKEND_STATS,
-    MAP_BACKENDS, MAP_EGRESS, MAP_EGRESS_MISS, MAP_FLOWS, MAP_FRAGS, MAP_SERVICES, MAP_STATS,
-    MAP_TABLES, ServiceKey, ServiceValue,
+    AffinityKey, AffinityValue, Backend, DataplaneConfig, FlowKey, FlowValue, MAP_AFFINITY,
+    MAP_BACKEND_STATS, MAP_BACKENDS, MAP_CONFIG, MAP_EGRESS, MAP_EGRESS_MISS, MAP_FLOWS, MAP_FRAGS,
+    MAP_SERVICES, MAP_STATS, MAP_TABLES, ServiceKey, ServiceValue,
     stats::{Counter, STAT_COUNT},
 };
 
@@ -112,6 +112,8 @@ pub struct LoadOptions {
     /// Load the XDP object from this file instead of the one built into xlbd (a data-path
     /// build made from the same lb-common, rolled out without a new xlbd).
     pub object: Option<PathBuf>,
+    /// The data path's settings (`CONFIG`), written once the object is loaded.
+    pub config: DataplaneConfig,
 }
 
 /// Why the loader could not start; each one is one line an operator can act on.
@@ -207,6 +209,8 @@ impl BpfDataplane {
             check_pinned_maps(dir, object, opts.flow_entries, opts.table_area)?;
         }
         let mut dp = Self::load_with(object, opts.flow_entries, opts.table_area, &pins)?;
+        dp.set_config(&opts.config)
+            .map_err(|e| LoadError::Rejected(e.to_string()))?;
         dp.pin_dir = Some(dir.clone());
         dp.adopted = adopted;
         dp._lock = Some(lock);
@@ -299,6 +303,17 @@ impl BpfDataplane {
         self.maps.flows.get(key, 0).ok()
     }
 
+    /// Writes the data path's settings (the one value of `CONFIG`).
+    ///
+    /// # Errors
+    /// When the map refuses the value.
+    pub fn set_config(&mut self, config: &DataplaneConfig) -> Result<(), DataplaneError> {
+        self.maps
+            .config
+            .set(0, config, 0)
+            .map_err(map_err(MAP_CONFIG))
+    }
+
     /// The affinity entry of one client of one service, if present.
     pub fn affinity(&self, key: &AffinityKey) -> Option<AffinityValue> {
         self.maps.affinity.get(key, 0).ok()
@@ -331,6 +346,7 @@ struct Maps {
     egress: DevMapHash<MapData>,
     egress_miss: HashMap<MapData, u32, u64>,
     affinity: HashMap<MapData, AffinityKey, AffinityValue>,
+    config: Array<MapData, DataplaneConfig>,
 }
 
 impl Maps {
@@ -354,6 +370,7 @@ impl Maps {
             egress: typed(ebpf, MAP_EGRESS)?,
             egress_miss: typed(ebpf, MAP_EGRESS_MISS)?,
             affinity: typed(ebpf, MAP_AFFINITY)?,
+            config: typed(ebpf, MAP_CONFIG)?,
         })
     }
 }
@@ -826,6 +843,7 @@ mod root_tests {
             table_area: 4096,
             reset: false,
             object: None,
+            config: DataplaneConfig::default(),
         }
     }
 

@@ -78,6 +78,11 @@ pub struct Args {
     #[arg(long, default_value_t = lb_common::DEFAULT_TABLE_AREA, value_name = "N",
           value_parser = limits::parse_table_area, allow_negative_numbers = true)]
     pub table_area: u32,
+    /// New flows each CPU may enter in the connection table per second (0: no limit).
+    /// Over it, a new flow is still forwarded by its service's table, without an entry
+    /// (counted as new_flow_capped), so a SYN flood cannot flush the table.
+    #[arg(long, default_value_t = 0, value_name = "N")]
+    pub new_flow_cap: u32,
     /// Seconds an established TCP flow may idle before its entries expire.
     #[arg(long, default_value_t = 3600, value_name = "SECS")]
     pub tcp_timeout: u64,
@@ -129,6 +134,10 @@ impl Args {
             table_area: self.table_area,
             reset: self.reset,
             object: self.object.clone(),
+            config: lb_common::DataplaneConfig {
+                new_flow_cap: self.new_flow_cap,
+                _pad: 0,
+            },
         }
     }
 

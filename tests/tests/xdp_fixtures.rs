@@ -7,7 +7,10 @@
 
 mod fixtures;
 
-use lb_common::{DIR_REPLY, DIR_REQUEST, FlowKey, PROTO_TCP, stats::STAT_PASS_EGRESS};
+use lb_common::{
+    DIR_REPLY, DIR_REQUEST, DataplaneConfig, FlowKey, PROTO_TCP,
+    stats::{STAT_NEW_FLOW_CAPPED, STAT_PASS_EGRESS},
+};
 use xlb_xdp_harness::{
     Harness, Plan, fixture,
     harness::{affinity_key, affinity_service_id, tcp_backend_index},
@@ -114,4 +117,54 @@ fn xdp_packet_fixtures() {
         flows.join("\n"),
         report.summary()
     );
+}
+
+/// Pins the calling thread to the CPU it runs on: per-CPU state (the insert budget) is
+/// then one CPU's for every BPF_PROG_TEST_RUN that follows.
+fn pin_to_this_cpu() {
+    // SAFETY: sched_getcpu has no preconditions; the set is a plain bit mask written
+    // with the libc macros; sched_setaffinity(0) affects the calling thread only.
+    unsafe {
+        let cpu = libc::sched_getcpu();
+        assert!(cpu >= 0, "sched_getcpu");
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_SET(cpu as usize, &mut set);
+        assert_eq!(
+            libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set),
+            0,
+            "sched_setaffinity"
+        );
+    }
+}
+
+#[test]
+fn new_flow_cap_forwards_without_an_entry() {
+    if !require_root("new_flow_cap_forwards_without_an_entry") {
+        return;
+    }
+    let (reports, capped) = in_private_netns(|| {
+        pin_to_this_cpu();
+        let mut h = Harness::new(1024).expect("harness");
+        h.set_config(&DataplaneConfig {
+            new_flow_cap: 1,
+            _pad: 0,
+        })
+        .expect("config");
+        let mut reports = Vec::new();
+        for (i, plan) in PLANS.iter().enumerate() {
+            if i > 0 {
+                // The next family starts a new one-second window.
+                std::thread::sleep(std::time::Duration::from_millis(1100));
+            }
+            let table = fixtures::fastpath::capped(plan);
+            reports.push(fixture::run_all(&mut h, &table).expect("test_run"));
+        }
+        let capped = h.stats().expect("stats")[STAT_NEW_FLOW_CAPPED as usize].packets;
+        (reports, capped)
+    });
+    for r in &reports {
+        eprintln!("{}", r.summary());
+        assert!(r.failures.is_empty(), "\n{}", r.failures.join("\n"));
+    }
+    assert_eq!(capped, PLANS.len() as u64, "new_flow_capped");
 }
