@@ -13,11 +13,10 @@
 use std::time::Duration;
 
 use anyhow::{Context as _, Result, anyhow, bail};
-use aya::maps::{HashMap, Map, MapData, MapInfo};
 use aya::programs::{TestRun as _, TestRunOptions, Xdp};
 use aya::{Ebpf, EbpfLoader};
 use lb_common::{
-    Addr, Backend, FAMILY_V4, FlowKey, FlowValue, MAP_FLOWS, PROTO_TCP, ServiceKey, ServiceValue,
+    Addr, Backend, FAMILY_V4, FlowKey, MAP_FLOWS4, MAP_FLOWS6, PROTO_TCP, ServiceKey, ServiceValue,
 };
 use lb_userspace::bpf::{BpfDataplane, LIMIT_PROGRAM, xdp_object};
 use lb_userspace::dataplane::Dataplane as _;
@@ -88,14 +87,13 @@ fn measure_here() -> Result<(PerPacket, PerPacketRaw)> {
     // As xlbd would: both veths take XDP redirects.
     dp.allow_egress(client_if)?;
     dp.allow_egress(backend_if)?;
-    let mut flows = flows_map(dp.program())?;
     let mut limit_obj = load_limit()?;
     let limit = limit_program(&mut limit_obj)?;
 
     let forwarded = [XDP_TX, XDP_REDIRECT];
     let mut s = Samples::default();
     for _ in 0..ROUNDS {
-        clear(&mut flows)?;
+        clear(&mut dp)?;
         let xlb = dp.program();
         s.new_flow
             .push(run(xlb, &frames.syn, client_if, 1, &forwarded)?);
@@ -186,30 +184,18 @@ fn fill_maps(dp: &mut BpfDataplane) -> Result<()> {
     Ok(())
 }
 
-/// The program's connection table, found by name among the maps it uses.
-fn flows_map(prog: &Xdp) -> Result<HashMap<MapData, FlowKey, FlowValue>> {
-    let ids = prog.info()?.map_ids()?.unwrap_or_default();
-    for id in ids {
-        if MapInfo::from_id(id)?.name_as_str() == Some(MAP_FLOWS) {
-            let map = Map::LruHashMap(MapData::from_id(id)?);
-            return Ok(HashMap::try_from(map)?);
-        }
-    }
-    bail!("the program uses no map named {MAP_FLOWS}")
-}
-
-fn clear(flows: &mut HashMap<MapData, FlowKey, FlowValue>) -> Result<()> {
-    let keys = flows.keys().collect::<Result<Vec<_>, _>>()?;
-    for k in keys {
-        flows.remove(&k)?;
-    }
+/// Empties the connection table (both families' maps).
+fn clear(dp: &mut BpfDataplane) -> Result<()> {
+    let keys: Vec<FlowKey> = dp.flows()?.into_iter().map(|(k, _)| k).collect();
+    dp.remove_flows(&keys)?;
     Ok(())
 }
 
 /// The object loaded a second time, for its yardstick program (never attached).
 fn load_limit() -> Result<Ebpf> {
     EbpfLoader::new()
-        .map_max_entries(MAP_FLOWS, 2)
+        .map_max_entries(MAP_FLOWS4, 2)
+        .map_max_entries(MAP_FLOWS6, 2)
         .map_max_entries(lb_common::MAP_TABLES, 2)
         .load(xdp_object())
         .context("loading the XDP object for its yardstick")

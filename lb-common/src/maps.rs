@@ -12,7 +12,9 @@ pub const FAMILY_V6: u8 = 6;
 pub const MAP_SERVICES: &str = "SERVICES";
 pub const MAP_BACKENDS: &str = "BACKENDS";
 pub const MAP_TABLES: &str = "TABLES";
-pub const MAP_FLOWS: &str = "FLOWS";
+/// The connection table, one map per family (`FlowKey4` and `FlowKey` keys).
+pub const MAP_FLOWS4: &str = "FLOWS4";
+pub const MAP_FLOWS6: &str = "FLOWS6";
 pub const MAP_STATS: &str = "STATS";
 pub const MAP_BACKEND_STATS: &str = "BACKEND_STATS";
 pub const MAP_FRAGS: &str = "FRAGS";
@@ -39,7 +41,7 @@ pub const TABLES_MAP_FLAGS: u32 = 1 << 10;
 /// Bytes a slot of `TABLES` takes in its memory mapping: the kernel rounds an array's
 /// values up to 8 bytes.
 pub const TABLES_MMAP_STRIDE: usize = 8;
-/// Connection-table entries (one per direction of each flow).
+/// Connection-table entries of each family's map (one per direction of each flow).
 pub const DEFAULT_FLOW_ENTRIES: u32 = 1 << 18;
 /// Datagrams whose later fragments can be followed at once.
 pub const FRAG_ENTRIES: u32 = 8192;
@@ -142,7 +144,9 @@ pub struct Backend {
     pub _pad: u8,
 }
 
-/// Key of the `FLOWS` LRU map: one flow direction as seen on the wire.
+/// One flow direction as seen on the wire, either family: what the data path parses and
+/// userspace lists. It is the key of the IPv6 connection table `FLOWS6` as it is (family
+/// always `FAMILY_V6`); IPv4 flows are keyed by the narrower [`FlowKey4`] in `FLOWS4`.
 ///
 /// A client's flow is stored twice: the request direction `client -> VIP`, whose value
 /// names the backend, and the reply direction `backend -> client`, whose value names the
@@ -161,6 +165,83 @@ pub struct FlowKey {
     pub _pad: [u8; 2],
 }
 
+/// Key of the IPv4 connection table `FLOWS4`: a [`FlowKey`] of family `FAMILY_V4` in 16
+/// bytes instead of 40 (the kernel hashes and compares every key byte; Cilium's IPv4
+/// conntrack key is 14 bytes for the same reason).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct FlowKey4 {
+    /// The IPv4 addresses as their wire bytes (`Addr::words[0]`).
+    pub src: u32,
+    pub dst: u32,
+    /// Network byte order.
+    pub src_port_be: u16,
+    /// Network byte order.
+    pub dst_port_be: u16,
+    pub proto: u8,
+    pub _pad: [u8; 3],
+}
+
+/// A connection-table map's key type: the one place that says how a [`FlowKey`] of its
+/// family maps to it and back, so code over the tables is written once for both families.
+pub trait FlowMapKey: Copy {
+    /// The map's name.
+    const MAP: &'static str;
+    /// The family of the flows it holds.
+    const FAMILY: u8;
+    /// The key of `k` (of family `FAMILY`).
+    fn from_flow(k: &FlowKey) -> Self;
+    /// The flow this key is of.
+    fn to_flow(&self) -> FlowKey;
+}
+
+impl FlowMapKey for FlowKey4 {
+    const MAP: &'static str = MAP_FLOWS4;
+    const FAMILY: u8 = FAMILY_V4;
+
+    #[inline(always)]
+    fn from_flow(k: &FlowKey) -> Self {
+        FlowKey4 {
+            src: k.src.words[0],
+            dst: k.dst.words[0],
+            src_port_be: k.src_port_be,
+            dst_port_be: k.dst_port_be,
+            proto: k.proto,
+            _pad: [0; 3],
+        }
+    }
+
+    fn to_flow(&self) -> FlowKey {
+        FlowKey {
+            src: Addr {
+                words: [self.src, 0, 0, 0],
+            },
+            dst: Addr {
+                words: [self.dst, 0, 0, 0],
+            },
+            src_port_be: self.src_port_be,
+            dst_port_be: self.dst_port_be,
+            proto: self.proto,
+            family: FAMILY_V4,
+            _pad: [0; 2],
+        }
+    }
+}
+
+impl FlowMapKey for FlowKey {
+    const MAP: &'static str = MAP_FLOWS6;
+    const FAMILY: u8 = FAMILY_V6;
+
+    #[inline(always)]
+    fn from_flow(k: &FlowKey) -> Self {
+        *k
+    }
+
+    fn to_flow(&self) -> FlowKey {
+        *self
+    }
+}
+
 /// `FlowValue::direction` of a request-direction entry (client to VIP).
 pub const DIR_REQUEST: u8 = 0;
 /// `FlowValue::direction` of a reply-direction entry (backend to client).
@@ -171,7 +252,7 @@ pub const FLOW_FIN: u8 = 1;
 /// `FlowValue::flags`: a TCP RST was seen in this entry's direction.
 pub const FLOW_RST: u8 = 2;
 
-/// Value of the `FLOWS` map: what the matching packets are rewritten to, and the little
+/// Value of the `FLOWS4` and `FLOWS6` maps: what the matching packets are rewritten to, and the little
 /// state userspace needs to expire the entry (see `conntrack`).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -276,6 +357,7 @@ mod pod {
     unsafe impl aya::Pod for super::ServiceValue {}
     unsafe impl aya::Pod for super::Backend {}
     unsafe impl aya::Pod for super::FlowKey {}
+    unsafe impl aya::Pod for super::FlowKey4 {}
     unsafe impl aya::Pod for super::FlowValue {}
     unsafe impl aya::Pod for super::FragKey {}
     unsafe impl aya::Pod for super::FragValue {}
@@ -297,6 +379,7 @@ mod tests {
         assert_eq!(size_of::<ServiceValue>(), 24);
         assert_eq!(size_of::<Backend>(), 20);
         assert_eq!(size_of::<FlowKey>(), 40);
+        assert_eq!(size_of::<FlowKey4>(), 16);
         assert_eq!(size_of::<FlowValue>(), 40);
         assert_eq!(align_of::<FlowValue>(), 8);
         assert_eq!(align_of::<FlowKey>(), 4);
@@ -321,6 +404,35 @@ mod tests {
         assert!(!v.fresh(7_000_000_001, 2));
         assert!(!v.fresh(4_999_999_999, 2));
         assert!(v.fresh(5_000_000_000 + 86_400 * 1_000_000_000, 86_400));
+    }
+
+    #[test]
+    fn flow_keys_round_trip_through_their_family_map_keys() {
+        let v4 = FlowKey {
+            src: Addr::from_v4_octets([198, 18, 0, 1]),
+            dst: Addr::from_v4_octets([198, 18, 0, 10]),
+            src_port_be: 40000u16.to_be(),
+            dst_port_be: 80u16.to_be(),
+            proto: PROTO_TCP,
+            family: FAMILY_V4,
+            _pad: [0; 2],
+        };
+        let k4 = FlowKey4::from_flow(&v4);
+        assert_eq!(k4.to_flow(), v4);
+        // The wire bytes as the kernel hashes them: addresses, ports, proto, zero padding.
+        let bytes: [u8; 16] = unsafe { core::mem::transmute(k4) };
+        assert_eq!(
+            bytes,
+            [198, 18, 0, 1, 198, 18, 0, 10, 0x9c, 0x40, 0, 80, 6, 0, 0, 0]
+        );
+        let v6 = FlowKey {
+            src: Addr::from_v6_octets([0x20, 1, 0, 2, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1]),
+            family: FAMILY_V6,
+            ..v4
+        };
+        assert_eq!(<FlowKey as FlowMapKey>::from_flow(&v6).to_flow(), v6);
+        assert_eq!(FlowKey4::FAMILY, FAMILY_V4);
+        assert_eq!(<FlowKey as FlowMapKey>::MAP, MAP_FLOWS6);
     }
 
     #[test]

@@ -24,7 +24,7 @@ mod stats;
 
 use aya_ebpf::{bindings::xdp_action, macros::xdp, programs::XdpContext};
 use lb_common::{
-    DIR_REPLY, DIR_REQUEST, FlowValue, ServiceValue,
+    DIR_REPLY, DIR_REQUEST, FlowKey, FlowValue, ServiceValue,
     stats::{
         STAT_FORWARD, STAT_FRAGMENT, STAT_ICMP_ERROR, STAT_PASS_EXTHDR, STAT_PASS_FRAGMENT,
         STAT_PASS_MALFORMED, STAT_PASS_OTHER, STAT_REPLY, STAT_RX,
@@ -33,7 +33,7 @@ use lb_common::{
 
 use crate::{
     icmp::IcmpError,
-    maps::{FLOWS, SERVICES, scratch},
+    maps::{SERVICES, flow_ptr, scratch},
     nat::End,
     parse::{Frag, Packet, Skip},
     stats::{count, count_backend},
@@ -93,7 +93,7 @@ pub(crate) fn flow<const V6: bool>(ctx: &XdpContext, p: &Packet) -> u32 {
     if p.frag == Frag::Later {
         return later_fragment::<V6>(ctx, p);
     }
-    if let Some(flow) = select::known(&p.key, p.tcp_flags) {
+    if let Some(flow) = select::known::<V6>(&p.key, p.tcp_flags) {
         if !forward::ttl_allows::<V6>(p) {
             return xdp_action::XDP_PASS;
         }
@@ -125,15 +125,31 @@ fn request<const V6: bool>(ctx: &XdpContext, p: &Packet, svc: &ServiceValue) -> 
     if !forward::ttl_allows::<V6>(p) {
         return xdp_action::XDP_PASS;
     }
-    let flow = match select::new_flow(&p.key, svc, p.tcp_flags, p.len) {
-        Ok(flow) => flow,
-        Err(stat) => {
-            count(stat, p.len);
-            return xdp_action::XDP_DROP;
-        }
+    let stat = new_flow::<V6>(&p.key, svc, p.tcp_flags, p.len);
+    if stat != NEW_FLOW_OK {
+        count(stat, p.len);
+        return xdp_action::XDP_DROP;
+    }
+    let Some(sc) = scratch() else {
+        return xdp_action::XDP_PASS;
     };
-    count_backend(flow.backend, p.len);
-    send::<V6>(ctx, p, End::Destination, flow, STAT_FORWARD)
+    count_backend(sc.request.backend, p.len);
+    send::<V6>(ctx, p, End::Destination, &sc.request, STAT_FORWARD)
+}
+
+/// `new_flow`'s answer when the flow has its backend (in the scratch area's `request`).
+const NEW_FLOW_OK: u32 = u32::MAX;
+
+/// `select::new_flow` as a BPF function of its own: the new-flow path's temporaries stay
+/// out of `parse::parse_l4`'s frame, which every packet's call chain carries (inlined,
+/// they made the chain xlb -> parse_l4 -> later_fragment -> forward -> kernel_egress 544
+/// bytes as Linux 6.1 counts it). Returns `NEW_FLOW_OK` or the counter of the drop.
+#[inline(never)]
+fn new_flow<const V6: bool>(key: &FlowKey, svc: &ServiceValue, tcp_flags: u8, len: u64) -> u32 {
+    match select::new_flow::<V6>(key, svc, tcp_flags, len) {
+        Ok(_) => NEW_FLOW_OK,
+        Err(stat) => stat,
+    }
 }
 
 /// Rewrites `end` to the flow's NAT address and port, records a first fragment's
@@ -186,7 +202,9 @@ fn later_fragment<const V6: bool>(ctx: &XdpContext, p: &Packet) -> u32 {
 pub(crate) fn icmp_error<const V6: bool>(ctx: &XdpContext, p: &Packet, e: &IcmpError) -> u32 {
     count(STAT_RX, p.len);
     // SAFETY: a map value, valid until the program returns.
-    let flow = scratch().and_then(|sc| unsafe { FLOWS.get(&sc.icmp_key) });
+    let flow = scratch()
+        .and_then(|sc| flow_ptr::<V6>(&sc.icmp_key))
+        .map(|v| unsafe { &*v });
     let Some(flow) = flow else {
         count(STAT_PASS_OTHER, p.len);
         return xdp_action::XDP_PASS;

@@ -1,7 +1,9 @@
 //! Backend selection: the connection table first, then the service's backend table.
 
+use core::ptr::{read_volatile, write_volatile};
+
 use lb_common::{
-    AFFINITY_CLIENT_IP, DIR_REPLY, DIR_REQUEST, FlowKey, FlowValue, NO_BACKEND, ServiceValue,
+    AFFINITY_CLIENT_IP, Addr, DIR_REPLY, DIR_REQUEST, FlowKey, FlowValue, NO_BACKEND, ServiceValue,
     conntrack::{close_flags, is_rst, is_syn},
     hash::{FLOW_HASH_SEED, flow_hash, slot},
     stats::{STAT_DROP_FLOW_TABLE, STAT_DROP_NO_BACKEND, STAT_NEW_FLOW, STAT_NEW_FLOW_CAPPED},
@@ -9,13 +11,28 @@ use lb_common::{
 
 use crate::{
     clock,
-    maps::{AFFINITY, BACKENDS, CONFIG, FLOWS, TABLES, scratch},
+    maps::{AFFINITY, BACKENDS, CONFIG, TABLES, flow_insert, flow_ptr, scratch},
     stats::{count, count_backend},
 };
 
 /// Entries' last-seen times are rewritten at most this often (ns), so a busy flow does
 /// not dirty its entry's cache line on every packet.
 const TOUCH_NS: u64 = 1_000_000_000;
+
+// `new_flow` writes the affinity key's family and padding as one word.
+const _: () = assert!(core::mem::offset_of!(lb_common::AffinityKey, family) % 4 == 0);
+
+/// Copies an address word by word: assignments of addresses became calls to a `memmove`
+/// subprogram, one more frame in the deepest call chain.
+#[inline(always)]
+fn copy_addr(to: &mut Addr, from: &Addr) {
+    let mut i = 0;
+    while i < 4 {
+        // SAFETY: word `i` of two addresses.
+        unsafe { write_volatile(&raw mut to.words[i], read_volatile(&from.words[i])) };
+        i += 1;
+    }
+}
 
 /// Records a packet with TCP flags `tcp_flags` at `now` in an entry.
 #[inline(always)]
@@ -33,8 +50,8 @@ fn touch(v: &mut FlowValue, tcp_flags: u8, now: u64) {
 /// table has none, or when a SYN meets a closed flow's request entry (a new flow, which
 /// the services map must give a backend).
 #[inline(always)]
-pub fn known(key: &FlowKey, tcp_flags: u8) -> Option<&'static FlowValue> {
-    let v = FLOWS.get_ptr_mut(key)?;
+pub fn known<const V6: bool>(key: &FlowKey, tcp_flags: u8) -> Option<&'static FlowValue> {
+    let v = flow_ptr::<V6>(key)?;
     // SAFETY: a live map value; concurrent writers only set bits and times.
     let v = unsafe { &mut *v };
     if v.direction == DIR_REQUEST && v.flags != 0 && is_syn(tcp_flags) {
@@ -49,7 +66,7 @@ pub fn known(key: &FlowKey, tcp_flags: u8) -> Option<&'static FlowValue> {
 /// holds); the request-direction entry is returned.
 /// `Err(stat)` names the counter of the reason the packet is dropped.
 #[inline(always)]
-pub fn new_flow(
+pub fn new_flow<const V6: bool>(
     key: &FlowKey,
     svc: &ServiceValue,
     tcp_flags: u8,
@@ -68,10 +85,13 @@ pub fn new_flow(
     let affinity = svc.affinity == AFFINITY_CLIENT_IP;
     if affinity {
         let ak = &mut sc.affinity_key;
-        ak.client = key.src;
+        copy_addr(&mut ak.client, &key.src);
         ak.service = svc.id;
         ak.family = key.family;
-        ak._pad = [0; 3];
+        // The family and the padding as one aligned word (a 3-byte array store at an odd
+        // offset became a call to a `memset` subprogram).
+        // SAFETY: bytes 20..24 of the key, 4-aligned (asserted below).
+        unsafe { *(&raw mut ak.family as *mut u32) = u32::from_ne_bytes([key.family, 0, 0, 0]) };
         if let Some(a) = AFFINITY.get_ptr(ak) {
             // SAFETY: a live map value, read once field by field.
             let a = unsafe { &*a };
@@ -94,7 +114,7 @@ pub fn new_flow(
     };
     // Field by field: struct literals would be built on the stack and then copied.
     let r = &mut sc.request;
-    r.nat_addr = b.addr;
+    copy_addr(&mut r.nat_addr, &b.addr);
     r.nat_port_be = b.port_be;
     r.direction = DIR_REQUEST;
     r.flags = close_flags(tcp_flags);
@@ -114,8 +134,8 @@ pub fn new_flow(
         return Ok(&sc.request);
     }
     let k = &mut sc.reply_key;
-    k.src = b.addr;
-    k.dst = key.src;
+    copy_addr(&mut k.src, &b.addr);
+    copy_addr(&mut k.dst, &key.src);
     k.src_port_be = b.port_be;
     k.dst_port_be = key.src_port_be;
     k.proto = key.proto;
@@ -124,13 +144,13 @@ pub fn new_flow(
     // The same entry with the VIP as its NAT target (a copy between map values, not
     // through the stack).
     sc.reply = sc.request;
-    sc.reply.nat_addr = key.dst;
+    copy_addr(&mut sc.reply.nat_addr, &key.dst);
     sc.reply.nat_port_be = key.dst_port_be;
     sc.reply.direction = DIR_REPLY;
     // The reply entry first: a request entry without it would forward packets whose
     // answers could not be translated back.
-    if FLOWS.insert(&sc.reply_key, &sc.reply, 0).is_err()
-        || FLOWS.insert(key, &sc.request, 0).is_err()
+    if flow_insert::<V6>(&sc.reply_key, &sc.reply).is_err()
+        || flow_insert::<V6>(key, &sc.request).is_err()
     {
         return Err(STAT_DROP_FLOW_TABLE);
     }

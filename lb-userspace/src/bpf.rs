@@ -16,7 +16,7 @@ use std::{
 };
 
 use aya::{
-    Ebpf, EbpfLoader,
+    Ebpf, EbpfLoader, Pod,
     maps::MapInfo,
     maps::{Array, DevMapHash, HashMap, IterableMap as _, Map, MapData, MapError, PerCpuArray},
     programs::links::{FdLink, PinnedLink},
@@ -24,9 +24,10 @@ use aya::{
     programs::{ProgramError, Xdp, XdpMode},
 };
 use lb_common::{
-    AffinityKey, AffinityValue, Backend, DataplaneConfig, FlowKey, FlowValue, MAP_AFFINITY,
-    MAP_BACKEND_STATS, MAP_BACKENDS, MAP_CONFIG, MAP_EGRESS, MAP_EGRESS_MISS, MAP_FLOWS, MAP_FRAGS,
-    MAP_SERVICES, MAP_STATS, MAP_TABLES, ServiceKey, ServiceValue,
+    AffinityKey, AffinityValue, Backend, DataplaneConfig, FlowKey, FlowKey4, FlowMapKey, FlowValue,
+    MAP_AFFINITY, MAP_BACKEND_STATS, MAP_BACKENDS, MAP_CONFIG, MAP_EGRESS, MAP_EGRESS_MISS,
+    MAP_FLOWS4, MAP_FLOWS6, MAP_FRAGS, MAP_SERVICES, MAP_STATS, MAP_TABLES, ServiceKey,
+    ServiceValue,
     stats::{Counter, STAT_COUNT},
 };
 
@@ -77,11 +78,12 @@ impl AttachMode {
 
 /// The maps that hold state, pinned as `<pin dir>/<lower-case name>` and adopted by the
 /// next daemon. (The per-CPU scratch map holds nothing between packets.)
-const PINNED_MAPS: [&str; 10] = [
+const PINNED_MAPS: [&str; 11] = [
     MAP_SERVICES,
     MAP_BACKENDS,
     MAP_TABLES,
-    MAP_FLOWS,
+    MAP_FLOWS4,
+    MAP_FLOWS6,
     MAP_STATS,
     MAP_BACKEND_STATS,
     MAP_FRAGS,
@@ -249,7 +251,8 @@ impl BpfDataplane {
         }
         let mut loader = EbpfLoader::new();
         loader
-            .map_max_entries(MAP_FLOWS, flow_entries)
+            .map_max_entries(MAP_FLOWS4, flow_entries)
+            .map_max_entries(MAP_FLOWS6, flow_entries)
             .map_max_entries(MAP_TABLES, table_area);
         for (map, path) in pins {
             loader.map_pin_path(map, path.as_path());
@@ -300,7 +303,7 @@ impl BpfDataplane {
 
     /// The connection-table entry of one flow direction, if present.
     pub fn flow(&self, key: &FlowKey) -> Option<FlowValue> {
-        self.maps.flows.get(key, 0).ok()
+        get_flow(&self.maps.flows4, key).or_else(|| get_flow(&self.maps.flows6, key))
     }
 
     /// Writes the data path's settings (the one value of `CONFIG`).
@@ -340,7 +343,8 @@ struct Maps {
     services: HashMap<MapData, ServiceKey, ServiceValue>,
     backends: Array<MapData, Backend>,
     tables: Array<MapData, u32>,
-    flows: HashMap<MapData, FlowKey, FlowValue>,
+    flows4: HashMap<MapData, FlowKey4, FlowValue>,
+    flows6: HashMap<MapData, FlowKey, FlowValue>,
     stats: PerCpuArray<MapData, Counter>,
     backend_stats: PerCpuArray<MapData, Counter>,
     egress: DevMapHash<MapData>,
@@ -364,7 +368,8 @@ impl Maps {
             services: typed(ebpf, MAP_SERVICES)?,
             backends: typed(ebpf, MAP_BACKENDS)?,
             tables: typed(ebpf, MAP_TABLES)?,
-            flows: typed(ebpf, MAP_FLOWS)?,
+            flows4: typed(ebpf, MAP_FLOWS4)?,
+            flows6: typed(ebpf, MAP_FLOWS6)?,
             stats: typed(ebpf, MAP_STATS)?,
             backend_stats: typed(ebpf, MAP_BACKEND_STATS)?,
             egress: typed(ebpf, MAP_EGRESS)?,
@@ -502,7 +507,7 @@ fn check_pinned_maps(
             return Err(incompatible("this object has no such map".into()));
         };
         let (max, flag) = match map {
-            MAP_FLOWS => (flow_entries, " (--flow-entries)"),
+            MAP_FLOWS4 | MAP_FLOWS6 => (flow_entries, " (--flow-entries)"),
             MAP_TABLES => (table_area, " (--table-area)"),
             _ => (want.max_entries(), ""),
         };
@@ -608,6 +613,50 @@ fn one_line(msg: &str) -> String {
             None => (*first).to_string(),
         },
     }
+}
+
+/// The entry of `key` in the connection table of key type `K`, if `key` is of its family
+/// and present.
+fn get_flow<K: FlowMapKey + Pod>(
+    map: &HashMap<MapData, K, FlowValue>,
+    key: &FlowKey,
+) -> Option<FlowValue> {
+    if key.family != K::FAMILY {
+        return None;
+    }
+    map.get(&K::from_flow(key), 0).ok()
+}
+
+/// Appends every entry of the connection table of key type `K` to `out`.
+fn list_flows<K: FlowMapKey + Pod>(
+    map: &HashMap<MapData, K, FlowValue>,
+    out: &mut Vec<(FlowKey, FlowValue)>,
+) -> Result<(), DataplaneError> {
+    for entry in map.iter() {
+        match entry {
+            Ok((k, v)) => out.push((k.to_flow(), v)),
+            // An entry evicted while we walk the table: skip it.
+            Err(MapError::KeyNotFound) => continue,
+            Err(e) => return Err(map_err(K::MAP)(e)),
+        }
+    }
+    Ok(())
+}
+
+/// Deletes the entries of `keys` of `K`'s family from its table; returns how many there were.
+fn remove_flows_of<K: FlowMapKey + Pod>(
+    map: &mut HashMap<MapData, K, FlowValue>,
+    keys: &[FlowKey],
+) -> Result<usize, DataplaneError> {
+    let mut removed = 0;
+    for key in keys.iter().filter(|k| k.family == K::FAMILY) {
+        match map.remove(&K::from_flow(key)) {
+            Ok(()) => removed += 1,
+            Err(MapError::KeyNotFound) => {}
+            Err(e) => return Err(map_err(K::MAP)(e)),
+        }
+    }
+    Ok(removed)
 }
 
 fn map_err(map: &'static str) -> impl Fn(MapError) -> DataplaneError {
@@ -726,27 +775,14 @@ impl Dataplane for BpfDataplane {
 
     fn flows(&self) -> Result<Vec<(FlowKey, FlowValue)>, DataplaneError> {
         let mut out = Vec::new();
-        for entry in self.maps.flows.iter() {
-            match entry {
-                Ok(kv) => out.push(kv),
-                // An entry evicted while we walk the table: skip it.
-                Err(MapError::KeyNotFound) => continue,
-                Err(e) => return Err(map_err(MAP_FLOWS)(e)),
-            }
-        }
+        list_flows(&self.maps.flows4, &mut out)?;
+        list_flows(&self.maps.flows6, &mut out)?;
         Ok(out)
     }
 
     fn remove_flows(&mut self, keys: &[FlowKey]) -> Result<usize, DataplaneError> {
-        let mut removed = 0;
-        for key in keys {
-            match self.maps.flows.remove(key) {
-                Ok(()) => removed += 1,
-                Err(MapError::KeyNotFound) => {}
-                Err(e) => return Err(map_err(MAP_FLOWS)(e)),
-            }
-        }
-        Ok(removed)
+        Ok(remove_flows_of(&mut self.maps.flows4, keys)?
+            + remove_flows_of(&mut self.maps.flows6, keys)?)
     }
 
     fn allow_egress(&mut self, ifindex: u32) -> Result<(), DataplaneError> {
@@ -877,7 +913,7 @@ mod root_tests {
             };
             let mut dp = BpfDataplane::load(&opts(&d)).expect("load");
             assert!(!dp.adopted());
-            assert!(Path::new(&d).join("flows").exists());
+            assert!(Path::new(&d).join("flows4").exists());
             assert!(Path::new(&d).join("link_lo").exists());
             assert_eq!(dp.table_area(), 4096);
             dp.put_service(&key, &value).unwrap();

@@ -69,7 +69,8 @@ pub struct Args {
     /// stays and keeps balancing until the next xlbd adopts it).
     #[arg(long)]
     pub detach_on_exit: bool,
-    /// Connection-table entries (each flow takes two).
+    /// Connection-table entries of each family's table (IPv4 and IPv6 flows are kept in
+    /// maps of their own; each flow takes two entries).
     #[arg(long, default_value_t = lb_common::DEFAULT_FLOW_ENTRIES, value_name = "N",
           value_parser = limits::parse_flow_entries, allow_negative_numbers = true)]
     pub flow_entries: u32,

@@ -241,7 +241,7 @@ pub fn encode(usage: &Usage, flow_capacity: u64) -> String {
     single_gauge(
         &mut reg,
         "xlb_flow_table_capacity",
-        "Entries the connection table holds (xlbd --flow-entries)",
+        "Entries each family's connection table holds (xlbd --flow-entries)",
         flow_capacity,
     );
 
