@@ -32,6 +32,7 @@ use lb_common::{
 };
 
 use crate::dataplane::{Dataplane, DataplaneError, GraceTicket};
+use crate::flow_lru::FlowLru;
 use crate::grace::GracePeriods;
 use crate::table_mem::TableMem;
 
@@ -116,6 +117,8 @@ pub struct LoadOptions {
     pub object: Option<PathBuf>,
     /// The data path's settings (`CONFIG`), written once the object is loaded.
     pub config: DataplaneConfig,
+    /// The connection tables' LRU: shared by all CPUs or per CPU (see `flow_lru`).
+    pub flow_lru: FlowLru,
 }
 
 /// Why the loader could not start; each one is one line an operator can act on.
@@ -207,10 +210,15 @@ impl BpfDataplane {
                 &file[..]
             }
         };
+        let object = opts.flow_lru.object(object).map_err(LoadError::Rejected)?;
+        let flow_entries = opts
+            .flow_lru
+            .entries_here(opts.flow_entries)
+            .map_err(LoadError::Rejected)?;
         if !opts.reset {
-            check_pinned_maps(dir, object, opts.flow_entries, opts.table_area)?;
+            check_pinned_maps(dir, &object, flow_entries, opts.table_area)?;
         }
-        let mut dp = Self::load_with(object, opts.flow_entries, opts.table_area, &pins)?;
+        let mut dp = Self::load_with(&object, flow_entries, opts.table_area, &pins)?;
         dp.set_config(&opts.config)
             .map_err(|e| LoadError::Rejected(e.to_string()))?;
         dp.pin_dir = Some(dir.clone());
@@ -232,8 +240,22 @@ impl BpfDataplane {
 
     /// Loads the object and its maps without attaching or pinning anything: for running
     /// the program on crafted packets with BPF_PROG_TEST_RUN (see [`BpfDataplane::program`]).
+    /// The connection tables use the default LRU ([`FlowLru::default`]).
     pub fn load_detached(flow_entries: u32, table_area: u32) -> Result<BpfDataplane, LoadError> {
-        Self::load_with(XDP_OBJECT, flow_entries, table_area, &[])
+        Self::load_detached_with(flow_entries, table_area, FlowLru::default())
+    }
+
+    /// [`BpfDataplane::load_detached`] with the connection tables' LRU `lru`.
+    pub fn load_detached_with(
+        flow_entries: u32,
+        table_area: u32,
+        lru: FlowLru,
+    ) -> Result<BpfDataplane, LoadError> {
+        let object = lru.object(XDP_OBJECT).map_err(LoadError::Rejected)?;
+        let entries = lru
+            .entries_here(flow_entries)
+            .map_err(LoadError::Rejected)?;
+        Self::load_with(&object, entries, table_area, &[])
     }
 
     /// Loads the object and its program; the maps named in `pins` are taken from (or made
@@ -880,6 +902,7 @@ mod root_tests {
             reset: false,
             object: None,
             config: DataplaneConfig::default(),
+            flow_lru: FlowLru::default(),
         }
     }
 

@@ -27,6 +27,7 @@ pub mod control;
 pub mod daemon;
 pub mod dataplane;
 pub mod egress;
+pub mod flow_lru;
 pub mod grace;
 pub mod health;
 pub mod limits;
