@@ -283,7 +283,48 @@ pub struct DataplaneConfig {
     /// New flows over it are forwarded by the service's table without an entry and
     /// counted under `STAT_NEW_FLOW_CAPPED`.
     pub new_flow_cap: u32,
-    pub _pad: u32,
+    /// The FIB cache's generation: entries made under another one are not used. Userspace
+    /// bumps it when a backend index gets a new address.
+    pub fib_generation: u32,
+}
+
+/// How long a cached FIB answer is used before the FIB is asked again (ns): a neighbour
+/// or route change reaches the data path within this time even if nobody bumps the
+/// generation.
+pub const FIB_CACHE_TTL_NS: u64 = 1_000_000_000;
+
+/// One slot of the per-CPU `FIB_CACHE` array, by backend index: the FIB's answer for
+/// packets to that backend, so an established flow does not call `bpf_fib_lookup` on
+/// every packet. Replies are not cached: they go to clients, one answer per client
+/// address, which a slot per backend cannot hold.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FibCacheEntry {
+    /// `CLOCK_MONOTONIC` ns the answer was given at; 0: empty.
+    pub at_ns: u64,
+    /// `DataplaneConfig::fib_generation` at that time.
+    pub generation: u32,
+    /// The egress device.
+    pub ifindex: u32,
+    /// The egress MTU: a larger packet asks the FIB again (which refuses it, so the
+    /// kernel sends "fragmentation needed").
+    pub mtu: u16,
+    pub smac: [u8; 6],
+    pub dmac: [u8; 6],
+    pub _pad: [u8; 2],
+}
+
+impl FibCacheEntry {
+    /// Whether the entry may be used at `now_ns` under `generation` for an IP packet of
+    /// `ip_len` bytes.
+    #[inline(always)]
+    pub const fn usable(&self, generation: u32, now_ns: u64, ip_len: u16) -> bool {
+        self.at_ns != 0
+            && self.generation == generation
+            && now_ns >= self.at_ns
+            && now_ns - self.at_ns < FIB_CACHE_TTL_NS
+            && ip_len <= self.mtu
+    }
 }
 
 /// Key of the `FRAGS` LRU map: one fragmented datagram as its fragments arrive (addresses
@@ -364,6 +405,7 @@ mod pod {
     unsafe impl aya::Pod for super::AffinityKey {}
     unsafe impl aya::Pod for super::AffinityValue {}
     unsafe impl aya::Pod for super::DataplaneConfig {}
+    unsafe impl aya::Pod for super::FibCacheEntry {}
     unsafe impl aya::Pod for crate::stats::Counter {}
 }
 
@@ -389,6 +431,10 @@ mod tests {
         assert_eq!(size_of::<AffinityValue>(), 16);
         assert_eq!(align_of::<AffinityValue>(), 8);
         assert_eq!(size_of::<DataplaneConfig>(), 8);
+        assert_eq!(size_of::<FibCacheEntry>(), 32);
+        // MACs at even offsets: the data path copies them 16 bits at a time.
+        assert_eq!(core::mem::offset_of!(FibCacheEntry, smac) % 2, 0);
+        assert_eq!(core::mem::offset_of!(FibCacheEntry, dmac) % 2, 0);
         assert_eq!(size_of::<crate::conntrack::InsertBudget>(), 16);
     }
 
@@ -404,6 +450,27 @@ mod tests {
         assert!(!v.fresh(7_000_000_001, 2));
         assert!(!v.fresh(4_999_999_999, 2));
         assert!(v.fresh(5_000_000_000 + 86_400 * 1_000_000_000, 86_400));
+    }
+
+    #[test]
+    fn fib_cache_entries_hold_for_their_generation_ttl_and_mtu() {
+        let e = FibCacheEntry {
+            at_ns: 10_000_000_000,
+            generation: 3,
+            ifindex: 7,
+            mtu: 1500,
+            ..Default::default()
+        };
+        assert!(e.usable(3, 10_000_000_000, 1500));
+        assert!(e.usable(3, 10_000_000_000 + FIB_CACHE_TTL_NS - 1, 60));
+        assert!(
+            !e.usable(3, 10_000_000_000 + FIB_CACHE_TTL_NS, 60),
+            "expired"
+        );
+        assert!(!e.usable(4, 10_000_000_001, 60), "another generation");
+        assert!(!e.usable(3, 10_000_000_001, 1501), "over the MTU");
+        assert!(!e.usable(3, 9_999_999_999, 60), "a time before the answer");
+        assert!(!FibCacheEntry::default().usable(0, 5, 60), "empty");
     }
 
     #[test]

@@ -12,6 +12,7 @@
 #![no_main]
 
 mod clock;
+mod fib_cache;
 mod forward;
 mod frag;
 mod icmp;
@@ -24,7 +25,7 @@ mod stats;
 
 use aya_ebpf::{bindings::xdp_action, macros::xdp, programs::XdpContext};
 use lb_common::{
-    DIR_REPLY, DIR_REQUEST, FlowKey, FlowValue, ServiceValue,
+    DIR_REPLY, DIR_REQUEST, FlowKey, FlowValue, NO_BACKEND, ServiceValue,
     stats::{
         STAT_FORWARD, STAT_FRAGMENT, STAT_ICMP_ERROR, STAT_PASS_EXTHDR, STAT_PASS_FRAGMENT,
         STAT_PASS_MALFORMED, STAT_PASS_OTHER, STAT_REPLY, STAT_RX,
@@ -167,7 +168,13 @@ fn send<const V6: bool>(
         frag::record(p, flow);
     }
     count(stat, p.len);
-    forward::forward::<V6>(ctx, p)
+    // Requests go to a backend, whose FIB answer is cached; replies go to clients.
+    let backend = if end == End::Destination {
+        flow.backend
+    } else {
+        NO_BACKEND
+    };
+    forward::forward::<V6>(ctx, p, backend)
 }
 
 /// A fragment without the L4 header: the rewrite its datagram's first fragment got.
@@ -182,15 +189,15 @@ fn later_fragment<const V6: bool>(ctx: &XdpContext, p: &Packet) -> u32 {
     if !forward::ttl_allows::<V6>(p) {
         return xdp_action::XDP_PASS;
     }
-    let end = if f.direction == DIR_REQUEST {
+    let (end, backend) = if f.direction == DIR_REQUEST {
         count_backend(f.backend, p.len);
-        End::Destination
+        (End::Destination, f.backend)
     } else {
-        End::Source
+        (End::Source, NO_BACKEND)
     };
     nat::set_addr::<V6>(p.ip, end, &f.nat_addr);
     count(STAT_FRAGMENT, p.len);
-    forward::forward::<V6>(ctx, p)
+    forward::forward::<V6>(ctx, p, backend)
 }
 
 /// An ICMP error: translated to the flow it is about, or passed.
@@ -214,7 +221,7 @@ pub(crate) fn icmp_error<const V6: bool>(ctx: &XdpContext, p: &Packet, e: &IcmpE
     }
     icmp::translate::<V6>(p, e, flow);
     count(STAT_ICMP_ERROR, p.len);
-    forward::forward::<V6>(ctx, p)
+    forward::forward::<V6>(ctx, p, NO_BACKEND)
 }
 
 #[cfg(not(test))]

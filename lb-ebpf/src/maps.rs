@@ -7,8 +7,9 @@ use aya_ebpf::{
 };
 use lb_common::{
     AFFINITY_ENTRIES, AffinityKey, AffinityValue, Backend, DEFAULT_FLOW_ENTRIES,
-    DEFAULT_TABLE_AREA, DataplaneConfig, FRAG_ENTRIES, FlowKey, FlowKey4, FlowValue, FragKey,
-    FragValue, MAX_BACKENDS, MAX_EGRESS, MAX_SERVICES, ServiceKey, ServiceValue, TABLES_MAP_FLAGS,
+    DEFAULT_TABLE_AREA, DataplaneConfig, FRAG_ENTRIES, FibCacheEntry, FlowKey, FlowKey4, FlowValue,
+    FragKey, FragValue, MAX_BACKENDS, MAX_EGRESS, MAX_SERVICES, ServiceKey, ServiceValue,
+    TABLES_MAP_FLAGS,
     conntrack::InsertBudget,
     stats::{Counter, STAT_COUNT},
 };
@@ -83,6 +84,10 @@ pub static AFFINITY: LruHashMap<AffinityKey, AffinityValue> =
 /// The data path's settings (one value), written by userspace.
 #[map]
 pub static CONFIG: Array<DataplaneConfig> = Array::with_max_entries(1, 0);
+
+/// This CPU's FIB answer per backend index (see `fib_cache`). Kernel-side only.
+#[map]
+pub static FIB_CACHE: PerCpuArray<FibCacheEntry> = PerCpuArray::with_max_entries(MAX_BACKENDS, 0);
 
 /// Global counters, indexed by `STAT_*`.
 #[map]

@@ -162,6 +162,8 @@ pub struct BpfDataplane {
     maps: Maps,
     /// `TABLES`, mapped: table writes are stores, not syscalls.
     table_mem: TableMem,
+    /// What `CONFIG` holds.
+    config: DataplaneConfig,
     grace: GracePeriods,
     pin_dir: Option<PathBuf>,
     /// The state pinned by an earlier daemon was adopted (rather than made anew).
@@ -308,6 +310,7 @@ impl BpfDataplane {
             ebpf,
             maps,
             table_mem,
+            config: DataplaneConfig::default(),
             grace,
             pin_dir: None,
             adopted: false,
@@ -336,7 +339,20 @@ impl BpfDataplane {
         self.maps
             .config
             .set(0, config, 0)
-            .map_err(map_err(MAP_CONFIG))
+            .map_err(map_err(MAP_CONFIG))?;
+        self.config = *config;
+        Ok(())
+    }
+
+    /// Makes every CPU's cached FIB answers unusable (a new generation): the next packet
+    /// to each backend asks the FIB again.
+    ///
+    /// # Errors
+    /// When the map refuses the value.
+    pub fn invalidate_fib_cache(&mut self) -> Result<(), DataplaneError> {
+        let mut c = self.config;
+        c.fib_generation = c.fib_generation.wrapping_add(1);
+        self.set_config(&c)
     }
 
     /// The affinity entry of one client of one service, if present.
@@ -737,7 +753,9 @@ impl Dataplane for BpfDataplane {
         self.maps
             .backends
             .set(index, backend, 0)
-            .map_err(map_err(MAP_BACKENDS))
+            .map_err(map_err(MAP_BACKENDS))?;
+        // The index may have held another address: no CPU may use its cached FIB answer.
+        self.invalidate_fib_cache()
     }
 
     fn read_table(&self, offset: u32, len: u32) -> Result<Vec<u32>, DataplaneError> {

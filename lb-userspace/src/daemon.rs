@@ -145,7 +145,7 @@ impl Args {
             flow_lru: self.flow_lru,
             config: lb_common::DataplaneConfig {
                 new_flow_cap: self.new_flow_cap,
-                _pad: 0,
+                fib_generation: 0,
             },
         }
     }

@@ -14,7 +14,7 @@ use lb_common::{
 use xlb_xdp_harness::{
     Harness, Plan, fixture,
     harness::{affinity_key, affinity_service_id, tcp_backend_index},
-    netns::in_private_netns,
+    netns::{self, in_private_netns},
     plan::{
         AFFINITY_EXPIRED_PORT, AFFINITY_PORT, PLANS, TCP_BACKEND_PORT, TCP_PORT, affinity_slot_port,
     },
@@ -147,7 +147,7 @@ fn new_flow_cap_forwards_without_an_entry() {
         let mut h = Harness::new(1024).expect("harness");
         h.set_config(&DataplaneConfig {
             new_flow_cap: 1,
-            _pad: 0,
+            fib_generation: 0,
         })
         .expect("config");
         let mut reports = Vec::new();
@@ -167,4 +167,35 @@ fn new_flow_cap_forwards_without_an_entry() {
         assert!(r.failures.is_empty(), "\n{}", r.failures.join("\n"));
     }
     assert_eq!(capped, PLANS.len() as u64, "new_flow_capped");
+}
+
+#[test]
+fn fib_cache_follows_generation_and_lifetime() {
+    if !require_root("fib_cache_follows_generation_and_lifetime") {
+        return;
+    }
+    use fixtures::fastpath::CacheStep;
+    let failures = in_private_netns(|| {
+        pin_to_this_cpu();
+        let mut h = Harness::new(1024).expect("harness");
+        let mut failures = Vec::new();
+        for plan in PLANS {
+            for (step, fixture) in fixtures::fastpath::fib_cache_steps(plan, 44200) {
+                match step {
+                    CacheStep::Run => {}
+                    CacheStep::Neighbour(mac) => {
+                        netns::replace_backend_neighbour(plan.backend, mac).expect("neighbour")
+                    }
+                    CacheStep::Invalidate => h.invalidate_fib_cache().expect("invalidate"),
+                    CacheStep::Expire => std::thread::sleep(std::time::Duration::from_nanos(
+                        lb_common::FIB_CACHE_TTL_NS + 100_000_000,
+                    )),
+                }
+                let r = fixture::run_all(&mut h, std::slice::from_ref(&fixture)).expect("test_run");
+                failures.extend(r.failures);
+            }
+        }
+        failures
+    });
+    assert!(failures.is_empty(), "\n{}", failures.join("\n"));
 }

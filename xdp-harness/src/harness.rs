@@ -82,6 +82,11 @@ impl Harness {
         Ok(self.dp.set_config(config)?)
     }
 
+    /// Bumps the FIB cache's generation, as the daemon does when a backend changes.
+    pub fn invalidate_fib_cache(&mut self) -> Result<()> {
+        Ok(self.dp.invalidate_fib_cache()?)
+    }
+
     /// The affinity entry of one client of one service.
     pub fn affinity(&self, key: &AffinityKey) -> Option<AffinityValue> {
         self.dp.affinity(key)

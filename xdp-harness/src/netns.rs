@@ -111,6 +111,15 @@ pub fn make_links() -> Result<()> {
     Ok(())
 }
 
+/// Points the neighbour entry of `ip` on the backend link at `lladdr` (e.g. a backend
+/// that moved to another MAC), in the calling thread's namespace.
+pub fn replace_backend_neighbour(ip: crate::Ip, lladdr: [u8; 6]) -> Result<()> {
+    sh(&format!(
+        "ip neigh replace {ip} lladdr {} dev {BACKEND_IF} nud permanent",
+        mac(lladdr)
+    ))
+}
+
 /// The interface index of `name` in the calling thread's namespace.
 pub fn ifindex(name: &str) -> Result<u32> {
     let c = std::ffi::CString::new(name)?;
