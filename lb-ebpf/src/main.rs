@@ -28,7 +28,7 @@ use lb_common::{
     DIR_REPLY, DIR_REQUEST, FlowKey, FlowValue, NO_BACKEND, ServiceValue,
     stats::{
         STAT_FORWARD, STAT_FRAGMENT, STAT_ICMP_ERROR, STAT_PASS_EXTHDR, STAT_PASS_FRAGMENT,
-        STAT_PASS_MALFORMED, STAT_PASS_OTHER, STAT_REPLY, STAT_RX,
+        STAT_PASS_MALFORMED, STAT_PASS_OTHER, STAT_REPLY,
     },
 };
 
@@ -76,9 +76,7 @@ pub(crate) fn skipped(ctx: &XdpContext, skip: Skip) -> u32 {
         Skip::Malformed => STAT_PASS_MALFORMED,
         Skip::ExtHdr => STAT_PASS_EXTHDR,
     };
-    let len = (ctx.data_end() - ctx.data()) as u64;
-    count(STAT_RX, len);
-    count(stat, len);
+    count(stat, (ctx.data_end() - ctx.data()) as u64);
     xdp_action::XDP_PASS
 }
 
@@ -90,7 +88,6 @@ pub(crate) fn skipped(ctx: &XdpContext, skip: Skip) -> u32 {
 /// services map up.
 #[inline(always)]
 pub(crate) fn flow<const V6: bool>(ctx: &XdpContext, p: &Packet) -> u32 {
-    count(STAT_RX, p.len);
     if p.frag == Frag::Later {
         return later_fragment::<V6>(ctx, p);
     }
@@ -207,7 +204,6 @@ fn later_fragment<const V6: bool>(ctx: &XdpContext, p: &Packet) -> u32 {
 // over the verifier's 512.
 #[inline(always)]
 pub(crate) fn icmp_error<const V6: bool>(ctx: &XdpContext, p: &Packet, e: &IcmpError) -> u32 {
-    count(STAT_RX, p.len);
     // SAFETY: a map value, valid until the program returns.
     let flow = scratch()
         .and_then(|sc| flow_ptr::<V6>(&sc.icmp_key))

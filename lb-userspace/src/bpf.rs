@@ -796,12 +796,15 @@ impl Dataplane for BpfDataplane {
     }
 
     fn stats(&self) -> Result<Vec<Counter>, DataplaneError> {
-        (0..STAT_COUNT)
+        let mut counters = (0..STAT_COUNT)
             .map(|i| {
                 let v = self.maps.stats.get(&i, 0).map_err(map_err(MAP_STATS))?;
                 Ok(sum(&v))
             })
-            .collect()
+            .collect::<Result<Vec<_>, DataplaneError>>()?;
+        // The data path does not count `rx`: every packet ends in one outcome counter.
+        lb_common::stats::fill_rx(&mut counters);
+        Ok(counters)
     }
 
     fn backend_stats(&self, index: u32) -> Result<Counter, DataplaneError> {

@@ -9,7 +9,7 @@ mod fixtures;
 
 use lb_common::{
     DIR_REPLY, DIR_REQUEST, DataplaneConfig, FlowKey, PROTO_TCP,
-    stats::{STAT_NEW_FLOW_CAPPED, STAT_PASS_EGRESS},
+    stats::{STAT_NEW_FLOW_CAPPED, STAT_PASS_EGRESS, STAT_RX},
 };
 use xlb_xdp_harness::{
     Harness, Plan, fixture,
@@ -91,14 +91,25 @@ fn xdp_packet_fixtures() {
     }
     let (report, flows) = in_private_netns(|| {
         let mut h = Harness::new(1024).expect("harness");
-        let report = fixture::run_all(&mut h, &fixtures::all()).expect("test_run");
+        let table = fixtures::all();
+        let report = fixture::run_all(&mut h, &table).expect("test_run");
         let mut flows: Vec<String> = PLANS
             .iter()
             .flat_map(|p| [check_flow_entries(&h, p), check_affinity_entries(&h, p)])
             .filter_map(Result::err)
             .collect();
+        // Every packet ended in exactly one outcome counter: their sum (`rx`) is the
+        // number of packets run.
+        let stats = h.stats().expect("stats");
+        let ran: usize = table.iter().map(|f| f.before.len() + 1).sum();
+        if stats[STAT_RX as usize].packets != ran as u64 {
+            flows.push(format!(
+                "rx {} (the sum of the outcome counters), {ran} packets run",
+                stats[STAT_RX as usize].packets
+            ));
+        }
         // One bridged SYN per family went to the kernel: counted, the bridge recorded.
-        let passed = h.stats().expect("stats")[STAT_PASS_EGRESS as usize].packets;
+        let passed = stats[STAT_PASS_EGRESS as usize].packets;
         let recorded = h.bridge_passes().expect("egress misses");
         if (passed, recorded) != (2, 2) {
             flows.push(format!(
