@@ -293,10 +293,10 @@ pub struct DataplaneConfig {
 /// generation.
 pub const FIB_CACHE_TTL_NS: u64 = 1_000_000_000;
 
-/// One slot of the per-CPU `FIB_CACHE` array, by backend index: the FIB's answer for
-/// packets to that backend, so an established flow does not call `bpf_fib_lookup` on
-/// every packet. Replies are not cached: they go to clients, one answer per client
-/// address, which a slot per backend cannot hold.
+/// The FIB's answer for packets to one destination, so a packet of an established flow
+/// does not call `bpf_fib_lookup` each time: a slot of the per-CPU `FIB_CACHE` array by
+/// backend index (requests), or a value of the per-CPU LRU `REPLY_FIB` by client address
+/// (replies: one answer per client address, which a slot per backend cannot hold).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct FibCacheEntry {
@@ -313,6 +313,19 @@ pub struct FibCacheEntry {
     pub dmac: [u8; 6],
     pub _pad: [u8; 2],
 }
+
+/// Key of the `REPLY_FIB` per-CPU LRU map: a client address replies go to.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct FibKey {
+    pub addr: Addr,
+    pub family: u8,
+    pub _pad: [u8; 3],
+}
+
+/// Client addresses whose FIB answer each CPU keeps for replies; the least recently used
+/// make room.
+pub const REPLY_FIB_ENTRIES: u32 = 8192;
 
 impl FibCacheEntry {
     /// Whether the entry may be used at `now_ns` under `generation` for an IP packet of
@@ -406,6 +419,7 @@ mod pod {
     unsafe impl aya::Pod for super::AffinityValue {}
     unsafe impl aya::Pod for super::DataplaneConfig {}
     unsafe impl aya::Pod for super::FibCacheEntry {}
+    unsafe impl aya::Pod for super::FibKey {}
     unsafe impl aya::Pod for crate::stats::Counter {}
 }
 
@@ -432,6 +446,7 @@ mod tests {
         assert_eq!(align_of::<AffinityValue>(), 8);
         assert_eq!(size_of::<DataplaneConfig>(), 8);
         assert_eq!(size_of::<FibCacheEntry>(), 32);
+        assert_eq!(size_of::<FibKey>(), 20);
         // MACs at even offsets: the data path copies them 16 bits at a time.
         assert_eq!(core::mem::offset_of!(FibCacheEntry, smac) % 2, 0);
         assert_eq!(core::mem::offset_of!(FibCacheEntry, dmac) % 2, 0);

@@ -1,5 +1,5 @@
-//! Sending a rewritten packet on: the kernel's FIB gives the egress interface and the
-//! next hop's MAC; the frame leaves by XDP_TX (same interface) or a redirect through the
+//! Sending a rewritten packet on: the kernel's FIB (or this CPU's cache of its answer, see
+//! `fib_cache`) gives the egress interface and the next hop's MAC; the frame leaves by XDP_TX (same interface) or a redirect through the
 //! `EGRESS` devmap. When the FIB has no answer (no neighbour entry yet, no route), or its
 //! egress device cannot take an XDP redirect (not in `EGRESS`: a bridge, say), the
 //! rewritten packet is passed to the kernel, which routes it (and resolves the neighbour)
@@ -55,12 +55,12 @@ pub fn copy_mac(to: *mut [u8; 6], from: &[u8; 6]) {
     }
 }
 
-/// Forwards the (already rewritten) packet toward its new destination, backend index
-/// `backend` (`NO_BACKEND` for a packet to a client): by this CPU's cached FIB answer for
-/// the backend while it holds (see `fib_cache`), else by the FIB.
+/// Forwards the (already rewritten) packet toward its new destination: by this CPU's
+/// cached FIB answer for `target` (a backend index, `fib_cache::TO_CLIENT` for a reply,
+/// `NO_BACKEND` for none) while it holds, else by the FIB.
 // Its own BPF function: the FIB parameter block's frame is not added to the callers'.
 #[inline(never)]
-pub fn forward<const V6: bool>(ctx: &XdpContext, p: &Packet, backend: u32) -> u32 {
+pub fn forward<const V6: bool>(ctx: &XdpContext, p: &Packet, target: u32) -> u32 {
     if p.tagged {
         // The egress of a tagged frame is a VLAN device the FIB does not give us here:
         // the kernel routes the rewritten packet.
@@ -68,7 +68,7 @@ pub fn forward<const V6: bool>(ctx: &XdpContext, p: &Packet, backend: u32) -> u3
         return xdp_action::XDP_PASS;
     }
     let ingress = ctx.ingress_ifindex() as u32;
-    if let Some(c) = fib_cache::get(backend, p.ip_len) {
+    if let Some(c) = fib_cache::get(target, &p.key, p.ip_len) {
         return out::<V6>(p, ingress, c.ifindex, &c.smac, &c.dmac);
     }
     let Some(sc) = scratch() else {
@@ -103,7 +103,7 @@ pub fn forward<const V6: bool>(ctx: &XdpContext, p: &Packet, backend: u32) -> u3
         count(STAT_PASS_FIB, p.len);
         return xdp_action::XDP_PASS;
     }
-    fib_cache::put(backend, fib);
+    fib_cache::put(target, &p.key, fib);
     out::<V6>(p, ingress, fib.ifindex, &fib.smac, &fib.dmac)
 }
 

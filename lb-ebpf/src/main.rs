@@ -165,13 +165,13 @@ fn send<const V6: bool>(
         frag::record(p, flow);
     }
     count(stat, p.len);
-    // Requests go to a backend, whose FIB answer is cached; replies go to clients.
-    let backend = if end == End::Destination {
+    // The FIB answer is cached per backend for requests, per client for replies.
+    let target = if end == End::Destination {
         flow.backend
     } else {
-        NO_BACKEND
+        fib_cache::TO_CLIENT
     };
-    forward::forward::<V6>(ctx, p, backend)
+    forward::forward::<V6>(ctx, p, target)
 }
 
 /// A fragment without the L4 header: the rewrite its datagram's first fragment got.

@@ -3,13 +3,13 @@
 
 use aya_ebpf::{
     macros::map,
-    maps::{Array, DevMapHash, HashMap, LruHashMap, PerCpuArray},
+    maps::{Array, DevMapHash, HashMap, LruHashMap, LruPerCpuHashMap, PerCpuArray},
 };
 use lb_common::{
     AFFINITY_ENTRIES, AffinityKey, AffinityValue, Backend, DEFAULT_FLOW_ENTRIES,
-    DEFAULT_TABLE_AREA, DataplaneConfig, FRAG_ENTRIES, FibCacheEntry, FlowKey, FlowKey4, FlowValue,
-    FragKey, FragValue, MAX_BACKENDS, MAX_EGRESS, MAX_SERVICES, ServiceKey, ServiceValue,
-    TABLES_MAP_FLAGS,
+    DEFAULT_TABLE_AREA, DataplaneConfig, FRAG_ENTRIES, FibCacheEntry, FibKey, FlowKey, FlowKey4,
+    FlowValue, FragKey, FragValue, MAX_BACKENDS, MAX_EGRESS, MAX_SERVICES, REPLY_FIB_ENTRIES,
+    ServiceKey, ServiceValue, TABLES_MAP_FLAGS,
     conntrack::InsertBudget,
     stats::{Counter, STAT_COUNT},
 };
@@ -89,6 +89,12 @@ pub static CONFIG: Array<DataplaneConfig> = Array::with_max_entries(1, 0);
 #[map]
 pub static FIB_CACHE: PerCpuArray<FibCacheEntry> = PerCpuArray::with_max_entries(MAX_BACKENDS, 0);
 
+/// This CPU's FIB answer per client address replies go to (see `fib_cache`).
+/// Kernel-side only.
+#[map]
+pub static REPLY_FIB: LruPerCpuHashMap<FibKey, FibCacheEntry> =
+    LruPerCpuHashMap::with_max_entries(REPLY_FIB_ENTRIES, 0);
+
 /// Global counters, indexed by `STAT_*`.
 #[map]
 pub static STATS: PerCpuArray<Counter> = PerCpuArray::with_max_entries(STAT_COUNT, 0);
@@ -140,6 +146,9 @@ pub struct Scratch {
     pub clock_ns: u64,
     /// This CPU's connection-table inserts in the current second (`DataplaneConfig`).
     pub insert_budget: InsertBudget,
+    /// A reply's `REPLY_FIB` key, and an entry being made for it.
+    pub fib_key: FibKey,
+    pub fib_entry: FibCacheEntry,
 }
 
 // `key4` writes the key's protocol and padding as one word.

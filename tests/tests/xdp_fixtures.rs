@@ -190,12 +190,14 @@ fn fib_cache_follows_generation_and_lifetime() {
         pin_to_this_cpu();
         let mut h = Harness::new(1024).expect("harness");
         let mut failures = Vec::new();
-        for plan in PLANS {
-            for (step, fixture) in fixtures::fastpath::fib_cache_steps(plan, 44200) {
+        for (plan, reply) in PLANS.iter().flat_map(|p| [(p, false), (p, true)]) {
+            let sport = if reply { 44201 } else { 44200 };
+            let host = if reply { plan.client } else { plan.backend };
+            for (step, fixture) in fixtures::fastpath::fib_cache_steps(plan, sport, reply) {
                 match step {
                     CacheStep::Run => {}
                     CacheStep::Neighbour(mac) => {
-                        netns::replace_backend_neighbour(plan.backend, mac).expect("neighbour")
+                        netns::replace_neighbour(host, mac, reply).expect("neighbour")
                     }
                     CacheStep::Invalidate => h.invalidate_fib_cache().expect("invalidate"),
                     CacheStep::Expire => std::thread::sleep(std::time::Duration::from_nanos(
