@@ -3,6 +3,11 @@
 //! `mode tcp` and nginx `stream`. Each serves the same services: VIP:80 over TCP (and UDP
 //! where it can) on the three backends' port 8080, and VIP:5201 (iperf3) on backend 0 only,
 //! because iperf3's control and data connections must meet on one server.
+//!
+//! And a reference that balances nothing: the forward-only XDP yardstick
+//! (`lb-ebpf/src/yardstick.rs`) attached natively to every LB veth instead of xlb, with the
+//! traffic aimed at backend 0 itself (it does no NAT), so that its run time per packet under
+//! the same loads is the floor xlb's is compared with.
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
@@ -10,9 +15,11 @@ use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, Result, bail};
+use aya::programs::XdpMode;
 use xlb_testbed::{Testbed, Tracked, VIP, die_with_parent};
 
 use crate::cpu;
+use crate::per_packet::{FWD_PROGRAM, Yardsticks, load_yardsticks};
 
 pub const VIP_PORT: u16 = 80;
 pub const BACKEND_PORT: u16 = 8080;
@@ -25,9 +32,17 @@ pub enum Kind {
     IptablesDnat,
     Haproxy,
     Nginx,
+    /// Not a balancer: the forward-only XDP yardstick, traffic aimed at backend 0.
+    Yardstick,
 }
 
-pub const ALL: [Kind; 4] = [Kind::Xlb, Kind::IptablesDnat, Kind::Haproxy, Kind::Nginx];
+pub const ALL: [Kind; 5] = [
+    Kind::Xlb,
+    Kind::IptablesDnat,
+    Kind::Haproxy,
+    Kind::Nginx,
+    Kind::Yardstick,
+];
 
 impl Kind {
     /// The key in `latest.json`.
@@ -37,6 +52,7 @@ impl Kind {
             Kind::IptablesDnat => "iptables_dnat",
             Kind::Haproxy => "haproxy",
             Kind::Nginx => "nginx",
+            Kind::Yardstick => "xdp_forward_yardstick",
         }
     }
 
@@ -46,12 +62,27 @@ impl Kind {
             Kind::IptablesDnat => "iptables DNAT",
             Kind::Haproxy => "HAProxy",
             Kind::Nginx => "nginx stream",
+            Kind::Yardstick => "XDP forward only (no balancing)",
         }
     }
 
     /// HAProxy does not proxy UDP.
     pub fn has_udp(self) -> bool {
         self != Kind::Haproxy
+    }
+
+    /// An XDP program whose run-time statistics are read.
+    pub fn is_xdp(self) -> bool {
+        matches!(self, Kind::Xlb | Kind::Yardstick)
+    }
+
+    /// Where the loads are aimed, and the port of the TCP/UDP services: the VIP, or backend
+    /// 0 itself for the yardstick (which does no NAT).
+    pub fn target(self, tb: &Testbed) -> (std::net::Ipv4Addr, u16) {
+        match self {
+            Kind::Yardstick => (tb.backend(0).addr(), BACKEND_PORT),
+            _ => (VIP, VIP_PORT),
+        }
     }
 }
 
@@ -61,6 +92,8 @@ pub struct Running {
     procs: Vec<Tracked>,
     /// The processes whose CPU time counts as the balancer's (proxies and their workers).
     pub pids: Vec<u32>,
+    /// The yardstick's object, attached in the LB namespace.
+    yardstick: Option<AttachedYardstick>,
 }
 
 /// Starts `kind` in `tb`'s LB namespace; `dir` holds config files and logs.
@@ -68,9 +101,11 @@ pub fn start(kind: Kind, tb: &mut Testbed, dir: &Path) -> Result<Running> {
     let mut r = Running {
         procs: Vec::new(),
         pids: Vec::new(),
+        yardstick: None,
     };
     match kind {
         Kind::Xlb => start_xlb(tb)?,
+        Kind::Yardstick => r.yardstick = Some(AttachedYardstick::attach(tb)?),
         Kind::IptablesDnat => {
             let rules = dir.join("kube-proxy.rules");
             std::fs::write(&rules, kube_proxy_rules(tb))?;
@@ -174,6 +209,60 @@ fn wait_listening(tb: &Testbed, r: &mut Running) -> Result<()> {
 impl Drop for Running {
     fn drop(&mut self) {
         self.procs.clear(); // Tracked::drop stops each process
+        self.yardstick = None;
+    }
+}
+
+/// The yardstick attached (native XDP) to every LB veth, redirecting among them. Its
+/// links are released in the LB namespace, where they were made.
+struct AttachedYardstick {
+    obj: Option<Yardsticks>,
+    lb_ns: String,
+}
+
+impl AttachedYardstick {
+    fn attach(tb: &Testbed) -> Result<AttachedYardstick> {
+        let ifaces = tb.lb_ifaces();
+        let obj = tb.lb().run(|| -> Result<Yardsticks> {
+            let idx = ifaces
+                .iter()
+                .map(|i| crate::packets::ifindex(i))
+                .collect::<Result<Vec<_>>>()?;
+            let mut y = load_yardsticks(&idx)?;
+            let prog = y.program(FWD_PROGRAM)?;
+            for i in &ifaces {
+                prog.attach(i, XdpMode::Driver)
+                    .with_context(|| format!("attaching the yardstick to {i}"))?;
+            }
+            Ok(y)
+        })??;
+        Ok(AttachedYardstick {
+            obj: Some(obj),
+            lb_ns: tb.lb().name().to_owned(),
+        })
+    }
+}
+
+impl Drop for AttachedYardstick {
+    fn drop(&mut self) {
+        let obj = self.obj.take();
+        let path = format!("/var/run/netns/{}", self.lb_ns);
+        let _ = std::thread::scope(|s| {
+            s.spawn(move || {
+                if let Ok(f) = std::fs::File::open(&path) {
+                    use std::os::fd::AsRawFd as _;
+                    // SAFETY: setns(2) on an open namespace file; moves this thread only.
+                    if unsafe { libc::setns(f.as_raw_fd(), libc::CLONE_NEWNET) } == 0 {
+                        drop(obj);
+                        return;
+                    }
+                }
+                // The namespace is gone, and the veths with it: nothing left to detach
+                // by interface. Leak the object rather than detach in the wrong namespace.
+                std::mem::forget(obj);
+            })
+            .join()
+        });
     }
 }
 

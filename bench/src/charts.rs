@@ -25,6 +25,8 @@ const COLORS: [RGBColor; 5] = [
 struct Bars<'a> {
     title: &'a str,
     bars: Vec<(&'a str, Option<f64>)>,
+    /// Colour by pairs (the first two colours, alternating) rather than bar by bar.
+    pairs: bool,
 }
 
 /// Registers the font once per process.
@@ -40,30 +42,33 @@ fn font() -> Result<()> {
     .map_err(|e| anyhow!(e))
 }
 
-/// `per_packet.png` and `e2e.png` in `dir`.
+/// `per_packet.png`, `e2e.png` and `bpf_stats.png` in `dir`.
 pub fn draw(r: &Results, dir: &Path) -> Result<()> {
     font()?;
     let p = &r.per_packet_ns;
     let per_packet = Bars {
         title: "ns per packet (BPF_PROG_TEST_RUN), lower is better",
         bars: vec![
-            ("XDP_TX limit", Some(p.xdp_tx_limit)),
-            ("established", Some(p.xlb_established)),
+            ("MAC swap", Some(p.xdp_tx_limit)),
+            ("fwd only", Some(p.fwd_yardstick)),
+            ("est. TCP", Some(p.xlb_established)),
+            ("est. UDP", Some(p.xlb_established_udp)),
             ("new flow", Some(p.xlb_new_flow)),
             ("reply", Some(p.xlb_reply)),
             ("pass", Some(p.xlb_pass)),
         ],
+        pairs: false,
     };
     let path = dir.join("per_packet.png");
-    let root = BitMapBackend::new(&path, (900, 420)).into_drawing_area();
+    let root = BitMapBackend::new(&path, (1000, 420)).into_drawing_area();
     root.fill(&WHITE).map_err(plot_err)?;
     bar_chart(&root, &per_packet)?;
     root.present().map_err(plot_err)?;
 
     let path = dir.join("e2e.png");
-    let root = BitMapBackend::new(&path, (1500, 820)).into_drawing_area();
+    let root = BitMapBackend::new(&path, (2000, 820)).into_drawing_area();
     root.fill(&WHITE).map_err(plot_err)?;
-    for (area, f) in root.split_evenly((2, 3)).iter().zip(&report::FIGURES) {
+    for (area, f) in root.split_evenly((2, 4)).iter().zip(&report::FIGURES) {
         let bars = Bars {
             title: f.chart,
             bars: r
@@ -72,9 +77,32 @@ pub fn draw(r: &Results, dir: &Path) -> Result<()> {
                 .iter()
                 .map(|(k, s)| (short(*k), (f.get)(s)))
                 .collect(),
+            pairs: false,
         };
         bar_chart(area, &bars)?;
     }
+    root.present().map_err(plot_err)?;
+
+    // bpf_stats: xlb and the yardstick, load by load.
+    let x = r.e2e.get(Kind::Xlb).and_then(|s| s.bpf_ns);
+    let y = r.e2e.get(Kind::Yardstick).and_then(|s| s.bpf_ns);
+    let path = dir.join("bpf_stats.png");
+    let root = BitMapBackend::new(&path, (1300, 420)).into_drawing_area();
+    root.fill(&WHITE).map_err(plot_err)?;
+    let (x, y) = (x.unwrap_or_default(), y.unwrap_or_default());
+    let mut bars = Vec::new();
+    for ((key, _, a), (_, _, b)) in x.rows().into_iter().zip(y.rows()) {
+        bars.push((key, a));
+        bars.push(("fwd", b));
+    }
+    bar_chart(
+        &root,
+        &Bars {
+            title: "ns per packet under real traffic (bpf_stats): xlb (blue), forward-only yardstick (red)",
+            bars,
+            pairs: true,
+        },
+    )?;
     root.present().map_err(plot_err)?;
     Ok(())
 }
@@ -85,6 +113,7 @@ fn short(k: Kind) -> &'static str {
         Kind::IptablesDnat => "iptables",
         Kind::Haproxy => "HAProxy",
         Kind::Nginx => "nginx",
+        Kind::Yardstick => "XDP fwd only",
     }
 }
 
@@ -92,6 +121,10 @@ fn bar_chart<DB: DrawingBackend>(
     area: &DrawingArea<DB, plotters::coord::Shift>,
     b: &Bars,
 ) -> Result<()> {
+    if b.bars.is_empty() {
+        // Nothing measured (e.g. `--only` named no balancer): an empty panel.
+        return Ok(());
+    }
     let max = b.bars.iter().filter_map(|(_, v)| *v).fold(0.0, f64::max);
     let top = if max > 0.0 { max * 1.2 } else { 1.0 };
     let n = b.bars.len() as u32;
@@ -126,7 +159,11 @@ fn bar_chart<DB: DrawingBackend>(
             Some(v) => (report::num(*v), *v),
             None => ("n/a".to_string(), 0.0),
         };
-        let color = COLORS[i as usize % COLORS.len()];
+        let color = if b.pairs {
+            COLORS[i as usize % 2]
+        } else {
+            COLORS[i as usize % COLORS.len()]
+        };
         chart
             .draw_series([Rectangle::new(
                 [
@@ -174,6 +211,7 @@ mod tests {
             let bars = Bars {
                 title: "test",
                 bars: vec![("a", Some(3.0)), ("b", None), ("c", Some(1234.0))],
+                pairs: false,
             };
             bar_chart(&root, &bars).unwrap();
             root.present().unwrap();

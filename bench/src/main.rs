@@ -3,9 +3,11 @@
 //! netns testbed; medians of several runs go to `latest.json`, `latest.md` and PNG charts.
 
 mod balancers;
+mod bpfstats;
 mod charts;
 mod cpu;
 mod e2e;
+mod generator;
 mod loadgen;
 mod maglev;
 mod markdown;
@@ -35,11 +37,12 @@ struct Args {
     /// Where latest.json, latest.md and the charts go
     #[arg(long, default_value = concat!(env!("CARGO_MANIFEST_DIR"), "/results"))]
     out: PathBuf,
-    /// Shorter loads (1 s each), for trying the benchmark out, not for results
+    /// Shorter loads (1 s each) and fewer per-packet runs, for trying the benchmark out,
+    /// not for results
     #[arg(long)]
     quick: bool,
-    /// Only these balancers (xlb, iptables_dnat, haproxy, nginx; comma-separated), for
-    /// trying the benchmark out
+    /// Only these balancers (xlb, iptables_dnat, haproxy, nginx, xdp_forward_yardstick;
+    /// comma-separated; `none`: per packet only), for trying the benchmark out
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
     #[command(subcommand)]
@@ -102,7 +105,7 @@ fn run(args: &Args) -> Result<()> {
         }
     };
     eprintln!("bench: per packet (BPF_PROG_TEST_RUN) ...");
-    let (per_packet, detail) = per_packet::measure()?;
+    let (per_packet, detail) = per_packet::measure(if args.quick { 20 } else { 150 })?;
     eprintln!("bench: {per_packet:?}");
 
     let tmp = TempDir::new()?;
@@ -152,7 +155,7 @@ fn write(r: &Results, out: &Path) -> Result<()> {
     charts::draw(r, out)?;
     println!("{md}");
     eprintln!(
-        "bench: wrote latest.json, latest.md, per_packet.png, e2e.png in {}",
+        "bench: wrote latest.json, latest.md, per_packet.png, e2e.png, bpf_stats.png in {}",
         out.display()
     );
     Ok(())

@@ -22,29 +22,74 @@ pub fn document(r: &Results) -> String {
     );
     s.push_str("## Per packet (BPF_PROG_TEST_RUN)\n\n");
     s.push_str(&report::per_packet_table(&r.per_packet_ns));
+    let spread = |key: &str| {
+        p.spread
+            .iter()
+            .find(|(k, _)| k == key)
+            .map_or(String::from("n/a"), |(_, s)| {
+                format!("p10 {:.0}, p90 {:.0}, IQM {:.1}", s.p10, s.p90, s.iqm)
+            })
+    };
     let _ = writeln!(
         s,
-        "\nHow: BPF_PROG_TEST_RUN runs a program `repeat` times on one buffer, which each run \
-         leaves rewritten (after DNAT the frame is no longer for the VIP), so xlb's forwarding \
-         cases run with repeat=1, {rounds} interleaved rounds, one call per case each, and the \
-         median is kept. What a single call adds ({oh:.1} ns: the harness's timer, bh disable \
-         and run context, and the first touch of the maps) is subtracted: it is xlb's pass \
-         case at repeat=1 ({p1:.1} ns) minus the same case with repeat={rep} ({pl:.1} ns; a \
-         packet that passes is not rewritten, so every repeat is the same work). The yardstick \
-         swaps MACs, the same work on every repeat, so it runs with repeat={rep} (at repeat=1 \
-         it took {l1:.1} ns). **New flow**: the connection table is emptied from user space \
-         (both entries of the flow) before each SYN, so every SYN takes the miss path: flow \
-         hash, table slot, backend, two inserts; the next segment of the same flow is the \
-         **established** case, the backend's answer the **reply** case. **Pass**: TCP to the \
-         LB's own address (not a service). Both programs come from the same object, loaded \
-         side by side in a private network namespace with permanent neighbours, so \
-         `bpf_fib_lookup` succeeds.\n",
-        rounds = p.rounds,
-        oh = p.harness_overhead_ns,
-        p1 = p.xlb_pass_repeat1_ns,
+        "\nHow: BPF_PROG_TEST_RUN runs a program `repeat` times on one buffer and reports the \
+         average ns per repetition; the buffer is not reset between repetitions, so every case \
+         is built as a fixed point of the program, and checked to be one. Each call runs \
+         repeat={rep}. A run of a case is one warm-up call (discarded: caches, TLB and branch \
+         predictors warm) and {calls} calls back to back, its figure their mean; {runs} runs \
+         per case, in rounds that take every case in turn (so the shared machine's noise \
+         falls on all alike), on one pinned CPU (CPU {cpu}). Each figure is the median over \
+         runs, each ratio divides by a yardstick measured in the same rounds. \
+         Every forwarded frame starts with TTL 255 and each forwarding repetition decrements \
+         it: a call whose frame does not come back with TTL 255-{rep} fails the benchmark, \
+         so every repetition forwarded. The kernel's per-call cost (timer, bh disable, run \
+         context) is spread over the {rep} repetitions: the MAC swap takes {l:.1} ns at \
+         repeat={large} against {ls:.1} at repeat={rep}, the pass case {pl:.1} against \
+         {ps:.1}.\n\n\
+         - **MAC-swap yardstick**: swaps the Ethernet addresses and returns XDP_TX (the \
+         figure Katran's \"3.3x XDP_TX\" is measured against). ({s_limit})\n\
+         - **forward-only yardstick** (`lb-ebpf/src/yardstick.rs`): IPv4 and TTL checks, \
+         `bpf_fib_lookup`, TTL decrement with the checksum update, both MACs written, \
+         redirect through its own devmap: what any XDP router does, without service lookup, \
+         NAT or connection table. The same frame as xlb's established case. ({s_fwd})\n\
+         - **established TCP / UDP**: a segment (ACK, 15-byte payload) or datagram of a flow \
+         already in the connection table, to VIP:80 whose one backend is VIP:80 itself \
+         (routed through the backend-side link, permanent neighbour): the whole request \
+         path as the program runs it, parse, its map lookups (connection table, services), \
+         DNAT (addresses and port rewritten to the same values, checksums updated), the next \
+         hop (FIB lookup, or xlb's own cache of it where it has one), TTL, MACs, redirect. \
+         A run of xlb's own counters checks it: {rep} forwarded, 0 new flows. (TCP: \
+         {s_est}; UDP: {s_udp})\n\
+         - **new flow**: a SYN|FIN of its own flow. A SYN on a flow whose entry carries a \
+         close flag starts a new flow, and the entry it writes carries FIN again, so every \
+         repetition takes the miss path: connection-table lookup (a hit on a closed entry, \
+         where a real SYN misses), service lookup, flow hash, table slot, backend, both \
+         entries written (replacing the existing ones, where a real SYN inserts), then DNAT \
+         and forward as above. Checked: \
+         {rep} new flows per call. ({s_new})\n\
+         - **reply**: VIP:80 -> client from the backend side, matched by the flow's reply \
+         entry and rewritten back to VIP:80 (the same values), then forwarded to the \
+         client. Checked: {rep} replies per call. ({s_reply})\n\
+         - **pass**: TCP to the LB's own address (not a service): parse, the lookups that \
+         miss, counters, XDP_PASS; the frame is not changed. ({s_pass})\n\n\
+         xlb and both yardsticks come from the same object, loaded side by side in a \
+         private network namespace.\n",
         rep = p.repeat,
+        runs = p.runs,
+        calls = p.calls_per_run,
+        cpu = p.cpu,
+        large = p.large_repeat,
+        l = p.xdp_tx_limit_large_repeat_ns,
+        ls = r.per_packet_ns.xdp_tx_limit,
         pl = p.xlb_pass_large_repeat_ns,
-        l1 = p.xdp_tx_limit_repeat1_ns,
+        ps = r.per_packet_ns.xlb_pass,
+        s_limit = spread("xdp_tx_limit"),
+        s_fwd = spread("fwd_yardstick"),
+        s_est = spread("xlb_established"),
+        s_udp = spread("xlb_established_udp"),
+        s_new = spread("xlb_new_flow"),
+        s_reply = spread("xlb_reply"),
+        s_pass = spread("xlb_pass"),
     );
     s.push_str("![ns per packet](per_packet.png)\n\n");
     s.push_str("## End to end (netns testbed: 3 clients, LB, 3 backends)\n\n");
@@ -52,6 +97,52 @@ pub fn document(r: &Results) -> String {
     s.push('\n');
     s.push_str(&report::ratios(r));
     s.push_str("\n![end-to-end figures](e2e.png)\n\n");
+    s.push_str("## Per packet under real traffic (bpf_stats)\n\n");
+    s.push_str(&report::bpf_table(r));
+    let _ = writeln!(
+        s,
+        "\nHow: during the end-to-end runs of xlb and of the forward-only yardstick, the \
+         kernel's BPF run-time statistics are on (the `kernel.bpf_stats_enabled` switch, taken \
+         with BPF_ENABLE_STATS, so it is released when the benchmark exits, even if killed; \
+         off for the other balancers' runs). Before and after each load the benchmark reads \
+         the program's `run_time_ns` and `run_cnt` (BPF_OBJ_GET_INFO_BY_FD, what `bpftool prog \
+         show` prints); the figure is the difference of the first over the difference of the \
+         second, median of the runs. One program is attached to every LB veth, so a load's \
+         figure covers both directions: requests, replies (the backends' ACKs and answers), \
+         and for connections the SYNs that take the miss path. The yardstick (IPv4 and TTL \
+         checks, `bpf_fib_lookup`, TTL, MACs, redirect; no NAT) is attached natively to the \
+         same veths in the same topology instead of xlb, and the same loads are aimed at \
+         backend 0 itself, since it does not balance. The statistics add two clock reads to \
+         each program run, for both alike.\n"
+    );
+    s.push_str("## UDP small packets from a packet generator (trafgen)\n\n");
+    s.push_str(&report::generator_table(r));
+    let _ = writeln!(
+        s,
+        "\nHow: trafgen (netsniff-ng) in client 0 writes ready-made 60-byte frames (18-byte UDP \
+         payload) from {flows} source ports through a PACKET_MMAP socket to its veth, one \
+         process, for {udp} s, to VIP:80 (the yardstick: backend 0:8080); the LB forwards \
+         them to the three backends (the yardstick to one). Two runs: **max rate** (as fast \
+         as trafgen goes) and **{fixed} kpps** (trafgen's rate limit, below what every \
+         balancer carries here, so all carry the same packets and only their CPU differs). \
+         **Offered** is what trafgen handed to its interface per second: at max rate it \
+         shares the 2 CPUs with everything else, so it rises as the LB leaves it more CPU, \
+         and when the backends receive all of it the generator, not the LB, was the limit. \
+         **At backends** is the sum of \
+         the backends' veth RX counters over the run (packets that crossed the LB), **read by \
+         sinks** the datagrams the backends' UDP sockets read. **CPU per Mpkt** is the \
+         machine's softirq time from /proc/stat during the run (plus nginx's processes), per \
+         million packets at the backends: it includes the LB's forwarding (XDP, or netfilter \
+         and the IP stack), the veth hand-offs and the backends' receive path up to the \
+         socket, the same for every balancer; the **XDP program** column is xlb's (or the \
+         yardstick's) own run time from bpf_stats per million packets it ran on. **IPVS** is \
+         not available here: this kernel has no `ip_vs` (no module support, `modprobe ip_vs` \
+         finds nothing, no /proc/net/ip_vs), so the IPVS-like setting measured is iptables \
+         DNAT with conntrack, as kube-proxy's iptables mode.\n",
+        flows = crate::e2e::GEN_FLOWS,
+        udp = d.udp_secs,
+        fixed = crate::e2e::GEN_FIXED_PPS / 1000,
+    );
     let _ = writeln!(
         s,
         "How: each run builds a fresh testbed per balancer (same names, addresses and veths; \

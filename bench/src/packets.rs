@@ -1,5 +1,9 @@
-//! The frames the per-packet benchmark feeds the XDP program, built with etherparse, and the
+//! The frames the per-packet benchmark feeds the XDP programs, built with etherparse, and the
 //! private network namespace links that make `bpf_fib_lookup` answer for them.
+//!
+//! Every forwarded frame starts with TTL 255, so a BPF_PROG_TEST_RUN of up to
+//! [`MAX_REPEAT`] repetitions forwards on every one of them (each decrements the TTL of the
+//! same buffer; at 1 the program would pass the packet to the kernel instead).
 
 use std::process::Command;
 
@@ -13,24 +17,36 @@ pub const BACKEND_MAC: [u8; 6] = [2, 0, 0, 0, 0x0b, 2];
 pub const CLIENT: [u8; 4] = [198, 18, 10, 2];
 pub const LB_CLIENT_SIDE: [u8; 4] = [198, 18, 10, 1];
 pub const VIP: [u8; 4] = [198, 18, 0, 10];
-pub const BACKEND: [u8; 4] = [198, 19, 0, 2];
 pub const VIP_PORT: u16 = 80;
-pub const BACKEND_PORT: u16 = 8080;
 pub const CLIENT_PORT: u16 = 40000;
+/// The client port of the new-flow case (a flow of its own).
+pub const NEW_FLOW_PORT: u16 = 40001;
+/// The TTL of every frame.
+pub const TTL: u8 = 255;
+/// Repetitions of one test run that all forward: the last of them sees TTL 2.
+pub const MAX_REPEAT: u32 = TTL as u32 - 2;
 /// The LB's client-side and backend-side veths in the private namespace.
 pub const CLIENT_IF: &str = "xbc0";
 pub const BACKEND_IF: &str = "xbb0";
 
 const PAYLOAD: &[u8] = b"a small request";
 
-/// The TCP segments of one client flow through the VIP, and one packet for the box itself.
+/// The frames of the cases: one client flow through the VIP (TCP and UDP), a new flow,
+/// and one packet for the box itself.
 pub struct Frames {
     /// The client's SYN to VIP:80 (opens the flow).
     pub syn: Vec<u8>,
     /// A later segment of the same flow, with a small payload.
     pub data: Vec<u8>,
-    /// The backend's answer, backend:8080 -> client, to be rewritten back to VIP:80.
+    /// A datagram client:40000 -> VIP:80/udp.
+    pub udp: Vec<u8>,
+    /// The backend's answer, VIP:80 -> client (the service's backend is the VIP itself),
+    /// rewritten back to VIP:80.
     pub reply: Vec<u8>,
+    /// SYN|FIN from client:40001: a SYN on a flow whose entry has a close flag set starts
+    /// a new flow, and the entry it makes has FIN set again, so every repetition takes
+    /// the miss path.
+    pub syn_fin: Vec<u8>,
     /// TCP to the LB's own address, port 22: not a service, passed to the kernel.
     pub pass: Vec<u8>,
 }
@@ -38,7 +54,7 @@ pub struct Frames {
 impl Frames {
     pub fn new() -> Result<Frames> {
         let from_client =
-            || PacketBuilder::ethernet2(CLIENT_MAC, CLIENT_IF_MAC).ipv4(CLIENT, VIP, 64);
+            || PacketBuilder::ethernet2(CLIENT_MAC, CLIENT_IF_MAC).ipv4(CLIENT, VIP, TTL);
         let mut syn = Vec::new();
         from_client()
             .tcp(CLIENT_PORT, VIP_PORT, 1000, 64240)
@@ -49,30 +65,42 @@ impl Frames {
             .tcp(CLIENT_PORT, VIP_PORT, 1001, 64240)
             .ack(1)
             .write(&mut data, PAYLOAD)?;
+        let mut udp = Vec::new();
+        from_client()
+            .udp(CLIENT_PORT, VIP_PORT)
+            .write(&mut udp, PAYLOAD)?;
+        let mut syn_fin = Vec::new();
+        from_client()
+            .tcp(NEW_FLOW_PORT, VIP_PORT, 1000, 64240)
+            .syn()
+            .fin()
+            .write(&mut syn_fin, &[])?;
         let mut reply = Vec::new();
         PacketBuilder::ethernet2(BACKEND_MAC, BACKEND_IF_MAC)
-            .ipv4(BACKEND, CLIENT, 64)
-            .tcp(BACKEND_PORT, CLIENT_PORT, 1, 64240)
+            .ipv4(VIP, CLIENT, TTL)
+            .tcp(VIP_PORT, CLIENT_PORT, 1, 64240)
             .ack(1001 + PAYLOAD.len() as u32)
             .write(&mut reply, PAYLOAD)?;
         let mut pass = Vec::new();
         PacketBuilder::ethernet2(CLIENT_MAC, CLIENT_IF_MAC)
-            .ipv4(CLIENT, LB_CLIENT_SIDE, 64)
+            .ipv4(CLIENT, LB_CLIENT_SIDE, TTL)
             .tcp(CLIENT_PORT, 22, 1000, 64240)
             .ack(1)
             .write(&mut pass, PAYLOAD)?;
         Ok(Frames {
             syn,
             data,
+            udp,
             reply,
+            syn_fin,
             pass,
         })
     }
 }
 
 /// Makes, in the calling thread's (private) network namespace, the LB's two links with
-/// fixed MACs and permanent neighbours for the client and the backend, and turns on
-/// forwarding. Commands spawned from this thread inherit its namespace.
+/// fixed MACs and permanent neighbours for the client and the backend, a route to the VIP
+/// through the backend, and turns on forwarding. Commands spawned from this thread inherit its namespace.
 pub fn make_links() -> Result<()> {
     let mac = |m: [u8; 6]| m.map(|b| format!("{b:02x}")).join(":");
     let script = format!(
@@ -83,7 +111,8 @@ pub fn make_links() -> Result<()> {
          ip addr add 198.19.0.1/24 dev {BACKEND_IF}
          for d in {CLIENT_IF} {CLIENT_IF}p {BACKEND_IF} {BACKEND_IF}p; do ip link set $d up; done
          ip neigh replace 198.18.10.2 lladdr {c} dev {CLIENT_IF} nud permanent
-         ip neigh replace 198.19.0.2 lladdr {b} dev {BACKEND_IF} nud permanent",
+         ip neigh replace 198.19.0.2 lladdr {b} dev {BACKEND_IF} nud permanent
+         ip route add 198.18.0.10/32 via 198.19.0.2 dev {BACKEND_IF}",
         cif = mac(CLIENT_IF_MAC),
         c = mac(CLIENT_MAC),
         bif = mac(BACKEND_IF_MAC),

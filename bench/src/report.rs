@@ -20,6 +20,65 @@ pub struct Summary {
     pub cpu_ms_per_gbit: f64,
     /// Failed connects or exchanges in the connection-rate loads, summed over runs.
     pub conn_errors: u64,
+    pub tcp_reverse_gbps: Option<f64>,
+    /// The generator-driven UDP run.
+    pub gen_offered_kpps: Option<f64>,
+    pub gen_backend_kpps: Option<f64>,
+    pub gen_sink_kpps: Option<f64>,
+    pub gen_cpu_ms_per_mpkt: Option<f64>,
+    pub gen_bpf_ms_per_mpkt: Option<f64>,
+    /// The generator at a fixed rate (`e2e::GEN_FIXED_PPS`).
+    pub gen_fixed_offered_kpps: Option<f64>,
+    pub gen_fixed_backend_kpps: Option<f64>,
+    pub gen_fixed_cpu_ms_per_mpkt: Option<f64>,
+    pub gen_fixed_bpf_ms_per_mpkt: Option<f64>,
+    /// The XDP program's ns per packet under each load (bpf_stats).
+    pub bpf_ns: Option<BpfNs>,
+}
+
+/// Medians over runs of the XDP program's ns per packet, load by load.
+#[derive(Debug, Clone, Copy, Default, serde::Serialize)]
+pub struct BpfNs {
+    pub tcp: Option<f64>,
+    pub tcp_reverse: Option<f64>,
+    pub udp: Option<f64>,
+    pub generator: Option<f64>,
+    pub conn: Option<f64>,
+    pub latency: Option<f64>,
+}
+
+impl BpfNs {
+    /// (key, what the load is) of every load, with this summary's figure.
+    pub fn rows(&self) -> [(&'static str, &'static str, Option<f64>); 6] {
+        [
+            (
+                "tcp",
+                "TCP iperf3 -P 4 (data to the backend: requests; ACKs: replies)",
+                self.tcp,
+            ),
+            (
+                "tcp_reverse",
+                "TCP iperf3 -R -P 4 (data from the backend: replies)",
+                self.tcp_reverse,
+            ),
+            ("udp", "UDP from sockets (established flows)", self.udp),
+            (
+                "generator",
+                "UDP from trafgen, 64 flows (established flows)",
+                self.generator,
+            ),
+            (
+                "conn",
+                "new TCP connections (SYN, data, FIN both ways)",
+                self.conn,
+            ),
+            (
+                "latency",
+                "persistent TCP request/echo (requests and replies)",
+                self.latency,
+            ),
+        ]
+    }
 }
 
 impl Summary {
@@ -34,8 +93,35 @@ impl Summary {
             p99_us: m(|r| r.p99_us).unwrap_or(f64::NAN),
             cpu_ms_per_gbit: m(|r| r.cpu_ms_per_gbit).unwrap_or(f64::NAN),
             conn_errors: runs.iter().map(|r| r.conn_errors).sum(),
+            tcp_reverse_gbps: opt(runs, |r| r.tcp_reverse_gbps),
+            gen_offered_kpps: opt(runs, |r| r.generator.map(|g| g.offered_pps / 1e3)),
+            gen_backend_kpps: opt(runs, |r| r.generator.map(|g| g.backend_rx_pps / 1e3)),
+            gen_sink_kpps: opt(runs, |r| r.generator.map(|g| g.sink_pps / 1e3)),
+            gen_cpu_ms_per_mpkt: opt(runs, |r| r.generator.map(|g| g.cpu_ms_per_mpkt)),
+            gen_bpf_ms_per_mpkt: opt(runs, |r| r.generator.and_then(|g| g.bpf_ms_per_mpkt)),
+            gen_fixed_offered_kpps: opt(runs, |r| r.generator_fixed.map(|g| g.offered_pps / 1e3)),
+            gen_fixed_backend_kpps: opt(runs, |r| {
+                r.generator_fixed.map(|g| g.backend_rx_pps / 1e3)
+            }),
+            gen_fixed_cpu_ms_per_mpkt: opt(runs, |r| r.generator_fixed.map(|g| g.cpu_ms_per_mpkt)),
+            gen_fixed_bpf_ms_per_mpkt: opt(runs, |r| {
+                r.generator_fixed.and_then(|g| g.bpf_ms_per_mpkt)
+            }),
+            bpf_ns: runs.iter().any(|r| r.bpf.is_some()).then(|| BpfNs {
+                tcp: opt(runs, |r| r.bpf.and_then(|b| b.tcp.ns_per_packet)),
+                tcp_reverse: opt(runs, |r| r.bpf.and_then(|b| b.tcp_reverse.ns_per_packet)),
+                udp: opt(runs, |r| r.bpf.and_then(|b| b.udp.ns_per_packet)),
+                generator: opt(runs, |r| r.bpf.and_then(|b| b.generator.ns_per_packet)),
+                conn: opt(runs, |r| r.bpf.and_then(|b| b.conn.ns_per_packet)),
+                latency: opt(runs, |r| r.bpf.and_then(|b| b.latency.ns_per_packet)),
+            }),
         }
     }
+}
+
+/// The median of an optional figure over the runs that have it.
+fn opt(runs: &[Figures], f: impl Fn(&Figures) -> Option<f64>) -> Option<f64> {
+    median(&runs.iter().filter_map(f).collect::<Vec<_>>())
 }
 
 /// Balancers in the order measured, serialized as a JSON object keyed by [`Kind::key`].
@@ -107,7 +193,7 @@ pub struct Figure {
     pub get: fn(&Summary) -> Option<f64>,
 }
 
-pub const FIGURES: [Figure; 6] = [
+pub const FIGURES: [Figure; 8] = [
     Figure {
         row: "TCP throughput, Gbit/s (iperf3 -P 4, 1 backend)",
         chart: "TCP Gbit/s (higher is better)",
@@ -138,6 +224,16 @@ pub const FIGURES: [Figure; 6] = [
         chart: "CPU ms per Gbit (lower)",
         get: |s| Some(s.cpu_ms_per_gbit),
     },
+    Figure {
+        row: "UDP from trafgen: kpps reaching backends (RX counters)",
+        chart: "trafgen UDP kpps at backends (higher)",
+        get: |s| s.gen_backend_kpps,
+    },
+    Figure {
+        row: "UDP from trafgen at 100 kpps: CPU ms per million packets delivered",
+        chart: "trafgen 100 kpps: CPU ms/Mpkt (lower)",
+        get: |s| s.gen_fixed_cpu_ms_per_mpkt,
+    },
 ];
 
 /// The end-to-end table (balancers as columns).
@@ -164,17 +260,80 @@ pub fn e2e_table(r: &Results) -> String {
     t
 }
 
-/// The per-packet table, each figure also as a multiple of the XDP_TX limit.
+/// The per-packet table: each figure (median over calls) also as a multiple of both
+/// yardsticks measured in the same run.
 pub fn per_packet_table(p: &PerPacket) -> String {
-    let mut t = String::from("| packet | ns/packet | x XDP_TX limit |\n| --- | ---: | ---: |\n");
-    for (name, v) in [
-        ("XDP_TX limit (swap MACs, XDP_TX)", p.xdp_tx_limit),
-        ("xlb, established flow", p.xlb_established),
-        ("xlb, new flow (SYN)", p.xlb_new_flow),
-        ("xlb, reply (reverse NAT)", p.xlb_reply),
-        ("xlb, packet that passes", p.xlb_pass),
-    ] {
-        let _ = writeln!(t, "| {name} | {v:.1} | {} |", ratio(v, p.xdp_tx_limit));
+    let mut t = String::from(
+        "| packet | ns/packet | x forward-only yardstick | x MAC-swap yardstick |\n\
+         | --- | ---: | ---: | ---: |\n",
+    );
+    for (_, name, v) in p.rows() {
+        let _ = writeln!(
+            t,
+            "| {name} | {v:.1} | {} | {} |",
+            ratio(v, p.fwd_yardstick),
+            ratio(v, p.xdp_tx_limit)
+        );
+    }
+    t
+}
+
+/// xlb's ns per packet under each load (bpf_stats) beside the forward-only yardstick's in
+/// the same loads, and their ratio.
+pub fn bpf_table(r: &Results) -> String {
+    let x = r.e2e.get(Kind::Xlb).and_then(|s| s.bpf_ns);
+    let y = r.e2e.get(Kind::Yardstick).and_then(|s| s.bpf_ns);
+    if x.is_none() && y.is_none() {
+        return String::from("(no XDP program measured in this run)\n");
+    }
+    let (x, y) = (x.unwrap_or_default(), y.unwrap_or_default());
+    let mut t = String::from(
+        "| load | xlb, ns/packet | forward-only yardstick, ns/packet | xlb / yardstick |\n\
+         | --- | ---: | ---: | ---: |\n",
+    );
+    for ((_, what, a), (_, _, b)) in x.rows().into_iter().zip(y.rows()) {
+        let cell = |v: Option<f64>| v.map_or("n/a".into(), |v| format!("{v:.1}"));
+        let ratio = match (a, b) {
+            (Some(a), Some(b)) => ratio(a, b),
+            _ => "n/a".into(),
+        };
+        let _ = writeln!(t, "| {what} | {} | {} | {ratio} |", cell(a), cell(b));
+    }
+    t
+}
+
+/// The generator-driven UDP runs (as fast as trafgen goes, and at a fixed rate),
+/// balancer by balancer.
+pub fn generator_table(r: &Results) -> String {
+    let mut t = String::from(
+        "| balancer, run | offered, kpps (trafgen) | at backends, kpps (RX counters) | \
+         read by sinks, kpps | CPU ms per Mpkt (softirq, machine-wide) | XDP program ms per \
+         Mpkt (bpf_stats) |\n| --- | ---: | ---: | ---: | ---: | ---: |\n",
+    );
+    let c = |v: Option<f64>| v.map_or("n/a".into(), num);
+    for (k, s) in r.e2e.0.iter().filter(|(k, _)| k.has_udp()) {
+        let _ = writeln!(
+            t,
+            "| {}, max rate | {} | {} | {} | {} | {} |",
+            k.label(),
+            c(s.gen_offered_kpps),
+            c(s.gen_backend_kpps),
+            c(s.gen_sink_kpps),
+            c(s.gen_cpu_ms_per_mpkt),
+            c(s.gen_bpf_ms_per_mpkt),
+        );
+    }
+    for (k, s) in r.e2e.0.iter().filter(|(k, _)| k.has_udp()) {
+        let _ = writeln!(
+            t,
+            "| {}, {} kpps | {} | {} | n/a | {} | {} |",
+            k.label(),
+            crate::e2e::GEN_FIXED_PPS / 1000,
+            c(s.gen_fixed_offered_kpps),
+            c(s.gen_fixed_backend_kpps),
+            c(s.gen_fixed_cpu_ms_per_mpkt),
+            c(s.gen_fixed_bpf_ms_per_mpkt),
+        );
     }
     t
 }
@@ -191,15 +350,27 @@ pub fn ratios(r: &Results) -> String {
             (Some(a), Some(b)) => ratio(a, b),
             _ => "n/a".into(),
         };
+        let both = |a: Option<f64>, b: Option<f64>, flip: bool| match (a, b) {
+            (Some(a), Some(b)) if flip => ratio(b, a),
+            (Some(a), Some(b)) => ratio(a, b),
+            _ => "n/a".into(),
+        };
         let _ = writeln!(
             out,
-            "- xlb vs {} (above 1x: xlb ahead): TCP {}, UDP {udp}, conn/s {}, p50 {}, p99 {}, CPU/Gbit {}",
+            "- xlb vs {} (above 1x: xlb ahead): TCP {}, UDP {udp}, conn/s {}, p50 {}, p99 {}, \
+             CPU/Gbit {}, trafgen UDP pps {}, trafgen CPU/Mpkt at 100 kpps {}",
             k.label(),
             ratio(x.tcp_gbps, s.tcp_gbps),
             ratio(x.conn_per_s, s.conn_per_s),
             ratio(s.p50_us, x.p50_us),
             ratio(s.p99_us, x.p99_us),
             ratio(s.cpu_ms_per_gbit, x.cpu_ms_per_gbit),
+            both(x.gen_backend_kpps, s.gen_backend_kpps, false),
+            both(
+                x.gen_fixed_cpu_ms_per_mpkt,
+                s.gen_fixed_cpu_ms_per_mpkt,
+                true
+            ),
         );
     }
     out
@@ -219,6 +390,7 @@ mod tests {
             p99_us: 99.0,
             latency_exchanges: 10,
             cpu_ms_per_gbit: 10.0,
+            ..Figures::default()
         }
     }
 

@@ -22,6 +22,7 @@ mod nat;
 mod parse;
 mod select;
 mod stats;
+mod yardstick;
 
 use aya_ebpf::{bindings::xdp_action, macros::xdp, programs::XdpContext};
 use lb_common::{
