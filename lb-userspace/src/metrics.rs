@@ -221,6 +221,12 @@ pub fn encode(usage: &Usage, flow_capacity: u64) -> String {
                 "New flows given a backend (first packets of flows not in the connection table)",
                 c.packets,
             ),
+            "new_flow_capped" => single(
+                &mut reg,
+                "xlb_new_flows_capped",
+                "New flows forwarded without a connection-table entry: the per-CPU insert cap (xlbd --new-flow-cap) was reached",
+                c.packets,
+            ),
             _ => {
                 let (verdict, reason) = verdict(name);
                 let l: Labels = vec![
