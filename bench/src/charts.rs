@@ -203,6 +203,7 @@ pub fn panels(path: &Path, title: &str, grid: (usize, usize), data: &[Panel<'_>]
         let b = Bars {
             title: t,
             bars: bars.clone(),
+            pairs: false,
         };
         bar_chart(area, &b)?;
     }

@@ -8,6 +8,9 @@
 //!   change.
 //! - When the table is full, the LRU evicts the least recently used entries; the same
 //!   re-hashing rule applies to their flows.
+//! - Misses that make no entry (Katran's rules): a TCP RST of no known flow, and a new
+//!   flow over the per-CPU cap on inserts per second ([`InsertBudget`]), are forwarded by
+//!   the service's table alone, so an RST or a SYN flood cannot flush the table.
 
 use crate::{FLOW_FIN, FLOW_RST, FlowValue, PROTO_TCP};
 
@@ -39,6 +42,46 @@ pub const fn close_flags(tcp_flags: u8) -> u8 {
 /// Whether TCP `flags` open a connection: SYN without ACK.
 pub const fn is_syn(tcp_flags: u8) -> bool {
     tcp_flags & 0x12 == 0x02
+}
+
+/// Whether TCP `flags` carry RST: such a packet of no known flow never makes an entry.
+pub const fn is_rst(tcp_flags: u8) -> bool {
+    tcp_flags & 0x04 != 0
+}
+
+/// One CPU's allowance of connection-table inserts: at most `cap` per one-second window
+/// (`cap` 0: no limit). Kept per CPU by the data path, so no CPU waits for another.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct InsertBudget {
+    /// Start of the current window (`CLOCK_MONOTONIC` ns).
+    pub window_ns: u64,
+    /// Inserts taken in the window.
+    pub used: u32,
+    pub _pad: u32,
+}
+
+/// The window of [`InsertBudget`], in ns.
+pub const INSERT_WINDOW_NS: u64 = 1_000_000_000;
+
+impl InsertBudget {
+    /// Takes one insert at `now_ns` under a cap of `cap` per second; `false` when the
+    /// window's allowance is spent (the flow is then forwarded without an entry).
+    #[inline(always)]
+    pub fn take(&mut self, now_ns: u64, cap: u32) -> bool {
+        if cap == 0 {
+            return true;
+        }
+        if now_ns.wrapping_sub(self.window_ns) >= INSERT_WINDOW_NS {
+            self.window_ns = now_ns;
+            self.used = 0;
+        }
+        if self.used >= cap {
+            return false;
+        }
+        self.used += 1;
+        true
+    }
 }
 
 /// The state of one entry of protocol `proto` at time `now_ns`.
@@ -125,7 +168,29 @@ mod tests {
     }
 
     #[test]
+    fn insert_budget_caps_each_window() {
+        let mut b = InsertBudget::default();
+        // No cap: always.
+        assert!((0..1000).all(|_| b.take(5 * S, 0)));
+        let mut b = InsertBudget::default();
+        assert!(b.take(10 * S, 2));
+        assert!(b.take(10 * S + 1, 2));
+        assert!(!b.take(10 * S + 2, 2));
+        assert!(!b.take(11 * S - 1, 2));
+        // A new window a second after the first insert of the last.
+        assert!(b.take(11 * S, 2));
+        assert!(b.take(11 * S, 2));
+        assert!(!b.take(11 * S + 5, 2));
+        // A long pause starts a new window too.
+        assert!(b.take(500 * S, 2));
+        assert_eq!(b.used, 1);
+    }
+
+    #[test]
     fn tcp_flag_bits() {
+        assert!(is_rst(0x04));
+        assert!(is_rst(0x14));
+        assert!(!is_rst(0x11));
         assert_eq!(close_flags(0x11), FLOW_FIN); // FIN+ACK
         assert_eq!(close_flags(0x14), FLOW_RST); // RST+ACK
         assert_eq!(close_flags(0x10), 0); // ACK

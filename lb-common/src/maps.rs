@@ -12,7 +12,9 @@ pub const FAMILY_V6: u8 = 6;
 pub const MAP_SERVICES: &str = "SERVICES";
 pub const MAP_BACKENDS: &str = "BACKENDS";
 pub const MAP_TABLES: &str = "TABLES";
-pub const MAP_FLOWS: &str = "FLOWS";
+/// The connection table, one map per family (`FlowKey4` and `FlowKey` keys).
+pub const MAP_FLOWS4: &str = "FLOWS4";
+pub const MAP_FLOWS6: &str = "FLOWS6";
 pub const MAP_STATS: &str = "STATS";
 pub const MAP_BACKEND_STATS: &str = "BACKEND_STATS";
 pub const MAP_FRAGS: &str = "FRAGS";
@@ -21,6 +23,7 @@ pub const MAP_EGRESS_MISS: &str = "EGRESS_MISS";
 pub const MAP_AFFINITY: &str = "AFFINITY";
 pub const MAP_ENCAP: &str = "ENCAP";
 pub const MAP_DECAP_STATS: &str = "DECAP_STATS";
+pub const MAP_CONFIG: &str = "CONFIG";
 
 /// Default sizes; userspace may change the resizable ones at load time.
 pub const MAX_SERVICES: u32 = 256;
@@ -40,7 +43,7 @@ pub const TABLES_MAP_FLAGS: u32 = 1 << 10;
 /// Bytes a slot of `TABLES` takes in its memory mapping: the kernel rounds an array's
 /// values up to 8 bytes.
 pub const TABLES_MMAP_STRIDE: usize = 8;
-/// Connection-table entries (one per direction of each flow).
+/// Connection-table entries of each family's map (one per direction of each flow).
 pub const DEFAULT_FLOW_ENTRIES: u32 = 1 << 18;
 /// Datagrams whose later fragments can be followed at once.
 pub const FRAG_ENTRIES: u32 = 8192;
@@ -181,7 +184,9 @@ pub struct Backend {
     pub _pad: u8,
 }
 
-/// Key of the `FLOWS` LRU map: one flow direction as seen on the wire.
+/// One flow direction as seen on the wire, either family: what the data path parses and
+/// userspace lists. It is the key of the IPv6 connection table `FLOWS6` as it is (family
+/// always `FAMILY_V6`); IPv4 flows are keyed by the narrower [`FlowKey4`] in `FLOWS4`.
 ///
 /// A client's flow is stored twice: the request direction `client -> VIP`, whose value
 /// names the backend, and the reply direction `backend -> client`, whose value names the
@@ -200,6 +205,83 @@ pub struct FlowKey {
     pub _pad: [u8; 2],
 }
 
+/// Key of the IPv4 connection table `FLOWS4`: a [`FlowKey`] of family `FAMILY_V4` in 16
+/// bytes instead of 40 (the kernel hashes and compares every key byte; Cilium's IPv4
+/// conntrack key is 14 bytes for the same reason).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct FlowKey4 {
+    /// The IPv4 addresses as their wire bytes (`Addr::words[0]`).
+    pub src: u32,
+    pub dst: u32,
+    /// Network byte order.
+    pub src_port_be: u16,
+    /// Network byte order.
+    pub dst_port_be: u16,
+    pub proto: u8,
+    pub _pad: [u8; 3],
+}
+
+/// A connection-table map's key type: the one place that says how a [`FlowKey`] of its
+/// family maps to it and back, so code over the tables is written once for both families.
+pub trait FlowMapKey: Copy {
+    /// The map's name.
+    const MAP: &'static str;
+    /// The family of the flows it holds.
+    const FAMILY: u8;
+    /// The key of `k` (of family `FAMILY`).
+    fn from_flow(k: &FlowKey) -> Self;
+    /// The flow this key is of.
+    fn to_flow(&self) -> FlowKey;
+}
+
+impl FlowMapKey for FlowKey4 {
+    const MAP: &'static str = MAP_FLOWS4;
+    const FAMILY: u8 = FAMILY_V4;
+
+    #[inline(always)]
+    fn from_flow(k: &FlowKey) -> Self {
+        FlowKey4 {
+            src: k.src.words[0],
+            dst: k.dst.words[0],
+            src_port_be: k.src_port_be,
+            dst_port_be: k.dst_port_be,
+            proto: k.proto,
+            _pad: [0; 3],
+        }
+    }
+
+    fn to_flow(&self) -> FlowKey {
+        FlowKey {
+            src: Addr {
+                words: [self.src, 0, 0, 0],
+            },
+            dst: Addr {
+                words: [self.dst, 0, 0, 0],
+            },
+            src_port_be: self.src_port_be,
+            dst_port_be: self.dst_port_be,
+            proto: self.proto,
+            family: FAMILY_V4,
+            _pad: [0; 2],
+        }
+    }
+}
+
+impl FlowMapKey for FlowKey {
+    const MAP: &'static str = MAP_FLOWS6;
+    const FAMILY: u8 = FAMILY_V6;
+
+    #[inline(always)]
+    fn from_flow(k: &FlowKey) -> Self {
+        *k
+    }
+
+    fn to_flow(&self) -> FlowKey {
+        *self
+    }
+}
+
 /// `FlowValue::direction` of a request-direction entry (client to VIP).
 pub const DIR_REQUEST: u8 = 0;
 /// `FlowValue::direction` of a reply-direction entry (backend to client).
@@ -210,7 +292,7 @@ pub const FLOW_FIN: u8 = 1;
 /// `FlowValue::flags`: a TCP RST was seen in this entry's direction.
 pub const FLOW_RST: u8 = 2;
 
-/// Value of the `FLOWS` map: what the matching packets are rewritten to, and the little
+/// Value of the `FLOWS4` and `FLOWS6` maps: what the matching packets are rewritten to, and the little
 /// state userspace needs to expire the entry (see `conntrack`).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -226,10 +308,78 @@ pub struct FlowValue {
     pub backend: u32,
     /// `SERVICES` id of the flow's service.
     pub service: u32,
-    pub _pad: u32,
+    /// The service's `FORWARD_*` when the flow was made. A `dsr-*` flow has its request
+    /// entry only: the backend answers the client directly.
+    pub forwarding: u32,
     /// `CLOCK_MONOTONIC` time of the last packet, in ns, kept to within a second (the data
     /// path writes it at most once a second per entry).
     pub last_seen_ns: u64,
+}
+
+/// The one value of the `CONFIG` array: settings of the data path that userspace writes
+/// (at load, and whenever they change) and the program reads on its slow paths only.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct DataplaneConfig {
+    /// Connection-table inserts (new flows) each CPU may make per second; 0: no limit.
+    /// New flows over it are forwarded by the service's table without an entry and
+    /// counted under `STAT_NEW_FLOW_CAPPED`.
+    pub new_flow_cap: u32,
+    /// The FIB cache's generation: entries made under another one are not used. Userspace
+    /// bumps it when a backend index gets a new address.
+    pub fib_generation: u32,
+}
+
+/// How long a cached FIB answer is used before the FIB is asked again (ns): a neighbour
+/// or route change reaches the data path within this time even if nobody bumps the
+/// generation.
+pub const FIB_CACHE_TTL_NS: u64 = 1_000_000_000;
+
+/// The FIB's answer for packets to one destination, so a packet of an established flow
+/// does not call `bpf_fib_lookup` each time: a slot of the per-CPU `FIB_CACHE` array by
+/// backend index (requests), or a value of the per-CPU LRU `REPLY_FIB` by client address
+/// (replies: one answer per client address, which a slot per backend cannot hold).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FibCacheEntry {
+    /// `CLOCK_MONOTONIC` ns the answer was given at; 0: empty.
+    pub at_ns: u64,
+    /// `DataplaneConfig::fib_generation` at that time.
+    pub generation: u32,
+    /// The egress device.
+    pub ifindex: u32,
+    /// The egress MTU: a larger packet asks the FIB again (which refuses it, so the
+    /// kernel sends "fragmentation needed").
+    pub mtu: u16,
+    pub smac: [u8; 6],
+    pub dmac: [u8; 6],
+    pub _pad: [u8; 2],
+}
+
+/// Key of the `REPLY_FIB` per-CPU LRU map: a client address replies go to.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct FibKey {
+    pub addr: Addr,
+    pub family: u8,
+    pub _pad: [u8; 3],
+}
+
+/// Client addresses whose FIB answer each CPU keeps for replies; the least recently used
+/// make room.
+pub const REPLY_FIB_ENTRIES: u32 = 8192;
+
+impl FibCacheEntry {
+    /// Whether the entry may be used at `now_ns` under `generation` for an IP packet of
+    /// `ip_len` bytes.
+    #[inline(always)]
+    pub const fn usable(&self, generation: u32, now_ns: u64, ip_len: u16) -> bool {
+        self.at_ns != 0
+            && self.generation == generation
+            && now_ns >= self.at_ns
+            && now_ns - self.at_ns < FIB_CACHE_TTL_NS
+            && ip_len <= self.mtu
+    }
 }
 
 /// Key of the `FRAGS` LRU map: one fragmented datagram as its fragments arrive (addresses
@@ -303,12 +453,16 @@ mod pod {
     unsafe impl aya::Pod for super::ServiceValue {}
     unsafe impl aya::Pod for super::Backend {}
     unsafe impl aya::Pod for super::FlowKey {}
+    unsafe impl aya::Pod for super::FlowKey4 {}
     unsafe impl aya::Pod for super::FlowValue {}
     unsafe impl aya::Pod for super::FragKey {}
     unsafe impl aya::Pod for super::FragValue {}
     unsafe impl aya::Pod for super::AffinityKey {}
     unsafe impl aya::Pod for super::AffinityValue {}
     unsafe impl aya::Pod for super::EncapConfig {}
+    unsafe impl aya::Pod for super::DataplaneConfig {}
+    unsafe impl aya::Pod for super::FibCacheEntry {}
+    unsafe impl aya::Pod for super::FibKey {}
     unsafe impl aya::Pod for crate::stats::Counter {}
 }
 
@@ -325,6 +479,7 @@ mod tests {
         assert_eq!(size_of::<EncapConfig>(), 64);
         assert_eq!(size_of::<Backend>(), 20);
         assert_eq!(size_of::<FlowKey>(), 40);
+        assert_eq!(size_of::<FlowKey4>(), 16);
         assert_eq!(size_of::<FlowValue>(), 40);
         assert_eq!(align_of::<FlowValue>(), 8);
         assert_eq!(align_of::<FlowKey>(), 4);
@@ -333,6 +488,13 @@ mod tests {
         assert_eq!(size_of::<AffinityKey>(), 24);
         assert_eq!(size_of::<AffinityValue>(), 16);
         assert_eq!(align_of::<AffinityValue>(), 8);
+        assert_eq!(size_of::<DataplaneConfig>(), 8);
+        assert_eq!(size_of::<FibCacheEntry>(), 32);
+        assert_eq!(size_of::<FibKey>(), 20);
+        // MACs at even offsets: the data path copies them 16 bits at a time.
+        assert_eq!(core::mem::offset_of!(FibCacheEntry, smac) % 2, 0);
+        assert_eq!(core::mem::offset_of!(FibCacheEntry, dmac) % 2, 0);
+        assert_eq!(size_of::<crate::conntrack::InsertBudget>(), 16);
     }
 
     #[test]
@@ -347,6 +509,56 @@ mod tests {
         assert!(!v.fresh(7_000_000_001, 2));
         assert!(!v.fresh(4_999_999_999, 2));
         assert!(v.fresh(5_000_000_000 + 86_400 * 1_000_000_000, 86_400));
+    }
+
+    #[test]
+    fn fib_cache_entries_hold_for_their_generation_ttl_and_mtu() {
+        let e = FibCacheEntry {
+            at_ns: 10_000_000_000,
+            generation: 3,
+            ifindex: 7,
+            mtu: 1500,
+            ..Default::default()
+        };
+        assert!(e.usable(3, 10_000_000_000, 1500));
+        assert!(e.usable(3, 10_000_000_000 + FIB_CACHE_TTL_NS - 1, 60));
+        assert!(
+            !e.usable(3, 10_000_000_000 + FIB_CACHE_TTL_NS, 60),
+            "expired"
+        );
+        assert!(!e.usable(4, 10_000_000_001, 60), "another generation");
+        assert!(!e.usable(3, 10_000_000_001, 1501), "over the MTU");
+        assert!(!e.usable(3, 9_999_999_999, 60), "a time before the answer");
+        assert!(!FibCacheEntry::default().usable(0, 5, 60), "empty");
+    }
+
+    #[test]
+    fn flow_keys_round_trip_through_their_family_map_keys() {
+        let v4 = FlowKey {
+            src: Addr::from_v4_octets([198, 18, 0, 1]),
+            dst: Addr::from_v4_octets([198, 18, 0, 10]),
+            src_port_be: 40000u16.to_be(),
+            dst_port_be: 80u16.to_be(),
+            proto: PROTO_TCP,
+            family: FAMILY_V4,
+            _pad: [0; 2],
+        };
+        let k4 = FlowKey4::from_flow(&v4);
+        assert_eq!(k4.to_flow(), v4);
+        // The wire bytes as the kernel hashes them: addresses, ports, proto, zero padding.
+        let bytes: [u8; 16] = unsafe { core::mem::transmute(k4) };
+        assert_eq!(
+            bytes,
+            [198, 18, 0, 1, 198, 18, 0, 10, 0x9c, 0x40, 0, 80, 6, 0, 0, 0]
+        );
+        let v6 = FlowKey {
+            src: Addr::from_v6_octets([0x20, 1, 0, 2, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1]),
+            family: FAMILY_V6,
+            ..v4
+        };
+        assert_eq!(<FlowKey as FlowMapKey>::from_flow(&v6).to_flow(), v6);
+        assert_eq!(FlowKey4::FAMILY, FAMILY_V4);
+        assert_eq!(<FlowKey as FlowMapKey>::MAP, MAP_FLOWS6);
     }
 
     #[test]

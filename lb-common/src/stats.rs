@@ -9,7 +9,9 @@ pub struct Counter {
     pub bytes: u64,
 }
 
-/// Every packet the program saw.
+/// Every packet the program saw. Not counted by the data path (one counter write less
+/// per packet): every packet ends in exactly one of [`OUTCOMES`], and userspace fills
+/// this slot with their sum ([`fill_rx`]).
 pub const STAT_RX: u32 = 0;
 /// Passed to the kernel: not addressed to a service nor a reply of a balanced flow.
 pub const STAT_PASS_OTHER: u32 = 1;
@@ -49,7 +51,11 @@ pub const STAT_ICMP_TOO_BIG: u32 = 15;
 /// for the backend's address.
 pub const STAT_DROP_DSR: u32 = 16;
 
-pub const STAT_COUNT: u32 = 17;
+/// New flows forwarded by their service's table without a connection-table entry: this
+/// CPU's cap on inserts per second (`DataplaneConfig::new_flow_cap`) was reached.
+pub const STAT_NEW_FLOW_CAPPED: u32 = 17;
+
+pub const STAT_COUNT: u32 = 18;
 
 /// Names of the counters, by index, as userspace prints them.
 pub const STAT_NAMES: [&str; STAT_COUNT as usize] = [
@@ -70,4 +76,95 @@ pub const STAT_NAMES: [&str; STAT_COUNT as usize] = [
     "pass_egress",
     "icmp_too_big",
     "drop_dsr",
+    "new_flow_capped",
 ];
+
+/// The counters of which every packet the program sees ends in exactly one. The others
+/// count some packets a second time: `new_flow` and `new_flow_capped` (forwarded too),
+/// `pass_fib` and `pass_egress` (rewritten, counted as forwarded or replied, then passed).
+pub const OUTCOMES: [u32; 13] = [
+    STAT_PASS_OTHER,
+    STAT_FORWARD,
+    STAT_REPLY,
+    STAT_DROP_NO_BACKEND,
+    STAT_PASS_TTL,
+    STAT_PASS_MALFORMED,
+    STAT_DROP_FLOW_TABLE,
+    STAT_FRAGMENT,
+    STAT_PASS_FRAGMENT,
+    STAT_ICMP_ERROR,
+    STAT_PASS_EXTHDR,
+    STAT_ICMP_TOO_BIG,
+    STAT_DROP_DSR,
+];
+
+/// Sets `counters[STAT_RX]` (indexed by `STAT_*`) to the sum of the [`OUTCOMES`].
+pub fn fill_rx(counters: &mut [Counter]) {
+    let mut rx = Counter::default();
+    for &i in &OUTCOMES {
+        if let Some(c) = counters.get(i as usize) {
+            rx.packets += c.packets;
+            rx.bytes += c.bytes;
+        }
+    }
+    if let Some(slot) = counters.get_mut(STAT_RX as usize) {
+        *slot = rx;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_counter_is_an_outcome_or_named_as_a_second_count() {
+        // A new counter must be placed: an outcome (rx adds it) or not.
+        let extra = [
+            STAT_RX,
+            STAT_NEW_FLOW,
+            STAT_NEW_FLOW_CAPPED,
+            STAT_PASS_FIB,
+            STAT_PASS_EGRESS,
+        ];
+        for i in 0..STAT_COUNT {
+            assert!(
+                OUTCOMES.contains(&i) != extra.contains(&i),
+                "{} is neither or both",
+                STAT_NAMES[i as usize]
+            );
+        }
+    }
+
+    #[test]
+    fn rx_is_the_sum_of_the_outcomes() {
+        let mut c = [Counter::default(); STAT_COUNT as usize];
+        c[STAT_FORWARD as usize] = Counter {
+            packets: 5,
+            bytes: 500,
+        };
+        c[STAT_REPLY as usize] = Counter {
+            packets: 4,
+            bytes: 400,
+        };
+        c[STAT_PASS_OTHER as usize] = Counter {
+            packets: 1,
+            bytes: 60,
+        };
+        c[STAT_NEW_FLOW as usize] = Counter {
+            packets: 2,
+            bytes: 120,
+        };
+        c[STAT_PASS_FIB as usize] = Counter {
+            packets: 1,
+            bytes: 100,
+        };
+        fill_rx(&mut c);
+        assert_eq!(
+            c[STAT_RX as usize],
+            Counter {
+                packets: 10,
+                bytes: 960
+            }
+        );
+    }
+}

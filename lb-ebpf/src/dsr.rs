@@ -21,27 +21,21 @@ use aya_ebpf::{
     bindings::{
         BPF_FIB_LKUP_RET_FRAG_NEEDED, BPF_FIB_LKUP_RET_SUCCESS, bpf_fib_lookup, xdp_action,
     },
-    helpers::{
-        bpf_fib_lookup as fib_lookup, bpf_ktime_get_ns, bpf_xdp_adjust_head, bpf_xdp_adjust_tail,
-    },
+    helpers::{bpf_fib_lookup as fib_lookup, bpf_xdp_adjust_head, bpf_xdp_adjust_tail},
     macros::map,
     maps::{Array, PerCpuArray},
     programs::XdpContext,
 };
 use lb_common::{
-    Addr, DIR_REQUEST, EncapConfig, FORWARD_DSR_IPIP, FlowKey, FlowValue, NO_BACKEND, ServiceValue,
-    conntrack::{close_flags, is_syn},
+    Addr, EncapConfig, FORWARD_DSR_IPIP, FlowValue, ServiceValue,
     csum::fold,
     encap::{self, OUTER_V4, OUTER_V6, PROTO_ICMP, PROTO_ICMPV6, QUOTE_V4, QUOTE_V6},
-    hash::{FLOW_HASH_SEED, flow_hash, slot},
-    stats::{
-        STAT_DROP_DSR, STAT_DROP_FLOW_TABLE, STAT_DROP_NO_BACKEND, STAT_FORWARD, STAT_ICMP_TOO_BIG,
-        STAT_NEW_FLOW, STAT_PASS_EGRESS, STAT_PASS_FRAGMENT,
-    },
+    hash::{FLOW_HASH_SEED, flow_hash},
+    stats::{STAT_DROP_DSR, STAT_FORWARD, STAT_ICMP_TOO_BIG, STAT_PASS_EGRESS, STAT_PASS_FRAGMENT},
 };
 
 use crate::{
-    maps::{BACKENDS, EGRESS, FLOWS, TABLES, scratch},
+    maps::{EGRESS, scratch},
     parse::{self, Frag, Packet, byte, ne16},
     stats::{count, count_backend},
 };
@@ -69,22 +63,37 @@ static DSR_SCRATCH: PerCpuArray<DsrScratch> = PerCpuArray::with_max_entries(1, 0
 const ETH_HLEN: usize = 14;
 const AF_INET: u8 = 2;
 const AF_INET6: u8 = 10;
-/// Entries' last-seen times are rewritten at most this often (ns), as in `select`.
-const TOUCH_NS: u64 = 1_000_000_000;
 
-/// A request to a DSR service (`svc.forwarding` is not NAT).
-// Its own BPF function, and each step below one of its own called from here, so the
-// deepest chain is this frame and one step's (the stack-depth rule of `main.rs`).
-#[inline(never)]
+/// The first packet of a flow to a DSR service (`svc.forwarding` is not NAT): a backend
+/// from the service's table (`select::new_flow`, which records the request direction
+/// only), then on as `send` sends it.
+#[inline(always)]
 pub fn request<const V6: bool>(ctx: &XdpContext, p: &Packet, svc: &ServiceValue) -> u32 {
     if p.frag != Frag::Whole || p.tagged {
         count(STAT_PASS_FRAGMENT, p.len);
         return xdp_action::XDP_PASS;
     }
-    let Some(flow) = backend_for(&p.key, svc, p.tcp_flags, p.len) else {
+    let stat = crate::new_flow::<V6>(&p.key, svc, p.tcp_flags, p.len);
+    if stat != crate::NEW_FLOW_OK {
+        count(stat, p.len);
         return xdp_action::XDP_DROP;
+    }
+    let Some(sc) = scratch() else {
+        return xdp_action::XDP_PASS;
     };
-    if svc.forwarding != FORWARD_DSR_IPIP {
+    send::<V6>(ctx, p, &sc.request)
+}
+
+/// A request of a DSR flow `flow` (its entry: the backend and the mode) to its backend.
+// Its own BPF function, and each step below one of its own called from here, so the
+// deepest chain is this frame and one step's (the stack-depth rule of `main.rs`).
+#[inline(never)]
+pub fn send<const V6: bool>(ctx: &XdpContext, p: &Packet, flow: &FlowValue) -> u32 {
+    if p.frag != Frag::Whole || p.tagged {
+        count(STAT_PASS_FRAGMENT, p.len);
+        return xdp_action::XDP_PASS;
+    }
+    if flow.forwarding != FORWARD_DSR_IPIP {
         return l2::<V6>(ctx, p, &flow.nat_addr, flow.backend);
     }
     match route::<V6>(ctx, p, &flow.nat_addr) {
@@ -120,86 +129,6 @@ fn l2<const V6: bool>(ctx: &XdpContext, p: &Packet, to: &Addr, backend: u32) -> 
     count_backend(backend, p.len);
     count(STAT_FORWARD, p.len);
     action
-}
-
-/// The request-direction entry of the flow (see the module's notes); only that direction
-/// is recorded. `None`: the packet is dropped, counted by its reason.
-// A BPF function of its own (a sibling of the forwarding steps under `request`). An
-// `Option` of a reference is one nullable register across the call.
-#[inline(never)]
-fn backend_for(
-    key: &FlowKey,
-    svc: &ServiceValue,
-    tcp_flags: u8,
-    len: u64,
-) -> Option<&'static FlowValue> {
-    match select(key, svc, tcp_flags, len) {
-        Ok(v) => Some(v),
-        Err(stat) => {
-            count(stat, len);
-            None
-        }
-    }
-}
-
-#[inline(always)]
-fn select(
-    key: &FlowKey,
-    svc: &ServiceValue,
-    tcp_flags: u8,
-    len: u64,
-) -> Result<&'static FlowValue, u32> {
-    // SAFETY: monotonic clock read, no preconditions.
-    let now = unsafe { bpf_ktime_get_ns() };
-    if let Some(v) = FLOWS.get_ptr_mut(key) {
-        // SAFETY: a live map value; concurrent writers only set bits and times.
-        let v = unsafe { &mut *v };
-        if v.direction == DIR_REQUEST && !(v.flags != 0 && is_syn(tcp_flags)) {
-            let closing = close_flags(tcp_flags);
-            if closing & !v.flags != 0 {
-                v.flags |= closing;
-            }
-            if now.wrapping_sub(v.last_seen_ns) > TOUCH_NS {
-                v.last_seen_ns = now;
-            }
-            return Ok(v);
-        }
-    }
-    if svc.table_size == 0 {
-        return Err(STAT_DROP_NO_BACKEND);
-    }
-    let Some(sc) = scratch() else {
-        return Err(STAT_DROP_FLOW_TABLE);
-    };
-    let rel = slot(flow_hash(key, FLOW_HASH_SEED), svc.table_size);
-    let index = match TABLES.get(svc.table_offset + rel) {
-        Some(&i) if i != NO_BACKEND => i,
-        _ => return Err(STAT_DROP_NO_BACKEND),
-    };
-    let Some(b) = BACKENDS.get(index) else {
-        return Err(STAT_DROP_NO_BACKEND);
-    };
-    let r = &mut sc.request;
-    let mut i = 0;
-    while i < 4 {
-        // Word by word: an array assignment between map values became a `memmove` call
-        // (a frame more in the deepest chain).
-        r.nat_addr.words[i] = b.addr.words[i];
-        i += 1;
-    }
-    r.nat_port_be = b.port_be;
-    r.direction = DIR_REQUEST;
-    r.flags = close_flags(tcp_flags);
-    r.backend = index;
-    r.service = svc.id;
-    r._pad = 0;
-    r.last_seen_ns = now;
-    if FLOWS.insert(key, &sc.request, 0).is_err() {
-        return Err(STAT_DROP_FLOW_TABLE);
-    }
-    count(STAT_NEW_FLOW, len);
-    count_backend(lb_common::NEW_FLOWS_BASE + index, len);
-    Ok(&sc.request)
 }
 
 /// The FIB's answer for a packet from `src` (absent: the packet's own source) to `to` of
@@ -412,12 +341,14 @@ fn encapsulate<const V6: bool>(
         );
     }
     count_backend(backend, total);
+    // Forwarded either way (every packet ends in one outcome counter); one the kernel
+    // forwards is counted under `pass_egress` as well, as NAT's are.
+    count(STAT_FORWARD, total);
     let action = if routed { egress(ctx, &sc.fib) } else { None };
     match action {
         Some(a) => {
             // SAFETY: the 12 MAC bytes of the checked Ethernet header.
             unsafe { set_macs(eth, &sc.fib) };
-            count(STAT_FORWARD, total);
             a
         }
         None => {

@@ -1,5 +1,5 @@
-//! Sending a rewritten packet on: the kernel's FIB gives the egress interface and the
-//! next hop's MAC; the frame leaves by XDP_TX (same interface) or a redirect through the
+//! Sending a rewritten packet on: the kernel's FIB (or this CPU's cache of its answer, see
+//! `fib_cache`) gives the egress interface and the next hop's MAC; the frame leaves by XDP_TX (same interface) or a redirect through the
 //! `EGRESS` devmap. When the FIB has no answer (no neighbour entry yet, no route), or its
 //! egress device cannot take an XDP redirect (not in `EGRESS`: a bridge, say), the
 //! rewritten packet is passed to the kernel, which routes it (and resolves the neighbour)
@@ -20,6 +20,7 @@ use aya_ebpf::{
 use lb_common::stats::{STAT_PASS_EGRESS, STAT_PASS_FIB, STAT_PASS_TTL};
 
 use crate::{
+    fib_cache,
     maps::{EGRESS, EGRESS_MISS, scratch},
     nat,
     parse::{self, Packet},
@@ -44,7 +45,7 @@ pub fn ttl_allows<const V6: bool>(p: &Packet) -> bool {
 /// MACs sit at even offsets). An array assignment became a call to a `memmove`
 /// subprogram: two calls per forwarded packet, and a frame more in the deepest call chain.
 #[inline(always)]
-fn copy_mac(to: *mut [u8; 6], from: &[u8; 6]) {
+pub fn copy_mac(to: *mut [u8; 6], from: &[u8; 6]) {
     let (to, from) = (to as *mut u16, from.as_ptr() as *const u16);
     let mut i = 0;
     while i < 3 {
@@ -54,15 +55,21 @@ fn copy_mac(to: *mut [u8; 6], from: &[u8; 6]) {
     }
 }
 
-/// Forwards the (already rewritten) packet toward its new destination.
+/// Forwards the (already rewritten) packet toward its new destination: by this CPU's
+/// cached FIB answer for `target` (a backend index, `fib_cache::TO_CLIENT` for a reply,
+/// `NO_BACKEND` for none) while it holds, else by the FIB.
 // Its own BPF function: the FIB parameter block's frame is not added to the callers'.
 #[inline(never)]
-pub fn forward<const V6: bool>(ctx: &XdpContext, p: &Packet) -> u32 {
+pub fn forward<const V6: bool>(ctx: &XdpContext, p: &Packet, target: u32) -> u32 {
     if p.tagged {
         // The egress of a tagged frame is a VLAN device the FIB does not give us here:
         // the kernel routes the rewritten packet.
         count(STAT_PASS_FIB, p.len);
         return xdp_action::XDP_PASS;
+    }
+    let ingress = ctx.ingress_ifindex() as u32;
+    if let Some(c) = fib_cache::get(target, &p.key, p.ip_len) {
+        return out::<V6>(p, ingress, c.ifindex, &c.smac, &c.dmac);
     }
     let Some(sc) = scratch() else {
         count(STAT_PASS_FIB, p.len);
@@ -70,7 +77,6 @@ pub fn forward<const V6: bool>(ctx: &XdpContext, p: &Packet) -> u32 {
     };
     // Zeroed, then every input field is set.
     let fib = sc.fib_zeroed();
-    let ingress = ctx.ingress_ifindex() as u32;
     fib.l4_protocol = p.key.proto;
     fib.__bindgen_anon_1.tot_len = p.ip_len;
     fib.ifindex = ingress;
@@ -97,28 +103,44 @@ pub fn forward<const V6: bool>(ctx: &XdpContext, p: &Packet) -> u32 {
         count(STAT_PASS_FIB, p.len);
         return xdp_action::XDP_PASS;
     }
-    let action = if fib.ifindex == ingress {
+    fib_cache::put(target, &p.key, fib);
+    out::<V6>(p, ingress, fib.ifindex, &fib.smac, &fib.dmac)
+}
+
+/// Sends the packet out `egress` with these MACs: XDP_TX back out the ingress, else a
+/// redirect (the kernel's forwarding when the device cannot take one).
+#[inline(always)]
+fn out<const V6: bool>(
+    p: &Packet,
+    ingress: u32,
+    egress: u32,
+    smac: &[u8; 6],
+    dmac: &[u8; 6],
+) -> u32 {
+    let action = if egress == ingress {
         xdp_action::XDP_TX
     } else {
         // The helper only records the target; the frame leaves after the program returns,
         // so the MACs may still be rewritten below. Outside the map: XDP_PASS.
-        match EGRESS.redirect(fib.ifindex, xdp_action::XDP_PASS as u64) {
+        match EGRESS.redirect(egress, xdp_action::XDP_PASS as u64) {
             Ok(redirect) => redirect,
-            Err(_) => return kernel_egress(fib.ifindex, p.len),
+            Err(_) => return kernel_egress(egress, p.len),
         }
     };
     nat::decrement_ttl::<V6>(p);
     // SAFETY: the Ethernet header was bounds-checked by the parser.
     unsafe {
-        copy_mac(&raw mut (*p.eth).src_addr, &fib.smac);
-        copy_mac(&raw mut (*p.eth).dst_addr, &fib.dmac);
+        copy_mac(&raw mut (*p.eth).src_addr, smac);
+        copy_mac(&raw mut (*p.eth).dst_addr, dmac);
     }
     action
 }
 
 /// The FIB's egress cannot take a redirect: the kernel forwards the (rewritten) packet.
 /// Counted, and the device recorded for the daemon to report.
-#[inline(never)]
+// Inlined: as a function of its own it made the chain xlb -> parse_l4 ->
+// later_fragment -> forward -> kernel_egress 512 bytes as Linux 6.1 counts it.
+#[inline(always)]
 fn kernel_egress(ifindex: u32, len: u64) -> u32 {
     count(STAT_PASS_EGRESS, len);
     match EGRESS_MISS.get_ptr_mut(&ifindex) {

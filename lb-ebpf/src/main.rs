@@ -11,8 +11,10 @@
 #![no_std]
 #![no_main]
 
+mod clock;
 mod decap;
 mod dsr;
+mod fib_cache;
 mod forward;
 mod frag;
 mod icmp;
@@ -26,16 +28,16 @@ mod yardstick;
 
 use aya_ebpf::{bindings::xdp_action, macros::xdp, programs::XdpContext};
 use lb_common::{
-    DIR_REQUEST, FlowValue, ServiceValue,
+    DIR_REPLY, DIR_REQUEST, FORWARD_NAT, FlowKey, FlowValue, NO_BACKEND, ServiceValue,
     stats::{
         STAT_FORWARD, STAT_FRAGMENT, STAT_ICMP_ERROR, STAT_PASS_EXTHDR, STAT_PASS_FRAGMENT,
-        STAT_PASS_MALFORMED, STAT_PASS_OTHER, STAT_REPLY, STAT_RX,
+        STAT_PASS_MALFORMED, STAT_PASS_OTHER, STAT_REPLY,
     },
 };
 
 use crate::{
     icmp::IcmpError,
-    maps::{FLOWS, SERVICES, scratch},
+    maps::{SERVICES, flow_ptr, scratch},
     nat::End,
     parse::{Frag, Packet, Skip},
     stats::{count, count_backend},
@@ -77,19 +79,33 @@ pub(crate) fn skipped(ctx: &XdpContext, skip: Skip) -> u32 {
         Skip::Malformed => STAT_PASS_MALFORMED,
         Skip::ExtHdr => STAT_PASS_EXTHDR,
     };
-    let len = (ctx.data_end() - ctx.data()) as u64;
-    count(STAT_RX, len);
-    count(stat, len);
+    count(stat, (ctx.data_end() - ctx.data()) as u64);
     xdp_action::XDP_PASS
 }
 
-/// A TCP or UDP packet: a request to a service, a reply of a balanced flow, a later
-/// fragment of a balanced datagram, or none of these (passed).
+/// A TCP or UDP packet: a packet of a known flow (either direction), a new flow to a
+/// service, a later fragment of a balanced datagram, or none of these (passed).
+///
+/// The connection table is looked up first, so an established flow or a reply costs one
+/// hash lookup; only a miss (or a SYN on a closed flow, which starts a new flow) looks the
+/// services map up.
 #[inline(always)]
 pub(crate) fn flow<const V6: bool>(ctx: &XdpContext, p: &Packet) -> u32 {
-    count(STAT_RX, p.len);
     if p.frag == Frag::Later {
         return later_fragment::<V6>(ctx, p);
+    }
+    if let Some(flow) = select::known::<V6>(&p.key, p.tcp_flags) {
+        if flow.forwarding != FORWARD_NAT {
+            return dsr::send::<V6>(ctx, p, flow);
+        }
+        if !forward::ttl_allows::<V6>(p) {
+            return xdp_action::XDP_PASS;
+        }
+        if flow.direction == DIR_REPLY {
+            return send::<V6>(ctx, p, End::Source, flow, STAT_REPLY);
+        }
+        count_backend(flow.backend, p.len);
+        return send::<V6>(ctx, p, End::Destination, flow, STAT_FORWARD);
     }
     let Some(sc) = scratch() else {
         return xdp_action::XDP_PASS;
@@ -103,34 +119,49 @@ pub(crate) fn flow<const V6: bool>(ctx: &XdpContext, p: &Packet) -> u32 {
     if let Some(svc) = unsafe { SERVICES.get(&sc.service_key) } {
         return request::<V6>(ctx, p, svc);
     }
-    if let Some(flow) = select::reply_for(&p.key, p.tcp_flags) {
-        if !forward::ttl_allows::<V6>(p) {
-            return xdp_action::XDP_PASS;
-        }
-        return send::<V6>(ctx, p, End::Source, flow, STAT_REPLY);
-    }
     count(STAT_PASS_OTHER, p.len);
     xdp_action::XDP_PASS
 }
 
-/// A packet addressed to a service: to its flow's backend.
+/// The first packet of a flow to a service: to the backend its table gives.
 #[inline(always)]
 fn request<const V6: bool>(ctx: &XdpContext, p: &Packet, svc: &ServiceValue) -> u32 {
-    if svc.forwarding != lb_common::FORWARD_NAT {
+    if svc.forwarding != FORWARD_NAT {
         return dsr::request::<V6>(ctx, p, svc);
     }
     if !forward::ttl_allows::<V6>(p) {
         return xdp_action::XDP_PASS;
     }
-    let flow = match select::backend_for(&p.key, svc, p.tcp_flags, p.len) {
-        Ok(flow) => flow,
-        Err(stat) => {
-            count(stat, p.len);
-            return xdp_action::XDP_DROP;
-        }
+    let stat = new_flow::<V6>(&p.key, svc, p.tcp_flags, p.len);
+    if stat != NEW_FLOW_OK {
+        count(stat, p.len);
+        return xdp_action::XDP_DROP;
+    }
+    let Some(sc) = scratch() else {
+        return xdp_action::XDP_PASS;
     };
-    count_backend(flow.backend, p.len);
-    send::<V6>(ctx, p, End::Destination, flow, STAT_FORWARD)
+    count_backend(sc.request.backend, p.len);
+    send::<V6>(ctx, p, End::Destination, &sc.request, STAT_FORWARD)
+}
+
+/// `new_flow`'s answer when the flow has its backend (in the scratch area's `request`).
+pub(crate) const NEW_FLOW_OK: u32 = u32::MAX;
+
+/// `select::new_flow` as a BPF function of its own: the new-flow path's temporaries stay
+/// out of `parse::parse_l4`'s frame, which every packet's call chain carries (inlined,
+/// they made the chain xlb -> parse_l4 -> later_fragment -> forward -> kernel_egress 544
+/// bytes as Linux 6.1 counts it). Returns `NEW_FLOW_OK` or the counter of the drop.
+#[inline(never)]
+pub(crate) fn new_flow<const V6: bool>(
+    key: &FlowKey,
+    svc: &ServiceValue,
+    tcp_flags: u8,
+    len: u64,
+) -> u32 {
+    match select::new_flow::<V6>(key, svc, tcp_flags, len) {
+        Ok(_) => NEW_FLOW_OK,
+        Err(stat) => stat,
+    }
 }
 
 /// Rewrites `end` to the flow's NAT address and port, records a first fragment's
@@ -148,7 +179,13 @@ fn send<const V6: bool>(
         frag::record(p, flow);
     }
     count(stat, p.len);
-    forward::forward::<V6>(ctx, p)
+    // The FIB answer is cached per backend for requests, per client for replies.
+    let target = if end == End::Destination {
+        flow.backend
+    } else {
+        fib_cache::TO_CLIENT
+    };
+    forward::forward::<V6>(ctx, p, target)
 }
 
 /// A fragment without the L4 header: the rewrite its datagram's first fragment got.
@@ -163,15 +200,15 @@ fn later_fragment<const V6: bool>(ctx: &XdpContext, p: &Packet) -> u32 {
     if !forward::ttl_allows::<V6>(p) {
         return xdp_action::XDP_PASS;
     }
-    let end = if f.direction == DIR_REQUEST {
+    let (end, backend) = if f.direction == DIR_REQUEST {
         count_backend(f.backend, p.len);
-        End::Destination
+        (End::Destination, f.backend)
     } else {
-        End::Source
+        (End::Source, NO_BACKEND)
     };
     nat::set_addr::<V6>(p.ip, end, &f.nat_addr);
     count(STAT_FRAGMENT, p.len);
-    forward::forward::<V6>(ctx, p)
+    forward::forward::<V6>(ctx, p, backend)
 }
 
 /// An ICMP error: translated to the flow it is about, or passed.
@@ -181,10 +218,12 @@ fn later_fragment<const V6: bool>(ctx: &XdpContext, p: &Packet) -> u32 {
 // over the verifier's 512.
 #[inline(always)]
 pub(crate) fn icmp_error<const V6: bool>(ctx: &XdpContext, p: &Packet, e: &IcmpError) -> u32 {
-    count(STAT_RX, p.len);
     // SAFETY: a map value, valid until the program returns.
-    let flow = scratch().and_then(|sc| unsafe { FLOWS.get(&sc.icmp_key) });
-    let Some(flow) = flow else {
+    let flow = scratch()
+        .and_then(|sc| flow_ptr::<V6>(&sc.icmp_key))
+        .map(|v| unsafe { &*v });
+    // A DSR flow's entry is the request direction only, with nothing to translate back.
+    let Some(flow) = flow.filter(|f| f.forwarding == FORWARD_NAT) else {
         count(STAT_PASS_OTHER, p.len);
         return xdp_action::XDP_PASS;
     };
@@ -193,7 +232,7 @@ pub(crate) fn icmp_error<const V6: bool>(ctx: &XdpContext, p: &Packet, e: &IcmpE
     }
     icmp::translate::<V6>(p, e, flow);
     count(STAT_ICMP_ERROR, p.len);
-    forward::forward::<V6>(ctx, p)
+    forward::forward::<V6>(ctx, p, NO_BACKEND)
 }
 
 #[cfg(not(test))]

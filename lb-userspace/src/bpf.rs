@@ -16,7 +16,7 @@ use std::{
 };
 
 use aya::{
-    Ebpf, EbpfLoader,
+    Ebpf, EbpfLoader, Pod,
     maps::MapInfo,
     maps::{Array, DevMapHash, HashMap, IterableMap as _, Map, MapData, MapError, PerCpuArray},
     programs::links::{FdLink, PinnedLink},
@@ -24,13 +24,15 @@ use aya::{
     programs::{ProgramError, Xdp, XdpMode},
 };
 use lb_common::{
-    AffinityKey, AffinityValue, Backend, FlowKey, FlowValue, MAP_AFFINITY, MAP_BACKEND_STATS,
-    MAP_BACKENDS, MAP_EGRESS, MAP_EGRESS_MISS, MAP_FLOWS, MAP_FRAGS, MAP_SERVICES, MAP_STATS,
-    MAP_TABLES, ServiceKey, ServiceValue,
+    AffinityKey, AffinityValue, Backend, DataplaneConfig, FlowKey, FlowKey4, FlowMapKey, FlowValue,
+    MAP_AFFINITY, MAP_BACKEND_STATS, MAP_BACKENDS, MAP_CONFIG, MAP_EGRESS, MAP_EGRESS_MISS,
+    MAP_FLOWS4, MAP_FLOWS6, MAP_FRAGS, MAP_SERVICES, MAP_STATS, MAP_TABLES, ServiceKey,
+    ServiceValue,
     stats::{Counter, STAT_COUNT},
 };
 
 use crate::dataplane::{Dataplane, DataplaneError, GraceTicket};
+use crate::flow_lru::FlowLru;
 use crate::grace::GracePeriods;
 use crate::table_mem::TableMem;
 
@@ -82,11 +84,12 @@ impl AttachMode {
 
 /// The maps that hold state, pinned as `<pin dir>/<lower-case name>` and adopted by the
 /// next daemon. (The per-CPU scratch map holds nothing between packets.)
-const PINNED_MAPS: [&str; 10] = [
+const PINNED_MAPS: [&str; 11] = [
     MAP_SERVICES,
     MAP_BACKENDS,
     MAP_TABLES,
-    MAP_FLOWS,
+    MAP_FLOWS4,
+    MAP_FLOWS6,
     MAP_STATS,
     MAP_BACKEND_STATS,
     MAP_FRAGS,
@@ -117,6 +120,10 @@ pub struct LoadOptions {
     /// Load the XDP object from this file instead of the one built into xlbd (a data-path
     /// build made from the same lb-common, rolled out without a new xlbd).
     pub object: Option<PathBuf>,
+    /// The data path's settings (`CONFIG`), written once the object is loaded.
+    pub config: DataplaneConfig,
+    /// The connection tables' LRU: shared by all CPUs or per CPU (see `flow_lru`).
+    pub flow_lru: FlowLru,
 }
 
 /// Why the loader could not start; each one is one line an operator can act on.
@@ -160,6 +167,8 @@ pub struct BpfDataplane {
     maps: Maps,
     /// `TABLES`, mapped: table writes are stores, not syscalls.
     table_mem: TableMem,
+    /// What `CONFIG` holds.
+    config: DataplaneConfig,
     grace: GracePeriods,
     pin_dir: Option<PathBuf>,
     /// The state pinned by an earlier daemon was adopted (rather than made anew).
@@ -208,10 +217,17 @@ impl BpfDataplane {
                 &file[..]
             }
         };
+        let object = opts.flow_lru.object(object).map_err(LoadError::Rejected)?;
+        let flow_entries = opts
+            .flow_lru
+            .entries_here(opts.flow_entries)
+            .map_err(LoadError::Rejected)?;
         if !opts.reset {
-            check_pinned_maps(dir, object, opts.flow_entries, opts.table_area)?;
+            check_pinned_maps(dir, &object, flow_entries, opts.table_area)?;
         }
-        let mut dp = Self::load_with(object, opts.flow_entries, opts.table_area, &pins)?;
+        let mut dp = Self::load_with(&object, flow_entries, opts.table_area, &pins)?;
+        dp.set_config(&opts.config)
+            .map_err(|e| LoadError::Rejected(e.to_string()))?;
         dp.pin_dir = Some(dir.clone());
         dp.adopted = adopted;
         dp._lock = Some(lock);
@@ -231,8 +247,22 @@ impl BpfDataplane {
 
     /// Loads the object and its maps without attaching or pinning anything: for running
     /// the program on crafted packets with BPF_PROG_TEST_RUN (see [`BpfDataplane::program`]).
+    /// The connection tables use the default LRU ([`FlowLru::default`]).
     pub fn load_detached(flow_entries: u32, table_area: u32) -> Result<BpfDataplane, LoadError> {
-        Self::load_with(XDP_OBJECT, flow_entries, table_area, &[])
+        Self::load_detached_with(flow_entries, table_area, FlowLru::default())
+    }
+
+    /// [`BpfDataplane::load_detached`] with the connection tables' LRU `lru`.
+    pub fn load_detached_with(
+        flow_entries: u32,
+        table_area: u32,
+        lru: FlowLru,
+    ) -> Result<BpfDataplane, LoadError> {
+        let object = lru.object(XDP_OBJECT).map_err(LoadError::Rejected)?;
+        let entries = lru
+            .entries_here(flow_entries)
+            .map_err(LoadError::Rejected)?;
+        Self::load_with(&object, entries, table_area, &[])
     }
 
     /// Loads the object and its program; the maps named in `pins` are taken from (or made
@@ -250,7 +280,8 @@ impl BpfDataplane {
         }
         let mut loader = EbpfLoader::new();
         loader
-            .map_max_entries(MAP_FLOWS, flow_entries)
+            .map_max_entries(MAP_FLOWS4, flow_entries)
+            .map_max_entries(MAP_FLOWS6, flow_entries)
             .map_max_entries(MAP_TABLES, table_area);
         for (map, path) in pins {
             loader.map_pin_path(map, path.as_path());
@@ -284,6 +315,7 @@ impl BpfDataplane {
             ebpf,
             maps,
             table_mem,
+            config: DataplaneConfig::default(),
             grace,
             pin_dir: None,
             adopted: false,
@@ -340,7 +372,31 @@ impl BpfDataplane {
 
     /// The connection-table entry of one flow direction, if present.
     pub fn flow(&self, key: &FlowKey) -> Option<FlowValue> {
-        self.maps.flows.get(key, 0).ok()
+        get_flow(&self.maps.flows4, key).or_else(|| get_flow(&self.maps.flows6, key))
+    }
+
+    /// Writes the data path's settings (the one value of `CONFIG`).
+    ///
+    /// # Errors
+    /// When the map refuses the value.
+    pub fn set_config(&mut self, config: &DataplaneConfig) -> Result<(), DataplaneError> {
+        self.maps
+            .config
+            .set(0, config, 0)
+            .map_err(map_err(MAP_CONFIG))?;
+        self.config = *config;
+        Ok(())
+    }
+
+    /// Makes every CPU's cached FIB answers unusable (a new generation): the next packet
+    /// to each backend asks the FIB again.
+    ///
+    /// # Errors
+    /// When the map refuses the value.
+    pub fn invalidate_fib_cache(&mut self) -> Result<(), DataplaneError> {
+        let mut c = self.config;
+        c.fib_generation = c.fib_generation.wrapping_add(1);
+        self.set_config(&c)
     }
 
     /// The affinity entry of one client of one service, if present.
@@ -369,12 +425,14 @@ struct Maps {
     services: HashMap<MapData, ServiceKey, ServiceValue>,
     backends: Array<MapData, Backend>,
     tables: Array<MapData, u32>,
-    flows: HashMap<MapData, FlowKey, FlowValue>,
+    flows4: HashMap<MapData, FlowKey4, FlowValue>,
+    flows6: HashMap<MapData, FlowKey, FlowValue>,
     stats: PerCpuArray<MapData, Counter>,
     backend_stats: PerCpuArray<MapData, Counter>,
     egress: DevMapHash<MapData>,
     egress_miss: HashMap<MapData, u32, u64>,
     affinity: HashMap<MapData, AffinityKey, AffinityValue>,
+    config: Array<MapData, DataplaneConfig>,
 }
 
 impl Maps {
@@ -392,12 +450,14 @@ impl Maps {
             services: typed(ebpf, MAP_SERVICES)?,
             backends: typed(ebpf, MAP_BACKENDS)?,
             tables: typed(ebpf, MAP_TABLES)?,
-            flows: typed(ebpf, MAP_FLOWS)?,
+            flows4: typed(ebpf, MAP_FLOWS4)?,
+            flows6: typed(ebpf, MAP_FLOWS6)?,
             stats: typed(ebpf, MAP_STATS)?,
             backend_stats: typed(ebpf, MAP_BACKEND_STATS)?,
             egress: typed(ebpf, MAP_EGRESS)?,
             egress_miss: typed(ebpf, MAP_EGRESS_MISS)?,
             affinity: typed(ebpf, MAP_AFFINITY)?,
+            config: typed(ebpf, MAP_CONFIG)?,
         })
     }
 }
@@ -537,7 +597,7 @@ fn check_pinned_maps(
             return Err(incompatible("this object has no such map".into()));
         };
         let (max, flag) = match map {
-            MAP_FLOWS => (flow_entries, " (--flow-entries)"),
+            MAP_FLOWS4 | MAP_FLOWS6 => (flow_entries, " (--flow-entries)"),
             MAP_TABLES => (table_area, " (--table-area)"),
             _ => (want.max_entries(), ""),
         };
@@ -645,6 +705,50 @@ fn one_line(msg: &str) -> String {
     }
 }
 
+/// The entry of `key` in the connection table of key type `K`, if `key` is of its family
+/// and present.
+fn get_flow<K: FlowMapKey + Pod>(
+    map: &HashMap<MapData, K, FlowValue>,
+    key: &FlowKey,
+) -> Option<FlowValue> {
+    if key.family != K::FAMILY {
+        return None;
+    }
+    map.get(&K::from_flow(key), 0).ok()
+}
+
+/// Appends every entry of the connection table of key type `K` to `out`.
+fn list_flows<K: FlowMapKey + Pod>(
+    map: &HashMap<MapData, K, FlowValue>,
+    out: &mut Vec<(FlowKey, FlowValue)>,
+) -> Result<(), DataplaneError> {
+    for entry in map.iter() {
+        match entry {
+            Ok((k, v)) => out.push((k.to_flow(), v)),
+            // An entry evicted while we walk the table: skip it.
+            Err(MapError::KeyNotFound) => continue,
+            Err(e) => return Err(map_err(K::MAP)(e)),
+        }
+    }
+    Ok(())
+}
+
+/// Deletes the entries of `keys` of `K`'s family from its table; returns how many there were.
+fn remove_flows_of<K: FlowMapKey + Pod>(
+    map: &mut HashMap<MapData, K, FlowValue>,
+    keys: &[FlowKey],
+) -> Result<usize, DataplaneError> {
+    let mut removed = 0;
+    for key in keys.iter().filter(|k| k.family == K::FAMILY) {
+        match map.remove(&K::from_flow(key)) {
+            Ok(()) => removed += 1,
+            Err(MapError::KeyNotFound) => {}
+            Err(e) => return Err(map_err(K::MAP)(e)),
+        }
+    }
+    Ok(removed)
+}
+
 fn map_err(map: &'static str) -> impl Fn(MapError) -> DataplaneError {
     move |source| DataplaneError::Map { map, source }
 }
@@ -701,7 +805,9 @@ impl Dataplane for BpfDataplane {
         self.maps
             .backends
             .set(index, backend, 0)
-            .map_err(map_err(MAP_BACKENDS))
+            .map_err(map_err(MAP_BACKENDS))?;
+        // The index may have held another address: no CPU may use its cached FIB answer.
+        self.invalidate_fib_cache()
     }
 
     fn read_table(&self, offset: u32, len: u32) -> Result<Vec<u32>, DataplaneError> {
@@ -742,12 +848,15 @@ impl Dataplane for BpfDataplane {
     }
 
     fn stats(&self) -> Result<Vec<Counter>, DataplaneError> {
-        (0..STAT_COUNT)
+        let mut counters = (0..STAT_COUNT)
             .map(|i| {
                 let v = self.maps.stats.get(&i, 0).map_err(map_err(MAP_STATS))?;
                 Ok(sum(&v))
             })
-            .collect()
+            .collect::<Result<Vec<_>, DataplaneError>>()?;
+        // The data path does not count `rx`: every packet ends in one outcome counter.
+        lb_common::stats::fill_rx(&mut counters);
+        Ok(counters)
     }
 
     fn backend_stats(&self, index: u32) -> Result<Counter, DataplaneError> {
@@ -761,27 +870,14 @@ impl Dataplane for BpfDataplane {
 
     fn flows(&self) -> Result<Vec<(FlowKey, FlowValue)>, DataplaneError> {
         let mut out = Vec::new();
-        for entry in self.maps.flows.iter() {
-            match entry {
-                Ok(kv) => out.push(kv),
-                // An entry evicted while we walk the table: skip it.
-                Err(MapError::KeyNotFound) => continue,
-                Err(e) => return Err(map_err(MAP_FLOWS)(e)),
-            }
-        }
+        list_flows(&self.maps.flows4, &mut out)?;
+        list_flows(&self.maps.flows6, &mut out)?;
         Ok(out)
     }
 
     fn remove_flows(&mut self, keys: &[FlowKey]) -> Result<usize, DataplaneError> {
-        let mut removed = 0;
-        for key in keys {
-            match self.maps.flows.remove(key) {
-                Ok(()) => removed += 1,
-                Err(MapError::KeyNotFound) => {}
-                Err(e) => return Err(map_err(MAP_FLOWS)(e)),
-            }
-        }
-        Ok(removed)
+        Ok(remove_flows_of(&mut self.maps.flows4, keys)?
+            + remove_flows_of(&mut self.maps.flows6, keys)?)
     }
 
     fn allow_egress(&mut self, ifindex: u32) -> Result<(), DataplaneError> {
@@ -878,6 +974,8 @@ mod root_tests {
             table_area: 4096,
             reset: false,
             object: None,
+            config: DataplaneConfig::default(),
+            flow_lru: FlowLru::default(),
         }
     }
 
@@ -911,7 +1009,7 @@ mod root_tests {
             };
             let mut dp = BpfDataplane::load(&opts(&d)).expect("load");
             assert!(!dp.adopted());
-            assert!(Path::new(&d).join("flows").exists());
+            assert!(Path::new(&d).join("flows4").exists());
             assert!(Path::new(&d).join("link_lo").exists());
             assert_eq!(dp.table_area(), 4096);
             dp.put_service(&key, &value).unwrap();

@@ -23,6 +23,7 @@ use crate::client::DEFAULT_SOCKET;
 use crate::control::{self, ControlService, DaemonInfo};
 use crate::dataplane::Dataplane;
 use crate::egress::Egress;
+use crate::flow_lru::FlowLru;
 use crate::limits;
 use crate::link;
 use crate::metrics::{self, MetricsAddrError};
@@ -70,7 +71,8 @@ pub struct Args {
     /// stays and keeps balancing until the next xlbd adopts it).
     #[arg(long)]
     pub detach_on_exit: bool,
-    /// Connection-table entries (each flow takes two).
+    /// Connection-table entries of each family's table (IPv4 and IPv6 flows are kept in
+    /// maps of their own; each flow takes two entries).
     #[arg(long, default_value_t = lb_common::DEFAULT_FLOW_ENTRIES, value_name = "N",
           value_parser = limits::parse_flow_entries, allow_negative_numbers = true)]
     pub flow_entries: u32,
@@ -79,6 +81,17 @@ pub struct Args {
     #[arg(long, default_value_t = lb_common::DEFAULT_TABLE_AREA, value_name = "N",
           value_parser = limits::parse_table_area, allow_negative_numbers = true)]
     pub table_area: u32,
+    /// The connection tables' LRU: per-cpu (BPF_F_NO_COMMON_LRU: inserts on different
+    /// CPUs do not contend; each CPU evicts only entries it inserted, from its share of
+    /// --flow-entries, which is rounded up to a multiple of the CPUs) or common (one LRU
+    /// and one lock for all CPUs). Lookups find an entry from any CPU either way.
+    #[arg(long, value_enum, default_value_t = FlowLru::default(), value_name = "LRU")]
+    pub flow_lru: FlowLru,
+    /// New flows each CPU may enter in the connection table per second (0: no limit).
+    /// Over it, a new flow is still forwarded by its service's table, without an entry
+    /// (counted as new_flow_capped), so a SYN flood cannot flush the table.
+    #[arg(long, default_value_t = 0, value_name = "N")]
+    pub new_flow_cap: u32,
     /// Seconds an established TCP flow may idle before its entries expire.
     #[arg(long, default_value_t = 3600, value_name = "SECS")]
     pub tcp_timeout: u64,
@@ -154,6 +167,11 @@ impl Args {
             table_area: self.table_area,
             reset: self.reset,
             object: self.object.clone(),
+            flow_lru: self.flow_lru,
+            config: lb_common::DataplaneConfig {
+                new_flow_cap: self.new_flow_cap,
+                fib_generation: 0,
+            },
         }
     }
 
@@ -294,7 +312,11 @@ where
         if let Ok(addr) = listener.local_addr() {
             info!("xlbd: metrics at http://{addr}/metrics");
         }
-        let capacity = u64::from(args.flow_entries);
+        let capacity = u64::from(
+            args.flow_lru
+                .entries_here(args.flow_entries)
+                .unwrap_or(args.flow_entries),
+        );
         tokio::spawn(metrics::serve(listener, state.clone(), capacity))
     });
     let checker = tokio::spawn(crate::health::run(state.clone()));

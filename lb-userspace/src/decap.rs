@@ -11,8 +11,8 @@ use aya::{
     programs::{ProgramError, Xdp},
 };
 use lb_common::{
-    DECAP_STAT_COUNT, DECAP_STAT_NAMES, MAP_AFFINITY, MAP_DECAP_STATS, MAP_FLOWS, MAP_TABLES,
-    stats::Counter,
+    DECAP_STAT_COUNT, DECAP_STAT_NAMES, MAP_AFFINITY, MAP_DECAP_STATS, MAP_FLOWS4, MAP_FLOWS6,
+    MAP_TABLES, stats::Counter,
 };
 use tokio::signal::unix::{SignalKind, signal};
 
@@ -58,7 +58,8 @@ pub async fn run(
     // The balancer's maps come with the object; the decapsulation program uses none of
     // them, so they are made as small as the kernel allows.
     let mut ebpf = EbpfLoader::new()
-        .map_max_entries(MAP_FLOWS, 2)
+        .map_max_entries(MAP_FLOWS4, 2)
+        .map_max_entries(MAP_FLOWS6, 2)
         .map_max_entries(MAP_TABLES, 2)
         .map_max_entries(MAP_AFFINITY, 2)
         .load(bytes)

@@ -30,6 +30,7 @@ pub mod daemon;
 pub mod dataplane;
 pub mod decap;
 pub mod egress;
+pub mod flow_lru;
 pub mod forwarding;
 pub mod grace;
 pub mod health;

@@ -232,6 +232,12 @@ pub fn encode(usage: &Usage, flow_capacity: u64) -> String {
                 "New flows given a backend (first packets of flows not in the connection table)",
                 c.packets,
             ),
+            "new_flow_capped" => single(
+                &mut reg,
+                "xlb_new_flows_capped",
+                "New flows forwarded without a connection-table entry: the per-CPU insert cap (xlbd --new-flow-cap) was reached",
+                c.packets,
+            ),
             _ => {
                 let (verdict, reason) = verdict(name);
                 let l: Labels = vec![
@@ -252,7 +258,7 @@ pub fn encode(usage: &Usage, flow_capacity: u64) -> String {
     single_gauge(
         &mut reg,
         "xlb_flow_table_capacity",
-        "Entries the connection table holds (xlbd --flow-entries)",
+        "Entries each family's connection table holds (xlbd --flow-entries)",
         flow_capacity,
     );
 

@@ -7,11 +7,14 @@
 
 mod fixtures;
 
-use lb_common::{DIR_REPLY, DIR_REQUEST, FlowKey, PROTO_TCP, stats::STAT_PASS_EGRESS};
+use lb_common::{
+    DIR_REPLY, DIR_REQUEST, DataplaneConfig, FlowKey, PROTO_TCP,
+    stats::{STAT_NEW_FLOW_CAPPED, STAT_PASS_EGRESS, STAT_RX},
+};
 use xlb_xdp_harness::{
     Harness, Plan, fixture,
     harness::{affinity_key, affinity_service_id, tcp_backend_index},
-    netns::in_private_netns,
+    netns::{self, in_private_netns},
     plan::{
         AFFINITY_EXPIRED_PORT, AFFINITY_PORT, DSR_L2_PORT, PLANS, TCP_BACKEND_PORT, TCP_PORT,
         affinity_slot_port,
@@ -123,7 +126,8 @@ fn xdp_packet_fixtures() {
     }
     let (report, flows) = in_private_netns(|| {
         let mut h = Harness::new(1024).expect("harness");
-        let report = fixture::run_all(&mut h, &fixtures::all()).expect("test_run");
+        let table = fixtures::all();
+        let report = fixture::run_all(&mut h, &table).expect("test_run");
         let mut flows: Vec<String> = PLANS
             .iter()
             .flat_map(|p| {
@@ -135,8 +139,22 @@ fn xdp_packet_fixtures() {
             })
             .filter_map(Result::err)
             .collect();
+        // Every packet xlb ran ended in exactly one outcome counter: their sum (`rx`) is
+        // the number of packets run (the decap program's have counters of their own).
+        let stats = h.stats().expect("stats");
+        let ran: usize = table
+            .iter()
+            .filter(|f| !f.decap)
+            .map(|f| f.before.len() + 1)
+            .sum();
+        if stats[STAT_RX as usize].packets != ran as u64 {
+            flows.push(format!(
+                "rx {} (the sum of the outcome counters), {ran} packets run",
+                stats[STAT_RX as usize].packets
+            ));
+        }
         // One bridged SYN per family went to the kernel: counted, the bridge recorded.
-        let passed = h.stats().expect("stats")[STAT_PASS_EGRESS as usize].packets;
+        let passed = stats[STAT_PASS_EGRESS as usize].packets;
         let recorded = h.bridge_passes().expect("egress misses");
         if (passed, recorded) != (2, 2) {
             flows.push(format!(
@@ -155,4 +173,87 @@ fn xdp_packet_fixtures() {
         flows.join("\n"),
         report.summary()
     );
+}
+
+/// Pins the calling thread to the CPU it runs on: per-CPU state (the insert budget) is
+/// then one CPU's for every BPF_PROG_TEST_RUN that follows.
+fn pin_to_this_cpu() {
+    // SAFETY: sched_getcpu has no preconditions; the set is a plain bit mask written
+    // with the libc macros; sched_setaffinity(0) affects the calling thread only.
+    unsafe {
+        let cpu = libc::sched_getcpu();
+        assert!(cpu >= 0, "sched_getcpu");
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_SET(cpu as usize, &mut set);
+        assert_eq!(
+            libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set),
+            0,
+            "sched_setaffinity"
+        );
+    }
+}
+
+#[test]
+fn new_flow_cap_forwards_without_an_entry() {
+    if !require_root("new_flow_cap_forwards_without_an_entry") {
+        return;
+    }
+    let (reports, capped) = in_private_netns(|| {
+        pin_to_this_cpu();
+        let mut h = Harness::new(1024).expect("harness");
+        h.set_config(&DataplaneConfig {
+            new_flow_cap: 1,
+            fib_generation: 0,
+        })
+        .expect("config");
+        let mut reports = Vec::new();
+        for (i, plan) in PLANS.iter().enumerate() {
+            if i > 0 {
+                // The next family starts a new one-second window.
+                std::thread::sleep(std::time::Duration::from_millis(1100));
+            }
+            let table = fixtures::fastpath::capped(plan);
+            reports.push(fixture::run_all(&mut h, &table).expect("test_run"));
+        }
+        let capped = h.stats().expect("stats")[STAT_NEW_FLOW_CAPPED as usize].packets;
+        (reports, capped)
+    });
+    for r in &reports {
+        eprintln!("{}", r.summary());
+        assert!(r.failures.is_empty(), "\n{}", r.failures.join("\n"));
+    }
+    assert_eq!(capped, PLANS.len() as u64, "new_flow_capped");
+}
+
+#[test]
+fn fib_cache_follows_generation_and_lifetime() {
+    if !require_root("fib_cache_follows_generation_and_lifetime") {
+        return;
+    }
+    use fixtures::fastpath::CacheStep;
+    let failures = in_private_netns(|| {
+        pin_to_this_cpu();
+        let mut h = Harness::new(1024).expect("harness");
+        let mut failures = Vec::new();
+        for (plan, reply) in PLANS.iter().flat_map(|p| [(p, false), (p, true)]) {
+            let sport = if reply { 44201 } else { 44200 };
+            let host = if reply { plan.client } else { plan.backend };
+            for (step, fixture) in fixtures::fastpath::fib_cache_steps(plan, sport, reply) {
+                match step {
+                    CacheStep::Run => {}
+                    CacheStep::Neighbour(mac) => {
+                        netns::replace_neighbour(host, mac, reply).expect("neighbour")
+                    }
+                    CacheStep::Invalidate => h.invalidate_fib_cache().expect("invalidate"),
+                    CacheStep::Expire => std::thread::sleep(std::time::Duration::from_nanos(
+                        lb_common::FIB_CACHE_TTL_NS + 100_000_000,
+                    )),
+                }
+                let r = fixture::run_all(&mut h, std::slice::from_ref(&fixture)).expect("test_run");
+                failures.extend(r.failures);
+            }
+        }
+        failures
+    });
+    assert!(failures.is_empty(), "\n{}", failures.join("\n"));
 }

@@ -4,9 +4,9 @@
 use anyhow::{Context as _, Result};
 use aya::programs::{TestRun as _, TestRunOptions};
 use lb_common::{
-    AFFINITY_CLIENT_IP, AFFINITY_NONE, AffinityKey, AffinityValue, Backend, FORWARD_DSR_IPIP,
-    FORWARD_DSR_L2, FlowKey, FlowValue, NO_BACKEND, PROTO_TCP, PROTO_UDP, ServiceKey, ServiceValue,
-    stats::Counter,
+    AFFINITY_CLIENT_IP, AFFINITY_NONE, AffinityKey, AffinityValue, Backend, DataplaneConfig,
+    FORWARD_DSR_IPIP, FORWARD_DSR_L2, FlowKey, FlowValue, NO_BACKEND, PROTO_TCP, PROTO_UDP,
+    ServiceKey, ServiceValue, stats::Counter,
 };
 use lb_userspace::{bpf::BpfDataplane, dataplane::Dataplane};
 
@@ -94,6 +94,16 @@ impl Harness {
     /// The connection-table entry of one flow direction.
     pub fn flow(&self, key: &FlowKey) -> Option<FlowValue> {
         self.dp.flow(key)
+    }
+
+    /// Writes the data path's settings (e.g. a cap on new flows per CPU per second).
+    pub fn set_config(&mut self, config: &DataplaneConfig) -> Result<()> {
+        Ok(self.dp.set_config(config)?)
+    }
+
+    /// Bumps the FIB cache's generation, as the daemon does when a backend changes.
+    pub fn invalidate_fib_cache(&mut self) -> Result<()> {
+        Ok(self.dp.invalidate_fib_cache()?)
     }
 
     /// The affinity entry of one client of one service.

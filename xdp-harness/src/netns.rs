@@ -111,6 +111,17 @@ pub fn make_links() -> Result<()> {
     Ok(())
 }
 
+/// Points the neighbour entry of `ip` (a client's or a backend's address) at `lladdr`
+/// (a host that moved to another MAC), on the link it is on, in the calling thread's
+/// namespace.
+pub fn replace_neighbour(ip: crate::Ip, lladdr: [u8; 6], client: bool) -> Result<()> {
+    let dev = if client { CLIENT_IF } else { BACKEND_IF };
+    sh(&format!(
+        "ip neigh replace {ip} lladdr {} dev {dev} nud permanent",
+        mac(lladdr)
+    ))
+}
+
 /// The interface index of `name` in the calling thread's namespace.
 pub fn ifindex(name: &str) -> Result<u32> {
     let c = std::ffi::CString::new(name)?;

@@ -110,6 +110,9 @@ pub struct Pkt {
     pub ext: Option<Ext>,
     /// The datagram's identification, used when it is fragmented (IPv4: the low 16 bits).
     pub frag_id: u32,
+    /// TCP only: FIN or RST set as well (on the ACK, or on the SYN).
+    pub fin: bool,
+    pub rst: bool,
     pub payload: Vec<u8>,
 }
 
@@ -129,6 +132,8 @@ impl Pkt {
             options: Vec::new(),
             ext: None,
             frag_id: 0x1234,
+            fin: false,
+            rst: false,
             payload: b"hello xlb".to_vec(),
         }
     }
@@ -190,6 +195,8 @@ impl Pkt {
             L4::Tcp { syn } => {
                 let tcp = step.tcp(self.sport, self.dport, 1000, 64240);
                 let tcp = if syn { tcp.syn() } else { tcp.ack(1) };
+                let tcp = if self.fin { tcp.fin() } else { tcp };
+                let tcp = if self.rst { tcp.rst() } else { tcp };
                 tcp.write(&mut out, &self.payload)
             }
             L4::Udp => step

@@ -103,6 +103,7 @@ fn every_family_parses_with_its_type_and_values() {
         "xlb_received_packets",
         "xlb_received_bytes",
         "xlb_new_flows",
+        "xlb_new_flows_capped",
     ] {
         assert_eq!(ty(counter), OpenMetricsType::Counter, "{counter}");
         assert!(text.contains(&format!("\n{counter}_total")), "{counter}");
@@ -155,11 +156,13 @@ fn every_family_parses_with_its_type_and_values() {
         value(&exp, "xlb_bytes", &vr("forward", "forward")),
         Some(1002.0)
     );
-    // Every global counter but rx and new_flow is one verdict/reason series.
+    // Every global counter but rx, new_flow and new_flow_capped (second counts of
+    // forwarded packets) is one verdict/reason series.
     assert_eq!(
         exp.families["xlb_packets"].iter_samples().count(),
-        STAT_NAMES.len() - 2
+        STAT_NAMES.len() - 3
     );
+    assert_eq!(value(&exp, "xlb_new_flows_capped", &[]), Some(115.0));
 }
 
 #[test]
