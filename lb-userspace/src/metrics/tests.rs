@@ -1,6 +1,6 @@
 use std::collections::BTreeMap;
 
-use lb_common::stats::{Counter as Stat, STAT_NAMES};
+use lb_common::stats::{Counter as Stat, STAT_NAMES, STAT_NEW_FLOW_CAPPED};
 use openmetrics_parser::{MetricsExposition, OpenMetricsType, OpenMetricsValue};
 
 use super::*;
@@ -128,7 +128,7 @@ fn every_family_parses_with_its_type_and_values() {
     );
     assert_eq!(
         exp.families.len(),
-        21,
+        22,
         "families: {:?}",
         exp.families.keys()
     );
@@ -162,7 +162,10 @@ fn every_family_parses_with_its_type_and_values() {
         exp.families["xlb_packets"].iter_samples().count(),
         STAT_NAMES.len() - 3
     );
-    assert_eq!(value(&exp, "xlb_new_flows_capped", &[]), Some(115.0));
+    assert_eq!(
+        value(&exp, "xlb_new_flows_capped", &[]),
+        Some(100.0 + f64::from(STAT_NEW_FLOW_CAPPED))
+    );
 }
 
 #[test]
