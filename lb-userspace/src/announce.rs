@@ -205,38 +205,8 @@ impl Routes for KernelTable {
 
 /// Sends one request on a fresh `NETLINK_ROUTE` socket and reads its acknowledgement.
 fn rtnetlink(msg: &[u8]) -> io::Result<()> {
-    // SAFETY: plain socket(2) call; the fd is owned at once.
-    let fd = unsafe {
-        libc::socket(
-            libc::AF_NETLINK,
-            libc::SOCK_RAW | libc::SOCK_CLOEXEC,
-            libc::NETLINK_ROUTE,
-        )
-    };
-    if fd < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: `fd` is a socket we just made and nothing else owns.
-    let fd = unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) };
+    let fd = crate::netdev::netlink_socket(libc::NETLINK_ROUTE)?;
     let raw = std::os::fd::AsRawFd::as_raw_fd(&fd);
-    // A kernel that never answers must not hang the daemon.
-    let tv = libc::timeval {
-        tv_sec: 2,
-        tv_usec: 0,
-    };
-    // SAFETY: `tv` is a valid timeval of the size given.
-    let rc = unsafe {
-        libc::setsockopt(
-            raw,
-            libc::SOL_SOCKET,
-            libc::SO_RCVTIMEO,
-            (&tv as *const libc::timeval).cast(),
-            size_of::<libc::timeval>() as libc::socklen_t,
-        )
-    };
-    if rc != 0 {
-        return Err(io::Error::last_os_error());
-    }
     // SAFETY: zeroed sockaddr_nl is valid; the kernel is port 0.
     let mut addr: libc::sockaddr_nl = unsafe { std::mem::zeroed() };
     addr.nl_family = libc::AF_NETLINK as libc::sa_family_t;

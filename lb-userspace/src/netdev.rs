@@ -6,6 +6,7 @@ use std::collections::HashMap;
 use std::ffi::CStr;
 use std::io;
 use std::mem::size_of;
+use std::os::fd::{AsRawFd as _, FromRawFd as _, OwnedFd};
 
 /// `NETDEV_XDP_ACT_NDO_XMIT`: the device can transmit frames redirected to it by XDP.
 pub const XDP_ACT_NDO_XMIT: u64 = 1 << 2;
@@ -176,41 +177,47 @@ fn u64_of(p: &[u8]) -> Option<u64> {
 }
 
 /// A NETLINK_GENERIC socket, closed on drop.
-struct Socket(libc::c_int);
+struct Socket(OwnedFd);
+
+/// A netlink socket of `protocol` (e.g. `NETLINK_ROUTE`), with a 2 s receive timeout: a
+/// kernel that never answers must not hang the daemon.
+pub(crate) fn netlink_socket(protocol: libc::c_int) -> io::Result<OwnedFd> {
+    // SAFETY: plain socket(2) call.
+    let fd = unsafe {
+        libc::socket(
+            libc::AF_NETLINK,
+            libc::SOCK_RAW | libc::SOCK_CLOEXEC,
+            protocol,
+        )
+    };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: `fd` is a socket we just made and nothing else owns.
+    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+    let tv = libc::timeval {
+        tv_sec: 2,
+        tv_usec: 0,
+    };
+    // SAFETY: `tv` is a valid timeval of the size given.
+    let rc = unsafe {
+        libc::setsockopt(
+            fd.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_RCVTIMEO,
+            (&tv as *const libc::timeval).cast(),
+            size_of::<libc::timeval>() as libc::socklen_t,
+        )
+    };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(fd)
+}
 
 impl Socket {
     fn open() -> io::Result<Socket> {
-        // SAFETY: plain socket(2) call.
-        let fd = unsafe {
-            libc::socket(
-                libc::AF_NETLINK,
-                libc::SOCK_RAW | libc::SOCK_CLOEXEC,
-                libc::NETLINK_GENERIC,
-            )
-        };
-        if fd < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        let sock = Socket(fd);
-        // A kernel that never answers must not hang the daemon.
-        let tv = libc::timeval {
-            tv_sec: 2,
-            tv_usec: 0,
-        };
-        // SAFETY: `tv` is a valid timeval of the size given.
-        let rc = unsafe {
-            libc::setsockopt(
-                fd,
-                libc::SOL_SOCKET,
-                libc::SO_RCVTIMEO,
-                (&tv as *const libc::timeval).cast(),
-                size_of::<libc::timeval>() as libc::socklen_t,
-            )
-        };
-        if rc != 0 {
-            return Err(io::Error::last_os_error());
-        }
-        Ok(sock)
+        netlink_socket(libc::NETLINK_GENERIC).map(Socket)
     }
 
     fn send(&self, msg: &[u8]) -> io::Result<()> {
@@ -220,7 +227,7 @@ impl Socket {
         // SAFETY: `msg` and `addr` are valid for the lengths given.
         let rc = unsafe {
             libc::sendto(
-                self.0,
+                self.0.as_raw_fd(),
                 msg.as_ptr().cast(),
                 msg.len(),
                 0,
@@ -240,7 +247,8 @@ impl Socket {
         let mut buf = vec![0u8; 64 * 1024];
         loop {
             // SAFETY: `buf` is valid for its length.
-            let n = unsafe { libc::recv(self.0, buf.as_mut_ptr().cast(), buf.len(), 0) };
+            let n =
+                unsafe { libc::recv(self.0.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), 0) };
             if n < 0 {
                 return Err(io::Error::last_os_error());
             }
@@ -279,13 +287,6 @@ impl Socket {
                 return Ok(());
             }
         }
-    }
-}
-
-impl Drop for Socket {
-    fn drop(&mut self) {
-        // SAFETY: the fd is ours and closed once.
-        unsafe { libc::close(self.0) };
     }
 }
 

@@ -589,16 +589,30 @@ impl Cluster {
     /// The router's next hops for the VIP (`ip route show <VIP>` in its namespace), as
     /// node indexes, sorted; empty when no node announces it.
     pub fn vip_paths(&self) -> Result<Vec<usize>> {
+        self.paths(IpAddr::V4(VIP))
+    }
+
+    /// [`Cluster::vip_paths`] for the IPv6 VIP.
+    pub fn vip6_paths(&self) -> Result<Vec<usize>> {
+        self.paths(IpAddr::V6(VIP6))
+    }
+
+    fn paths(&self, vip: IpAddr) -> Result<Vec<usize>> {
+        let family = if vip.is_ipv4() { "-4" } else { "-6" };
         let out = self
             .router
-            .exec("ip", &["-4", "route", "show", &VIP.to_string()])?;
+            .exec("ip", &[family, "route", "show", &vip.to_string()])?;
+        let front = |i: usize| match vip {
+            IpAddr::V4(_) => IpAddr::V4(node_front(i)),
+            IpAddr::V6(_) => IpAddr::V6(node_front6(i)),
+        };
         let mut nodes: Vec<usize> = out
             .split_whitespace()
             .collect::<Vec<_>>()
             .windows(2)
             .filter(|w| w[0] == "via")
-            .filter_map(|w| w[1].parse::<Ipv4Addr>().ok())
-            .filter_map(|a| (0..self.nodes.len()).find(|&i| node_front(i) == a))
+            .filter_map(|w| w[1].parse::<IpAddr>().ok())
+            .filter_map(|a| (0..self.nodes.len()).find(|&i| front(i) == a))
             .collect();
         nodes.sort_unstable();
         Ok(nodes)
@@ -642,23 +656,6 @@ impl Cluster {
         let text = std::fs::read_to_string(self.file("router-bird.log")).unwrap_or_default();
         let all: Vec<&str> = text.lines().collect();
         all[all.len().saturating_sub(lines)..].join("\n")
-    }
-
-    /// [`Cluster::vip_paths`] for the IPv6 VIP.
-    pub fn vip6_paths(&self) -> Result<Vec<usize>> {
-        let out = self
-            .router
-            .exec("ip", &["-6", "route", "show", &VIP6.to_string()])?;
-        let mut nodes: Vec<usize> = out
-            .split_whitespace()
-            .collect::<Vec<_>>()
-            .windows(2)
-            .filter(|w| w[0] == "via")
-            .filter_map(|w| w[1].parse::<Ipv6Addr>().ok())
-            .filter_map(|a| (0..self.nodes.len()).find(|&i| node_front6(i) == a))
-            .collect();
-        nodes.sort_unstable();
-        Ok(nodes)
     }
 
     /// The router's routes for the VIPs as `ip route` prints them.
