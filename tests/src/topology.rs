@@ -434,27 +434,8 @@ fn make_node(
             Some(_) => bridge_addrs(idx)?,
         },
     };
-    if link.peer_if.len() > MAX_IFNAME {
-        bail!(
-            "interface name {} is longer than {MAX_IFNAME}",
-            link.peer_if
-        );
-    }
+    add_veth(lb, &ns, &link)?;
     let (lb_if, peer_if) = (link.lb_if.as_str(), link.peer_if.as_str());
-    // Both ends are created directly in their namespaces: nothing appears in the root ns.
-    lb.ip(&[
-        "link",
-        "add",
-        "name",
-        lb_if,
-        "type",
-        "veth",
-        "peer",
-        "name",
-        peer_if,
-        "netns",
-        ns.name(),
-    ])?;
     if let Some(br) = bridge {
         lb.ip(&["link", "set", "dev", lb_if, "master", br])?;
     }
@@ -494,26 +475,8 @@ fn make_dsr(lb: &Netns, tag: &str, short: &str, br: &str, backends: &[Node]) -> 
         peer_if: format!("n0p-{short}"),
         addrs,
     };
-    if link.peer_if.len() > MAX_IFNAME {
-        bail!(
-            "interface name {} is longer than {MAX_IFNAME}",
-            link.peer_if
-        );
-    }
+    add_veth(lb, &ns, &link)?;
     let (lb_if, peer_if) = (link.lb_if.as_str(), link.peer_if.as_str());
-    lb.ip(&[
-        "link",
-        "add",
-        "name",
-        lb_if,
-        "type",
-        "veth",
-        "peer",
-        "name",
-        peer_if,
-        "netns",
-        ns.name(),
-    ])?;
     lb.ip(&["link", "set", "dev", lb_if, "master", br])?;
     for a in &link.addrs {
         let nodad: &[&str] = if a.lb.is_ipv6() { &["nodad"] } else { &[] };
@@ -549,6 +512,31 @@ fn make_dsr(lb: &Netns, tag: &str, short: &str, br: &str, backends: &[Node]) -> 
         b.ns.ip(&["addr", "add", &format!("{VIP6}/128"), "dev", "lo", "nodad"])?;
     }
     Ok(Node { ns, link })
+}
+
+/// The veth pair of `link`, its LB end in `lb` and its other end in `ns`, both created
+/// directly in their namespaces: nothing appears in the root ns.
+fn add_veth(lb: &Netns, ns: &Netns, link: &Link) -> Result<()> {
+    if link.peer_if.len() > MAX_IFNAME {
+        bail!(
+            "interface name {} is longer than {MAX_IFNAME}",
+            link.peer_if
+        );
+    }
+    lb.ip(&[
+        "link",
+        "add",
+        "name",
+        &link.lb_if,
+        "type",
+        "veth",
+        "peer",
+        "name",
+        &link.peer_if,
+        "netns",
+        ns.name(),
+    ])?;
+    Ok(())
 }
 
 pub(crate) fn cidr(a: IpAddr, prefix_len: u8) -> String {
