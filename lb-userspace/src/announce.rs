@@ -17,7 +17,6 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io;
-use std::mem::size_of;
 use std::net::IpAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -205,32 +204,11 @@ impl Routes for KernelTable {
 
 /// Sends one request on a fresh `NETLINK_ROUTE` socket and reads its acknowledgement.
 fn rtnetlink(msg: &[u8]) -> io::Result<()> {
-    let fd = crate::netdev::netlink_socket(libc::NETLINK_ROUTE)?;
-    let raw = std::os::fd::AsRawFd::as_raw_fd(&fd);
-    // SAFETY: zeroed sockaddr_nl is valid; the kernel is port 0.
-    let mut addr: libc::sockaddr_nl = unsafe { std::mem::zeroed() };
-    addr.nl_family = libc::AF_NETLINK as libc::sa_family_t;
-    // SAFETY: `msg` and `addr` are valid for the lengths given.
-    let rc = unsafe {
-        libc::sendto(
-            raw,
-            msg.as_ptr().cast(),
-            msg.len(),
-            0,
-            (&addr as *const libc::sockaddr_nl).cast(),
-            size_of::<libc::sockaddr_nl>() as libc::socklen_t,
-        )
-    };
-    if rc < 0 {
-        return Err(io::Error::last_os_error());
-    }
+    let sock = crate::netdev::Socket::open(libc::NETLINK_ROUTE)?;
+    sock.send(msg)?;
     let mut buf = [0u8; 1024];
-    // SAFETY: `buf` is valid for writes of its length.
-    let n = unsafe { libc::recv(raw, buf.as_mut_ptr().cast(), buf.len(), 0) };
-    if n < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    ack_of(&buf[..n as usize])
+    let n = sock.recv(&mut buf)?;
+    ack_of(&buf[..n])
 }
 
 /// The result an `NLMSG_ERROR` answer carries (0: success).

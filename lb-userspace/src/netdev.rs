@@ -96,7 +96,7 @@ const NLA_TYPE_MASK: u16 = 0x3fff;
 
 /// XDP feature bits by ifindex; `ENOENT` when the kernel has no `netdev` family.
 fn xdp_features() -> io::Result<HashMap<u32, u64>> {
-    let sock = Socket::open()?;
+    let sock = Socket::open(libc::NETLINK_GENERIC)?;
     let name = b"netdev\0";
     sock.send(&request(GENL_ID_CTRL, 0, CTRL_CMD_GETFAMILY, 1, |b| {
         attr(b, CTRL_ATTR_FAMILY_NAME, name)
@@ -176,12 +176,12 @@ fn u64_of(p: &[u8]) -> Option<u64> {
     Some(u64::from_ne_bytes(p.get(..8)?.try_into().ok()?))
 }
 
-/// A NETLINK_GENERIC socket, closed on drop.
-struct Socket(OwnedFd);
+/// A netlink socket, closed on drop.
+pub(crate) struct Socket(OwnedFd);
 
 /// A netlink socket of `protocol` (e.g. `NETLINK_ROUTE`), with a 2 s receive timeout: a
 /// kernel that never answers must not hang the daemon.
-pub(crate) fn netlink_socket(protocol: libc::c_int) -> io::Result<OwnedFd> {
+fn netlink_socket(protocol: libc::c_int) -> io::Result<OwnedFd> {
     // SAFETY: plain socket(2) call.
     let fd = unsafe {
         libc::socket(
@@ -216,11 +216,13 @@ pub(crate) fn netlink_socket(protocol: libc::c_int) -> io::Result<OwnedFd> {
 }
 
 impl Socket {
-    fn open() -> io::Result<Socket> {
-        netlink_socket(libc::NETLINK_GENERIC).map(Socket)
+    /// A socket of netlink family `protocol` (`NETLINK_GENERIC`, `NETLINK_ROUTE`).
+    pub(crate) fn open(protocol: libc::c_int) -> io::Result<Socket> {
+        netlink_socket(protocol).map(Socket)
     }
 
-    fn send(&self, msg: &[u8]) -> io::Result<()> {
+    /// Sends one request to the kernel.
+    pub(crate) fn send(&self, msg: &[u8]) -> io::Result<()> {
         // SAFETY: zeroed sockaddr_nl is valid; the kernel is pid 0.
         let mut addr: libc::sockaddr_nl = unsafe { std::mem::zeroed() };
         addr.nl_family = libc::AF_NETLINK as libc::sa_family_t;
@@ -241,18 +243,23 @@ impl Socket {
         Ok(())
     }
 
+    /// Reads one datagram into `buf`: its length.
+    pub(crate) fn recv(&self, buf: &mut [u8]) -> io::Result<usize> {
+        // SAFETY: `buf` is valid for writes of its length.
+        let n = unsafe { libc::recv(self.0.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), 0) };
+        if n < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(n as usize)
+    }
+
     /// Reads the answer to the last request, calling `each(genl_cmd, attributes)` for every
     /// message, until the end of a dump or a single answer. A netlink error becomes Err.
     fn receive(&self, mut each: impl FnMut(u8, &[u8])) -> io::Result<()> {
         let mut buf = vec![0u8; 64 * 1024];
         loop {
-            // SAFETY: `buf` is valid for its length.
-            let n =
-                unsafe { libc::recv(self.0.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), 0) };
-            if n < 0 {
-                return Err(io::Error::last_os_error());
-            }
-            let mut msgs = &buf[..n as usize];
+            let n = self.recv(&mut buf)?;
+            let mut msgs = &buf[..n];
             let mut multi = false;
             while msgs.len() >= NLMSG_HDR {
                 let len = u32::from_ne_bytes(msgs[0..4].try_into().expect("4 bytes")) as usize;
