@@ -15,11 +15,10 @@ use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, Result, bail};
-use aya::programs::XdpMode;
 use xlb_testbed::{Testbed, Tracked, VIP, die_with_parent};
 
 use crate::cpu;
-use crate::per_packet::{FWD_PROGRAM, Yardsticks, load_yardsticks};
+use crate::per_packet::{Yardsticks, attach_forward_yardstick};
 
 pub const VIP_PORT: u16 = 80;
 pub const BACKEND_PORT: u16 = 8080;
@@ -223,19 +222,7 @@ struct AttachedYardstick {
 impl AttachedYardstick {
     fn attach(tb: &Testbed) -> Result<AttachedYardstick> {
         let ifaces = tb.lb_ifaces();
-        let obj = tb.lb().run(|| -> Result<Yardsticks> {
-            let idx = ifaces
-                .iter()
-                .map(|i| crate::packets::ifindex(i))
-                .collect::<Result<Vec<_>>>()?;
-            let mut y = load_yardsticks(&idx)?;
-            let prog = y.program(FWD_PROGRAM)?;
-            for i in &ifaces {
-                prog.attach(i, XdpMode::Driver)
-                    .with_context(|| format!("attaching the yardstick to {i}"))?;
-            }
-            Ok(y)
-        })??;
+        let obj = tb.lb().run(|| attach_forward_yardstick(&ifaces))??;
         Ok(AttachedYardstick {
             obj: Some(obj),
             lb_ns: tb.lb().name().to_owned(),

@@ -452,6 +452,23 @@ pub fn load_yardsticks(egress: &[u32]) -> Result<Yardsticks> {
     Ok(y)
 }
 
+/// The forward-only yardstick attached in driver mode to every one of `ifaces` (named in
+/// this network namespace), each allowed as a redirect target; the links live as long as
+/// the returned object.
+pub fn attach_forward_yardstick(ifaces: &[String]) -> Result<Yardsticks> {
+    let idx = ifaces
+        .iter()
+        .map(|i| packets::ifindex(i))
+        .collect::<Result<Vec<_>>>()?;
+    let mut y = load_yardsticks(&idx)?;
+    let prog = y.program(FWD_PROGRAM)?;
+    for i in ifaces {
+        prog.attach(i, aya::programs::XdpMode::Driver)
+            .with_context(|| format!("attaching the yardstick to {i} in driver mode"))?;
+    }
+    Ok(y)
+}
+
 /// `struct xdp_md` for test_run: the frame arrives on `ifindex`.
 fn xdp_md(len: usize, ifindex: u32) -> [u8; 24] {
     let mut md = [0u8; 24];

@@ -27,7 +27,7 @@ use xlb_testbed::{Netns, TcpConn, Tracked, VIP, die_with_parent};
 use crate::balancers::{KubeService, kube_proxy_nat};
 use crate::charts;
 use crate::generator::{Running, UdpFlood};
-use crate::per_packet::{FWD_PROGRAM, load_yardsticks};
+use crate::per_packet::{FWD_PROGRAM, attach_forward_yardstick};
 
 /// Seconds of every load run; CPU and packet counters are read over the middle `DUR - 4`.
 const DUR: u64 = 8;
@@ -405,16 +405,7 @@ pub fn attach_yardstick(ifaces: &[String]) -> Result<()> {
     if ifaces.is_empty() {
         bail!("attach-yardstick needs at least one interface");
     }
-    let idx = ifaces
-        .iter()
-        .map(|i| crate::packets::ifindex(i))
-        .collect::<Result<Vec<_>>>()?;
-    let mut y = load_yardsticks(&idx)?;
-    let prog = y.program(FWD_PROGRAM)?;
-    for i in ifaces {
-        prog.attach(i, aya::programs::XdpMode::Driver)
-            .with_context(|| format!("attaching the yardstick to {i} in driver mode"))?;
-    }
+    let _links = attach_forward_yardstick(ifaces)?;
     println!("attached {FWD_PROGRAM} to {}", ifaces.join(" "));
     loop {
         thread::sleep(Duration::from_secs(3600));
