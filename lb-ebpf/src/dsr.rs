@@ -35,7 +35,8 @@ use lb_common::{
 };
 
 use crate::{
-    maps::{EGRESS, scratch},
+    forward,
+    maps::scratch,
     parse::{self, Frag, Packet, byte, ne16},
     stats::{count, count_backend},
 };
@@ -179,40 +180,20 @@ fn lookup<const V6: bool>(
     Some((rc, fib))
 }
 
-/// The verdict that sends the frame out of the FIB's egress: `XDP_TX` on the interface it
-/// came in on, else a redirect through `EGRESS` (`None` when the device is not there).
+/// The verdict that sends the frame out of the FIB's egress (see `forward::egress_action`).
 #[inline(always)]
 fn egress(ctx: &XdpContext, fib: &bpf_fib_lookup) -> Option<u32> {
-    if fib.ifindex == ctx.ingress_ifindex() as u32 {
-        return Some(xdp_action::XDP_TX);
-    }
-    EGRESS
-        .redirect(fib.ifindex, xdp_action::XDP_PASS as u64)
-        .ok()
+    forward::egress_action(ctx.ingress_ifindex() as u32, fib.ifindex)
 }
 
-/// Writes the FIB's MACs into the Ethernet header at `eth`, 16 bits at a time (an array
-/// copy would be a `memmove` call: a frame more in the call chain).
+/// Writes the FIB's MACs into the Ethernet header at `eth`.
 ///
 /// # Safety
-/// `eth` points to 12 writable bytes of a checked frame, 2-byte aligned.
+/// As `forward::set_macs`.
 #[inline(always)]
 unsafe fn set_macs(eth: *mut u8, fib: &bpf_fib_lookup) {
-    let (d, s) = (
-        fib.dmac.as_ptr() as *const u16,
-        fib.smac.as_ptr() as *const u16,
-    );
-    let e = eth as *mut u16;
-    let mut i = 0;
-    while i < 3 {
-        // SAFETY: halves of the two 6-byte MACs (even offsets of the FIB block) and of
-        // the header's first 12 bytes.
-        unsafe {
-            core::ptr::write_volatile(e.add(i), core::ptr::read_volatile(d.add(i)));
-            core::ptr::write_volatile(e.add(3 + i), core::ptr::read_volatile(s.add(i)));
-        }
-        i += 1;
-    }
+    // SAFETY: the caller's promise.
+    unsafe { forward::set_macs(eth, &fib.smac, &fib.dmac) };
 }
 
 /// Writes 16-bit words at `at` (checked, 2-byte aligned).

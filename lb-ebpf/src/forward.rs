@@ -117,23 +117,36 @@ fn out<const V6: bool>(
     smac: &[u8; 6],
     dmac: &[u8; 6],
 ) -> u32 {
-    let action = if egress == ingress {
-        xdp_action::XDP_TX
-    } else {
-        // The helper only records the target; the frame leaves after the program returns,
-        // so the MACs may still be rewritten below. Outside the map: XDP_PASS.
-        match EGRESS.redirect(egress, xdp_action::XDP_PASS as u64) {
-            Ok(redirect) => redirect,
-            Err(_) => return kernel_egress(egress, p.len),
-        }
+    let Some(action) = egress_action(ingress, egress) else {
+        return kernel_egress(egress, p.len);
     };
     nat::decrement_ttl::<V6>(p);
     // SAFETY: the Ethernet header was bounds-checked by the parser.
-    unsafe {
-        copy_mac(&raw mut (*p.eth).src_addr, smac);
-        copy_mac(&raw mut (*p.eth).dst_addr, dmac);
-    }
+    unsafe { set_macs(p.eth as *mut u8, smac, dmac) };
     action
+}
+
+/// The verdict that sends a frame out of `egress`: `XDP_TX` back out the ingress, else a
+/// redirect through `EGRESS`; `None` when the device is not there (it cannot take one).
+/// The helper only records the target; the frame leaves after the program returns, so
+/// the MACs may still be rewritten after this.
+#[inline(always)]
+pub fn egress_action(ingress: u32, egress: u32) -> Option<u32> {
+    if egress == ingress {
+        return Some(xdp_action::XDP_TX);
+    }
+    EGRESS.redirect(egress, xdp_action::XDP_PASS as u64).ok()
+}
+
+/// Writes `smac` and `dmac` into the Ethernet header at `eth`.
+///
+/// # Safety
+/// `eth` points to the 12 writable, 2-byte aligned MAC bytes of a checked frame.
+#[inline(always)]
+pub unsafe fn set_macs(eth: *mut u8, smac: &[u8; 6], dmac: &[u8; 6]) {
+    copy_mac(eth as *mut [u8; 6], dmac);
+    // SAFETY: bytes 6..12 of the same header (the caller's promise).
+    copy_mac(unsafe { eth.add(6) } as *mut [u8; 6], smac);
 }
 
 /// The FIB's egress cannot take a redirect: the kernel forwards the (rewritten) packet.
