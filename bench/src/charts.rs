@@ -54,6 +54,7 @@ pub fn draw(r: &Results, dir: &Path) -> Result<()> {
             ("est. TCP", Some(p.xlb_established)),
             ("est. UDP", Some(p.xlb_established_udp)),
             ("new flow", Some(p.xlb_new_flow)),
+            ("miss, no entry", Some(p.xlb_miss_no_entry)),
             ("reply", Some(p.xlb_reply)),
             ("pass", Some(p.xlb_pass)),
         ],

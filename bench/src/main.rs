@@ -18,6 +18,7 @@ mod report;
 mod servers;
 mod stats;
 mod tables;
+mod targets;
 mod vm;
 
 use std::path::{Path, PathBuf};
@@ -149,9 +150,11 @@ fn run(args: &Args) -> Result<()> {
             .map(|(k, figs)| (*k, Summary::of(figs)))
             .collect(),
     );
+    let targets = targets::check(&per_packet, &e2e);
     let results = Results {
         per_packet_ns: per_packet,
         e2e,
+        targets,
         per_packet_detail: detail,
         e2e_runs: runs,
         runs: args.runs,

@@ -20,6 +20,12 @@ pub fn document(r: &Results) -> String {
         m.versions.join("; "),
         r.runs
     );
+    s.push_str("## Targets (issue 11)\n\n");
+    s.push_str(&crate::targets::table(&r.targets));
+    s.push_str(
+        "\nEach target against this run's figures (the sections below say how each was \
+         measured); \"not measured\": this run had no such load (e.g. `--only`).\n\n",
+    );
     s.push_str("## Per packet (BPF_PROG_TEST_RUN)\n\n");
     s.push_str(&report::per_packet_table(&r.per_packet_ns));
     let spread = |key: &str| {
@@ -68,6 +74,14 @@ pub fn document(r: &Results) -> String {
          entries written (replacing the existing ones, where a real SYN inserts), then DNAT \
          and forward as above. Checked: \
          {rep} new flows per call. ({s_new})\n\
+         - **table miss writing no entry**: a SYN|RST of a flow the table never had: the \
+         same miss path as a new flow (connection-table lookup, here a real miss; service \
+         lookup, flow hash, table slot, backend; the entries built in the scratch area), \
+         then DNAT and forward, but an RST of no known flow writes no entry (Katran's rule), \
+         so the flow stays unknown. Checked: {rep} forwarded, 0 new flows, and no entry of \
+         the flow in the table. The new-flow figure minus this one is what writing the \
+         flow's two entries (request and reply) into the kernel's LRU hash map costs. \
+         ({s_miss})\n\
          - **reply**: VIP:80 -> client from the backend side, matched by the flow's reply \
          entry and rewritten back to VIP:80 (the same values), then forwarded to the \
          client. Checked: {rep} replies per call. ({s_reply})\n\
@@ -89,6 +103,7 @@ pub fn document(r: &Results) -> String {
         s_est = spread("xlb_established"),
         s_udp = spread("xlb_established_udp"),
         s_new = spread("xlb_new_flow"),
+        s_miss = spread("xlb_miss_no_entry"),
         s_reply = spread("xlb_reply"),
         s_pass = spread("xlb_pass"),
     );

@@ -21,6 +21,8 @@ pub const VIP_PORT: u16 = 80;
 pub const CLIENT_PORT: u16 = 40000;
 /// The client port of the new-flow case (a flow of its own).
 pub const NEW_FLOW_PORT: u16 = 40001;
+/// The client port of the table-miss case (a flow never entered).
+pub const MISS_PORT: u16 = 40002;
 /// The TTL of every frame.
 pub const TTL: u8 = 255;
 /// Repetitions of one test run that all forward: the last of them sees TTL 2.
@@ -31,8 +33,8 @@ pub const BACKEND_IF: &str = "xbb0";
 
 const PAYLOAD: &[u8] = b"a small request";
 
-/// The frames of the cases: one client flow through the VIP (TCP and UDP), a new flow,
-/// and one packet for the box itself.
+/// The frames of the cases: one client flow through the VIP (TCP and UDP), a new flow, a
+/// table miss that writes no entry, and one packet for the box itself.
 pub struct Frames {
     /// The client's SYN to VIP:80 (opens the flow).
     pub syn: Vec<u8>,
@@ -47,6 +49,10 @@ pub struct Frames {
     /// a new flow, and the entry it makes has FIN set again, so every repetition takes
     /// the miss path.
     pub syn_fin: Vec<u8>,
+    /// SYN|RST from client:40002: a connection-table miss that takes the whole miss path
+    /// (service, flow hash, table slot, backend) and forwards, but, being an RST, writes
+    /// no entry (Katran's rule), so the flow stays unknown and every repetition misses.
+    pub syn_rst: Vec<u8>,
     /// TCP to the LB's own address, port 22: not a service, passed to the kernel.
     pub pass: Vec<u8>,
 }
@@ -75,6 +81,12 @@ impl Frames {
             .syn()
             .fin()
             .write(&mut syn_fin, &[])?;
+        let mut syn_rst = Vec::new();
+        from_client()
+            .tcp(MISS_PORT, VIP_PORT, 1000, 64240)
+            .syn()
+            .rst()
+            .write(&mut syn_rst, &[])?;
         let mut reply = Vec::new();
         PacketBuilder::ethernet2(BACKEND_MAC, BACKEND_IF_MAC)
             .ipv4(VIP, CLIENT, TTL)
@@ -93,6 +105,7 @@ impl Frames {
             udp,
             reply,
             syn_fin,
+            syn_rst,
             pass,
         })
     }

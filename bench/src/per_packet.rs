@@ -11,6 +11,9 @@
 //! - the new-flow case is a SYN|FIN: a SYN on a flow whose entry has a close flag starts
 //!   a new flow, and the new entry has FIN set again, so every repetition takes the miss
 //!   path (hash, table slot, backend, both entries written) — over an existing entry;
+//! - the table-miss case is a SYN|RST of a flow the table never had: the same miss path,
+//!   but an RST of no known flow writes no entry, so it stays a miss; the difference from
+//!   the new-flow case is what writing the flow's two entries costs;
 //! - every frame starts with TTL 255, and each forwarding repetition decrements it, so a
 //!   call runs [`REPEAT`] (< 254) repetitions; the TTL of the frame that comes back proves
 //!   that every one of them forwarded, and the counters prove which path they took.
@@ -63,13 +66,15 @@ pub struct PerPacket {
     pub xlb_established: f64,
     pub xlb_established_udp: f64,
     pub xlb_new_flow: f64,
+    /// The miss path without the entries written (SYN|RST of an unknown flow).
+    pub xlb_miss_no_entry: f64,
     pub xlb_reply: f64,
     pub xlb_pass: f64,
 }
 
 impl PerPacket {
     /// (json key, table label, ns) of every figure, yardsticks first.
-    pub fn rows(&self) -> [(&'static str, &'static str, f64); 7] {
+    pub fn rows(&self) -> [(&'static str, &'static str, f64); 8] {
         [
             (
                 "xdp_tx_limit",
@@ -95,6 +100,11 @@ impl PerPacket {
                 "xlb_new_flow",
                 "xlb, new flow (SYN+FIN, miss path)",
                 self.xlb_new_flow,
+            ),
+            (
+                "xlb_miss_no_entry",
+                "xlb, table miss writing no entry (SYN+RST)",
+                self.xlb_miss_no_entry,
             ),
             ("xlb_reply", "xlb, reply (reverse NAT)", self.xlb_reply),
             ("xlb_pass", "xlb, packet that passes", self.xlb_pass),
@@ -263,6 +273,14 @@ fn measure_here(cpu: usize, runs: usize) -> Result<(PerPacket, PerPacketRaw)> {
             true,
         ),
         case(
+            "xlb_miss_no_entry",
+            Prog::Xlb,
+            &frames.syn_rst,
+            client_if,
+            FORWARDED,
+            true,
+        ),
+        case(
             "xlb_reply",
             Prog::Xlb,
             &frames.reply,
@@ -321,9 +339,14 @@ fn measure_here(cpu: usize, runs: usize) -> Result<(PerPacket, PerPacketRaw)> {
         xlb_established: fig("xlb_established"),
         xlb_established_udp: fig("xlb_established_udp"),
         xlb_new_flow: fig("xlb_new_flow"),
+        xlb_miss_no_entry: fig("xlb_miss_no_entry"),
         xlb_reply: fig("xlb_reply"),
         xlb_pass: fig("xlb_pass"),
     };
+    let pass_case = cases
+        .iter()
+        .find(|c| c.key == "xlb_pass")
+        .expect("the pass case is measured");
     let large = |prog: &mut Xdp, c: &Case| -> Result<f64> {
         let runs = (0..LARGE_RUNS)
             .map(|_| run_case(prog, c, LARGE_REPEAT))
@@ -337,15 +360,16 @@ fn measure_here(cpu: usize, runs: usize) -> Result<(PerPacket, PerPacketRaw)> {
         cpu,
         large_repeat: LARGE_REPEAT,
         xdp_tx_limit_large_repeat_ns: large(yardsticks.program(LIMIT_PROGRAM)?, &cases[0])?,
-        xlb_pass_large_repeat_ns: large(dp.program(), &cases[6])?,
+        xlb_pass_large_repeat_ns: large(dp.program(), pass_case)?,
         spread,
     };
     Ok((figures, raw))
 }
 
 /// Checks, with xlb's own counters, that one call of each xlb case takes its path on
-/// every repetition: the new-flow case makes `REPEAT` new flows, the established cases
-/// none (and forward `REPEAT` packets), the reply case rewrites `REPEAT` replies.
+/// every repetition: the new-flow case makes `REPEAT` new flows, the established and
+/// table-miss cases none (and forward `REPEAT` packets), the reply case rewrites `REPEAT`
+/// replies; and that the table-miss case's flow never got an entry.
 fn check_paths(dp: &mut BpfDataplane, cases: &[Case]) -> Result<()> {
     for c in cases.iter().filter(|c| c.prog == Prog::Xlb && c.forwards) {
         let before = dp.stats()?;
@@ -366,6 +390,17 @@ fn check_paths(dp: &mut BpfDataplane, cases: &[Case]) -> Result<()> {
             c.key
         );
     }
+    // The table-miss case must have stayed a miss: no entry of its flow, either direction.
+    let port = packets::MISS_PORT.to_be();
+    let entries = dp
+        .flows()?
+        .iter()
+        .filter(|(k, _)| k.src_port_be == port || k.dst_port_be == port)
+        .count();
+    ensure!(
+        entries == 0,
+        "case xlb_miss_no_entry: its flow has {entries} connection-table entries, none expected"
+    );
     Ok(())
 }
 

@@ -158,6 +158,8 @@ pub struct Machine {
 pub struct Results {
     pub per_packet_ns: PerPacket,
     pub e2e: ByBalancer<Summary>,
+    /// Issue 11's targets against this run's figures.
+    pub targets: Vec<crate::targets::Target>,
     pub per_packet_detail: PerPacketRaw,
     pub e2e_runs: ByBalancer<Vec<Figures>>,
     pub runs: usize,
