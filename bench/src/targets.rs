@@ -108,7 +108,8 @@ fn generator(e2e: &ByBalancer<Summary>) -> Target {
     };
     Target {
         what: format!(
-            "trafgen UDP: xlb pps / iptables DNAT pps (CPU per packet, iptables / xlb: {})",
+            "trafgen UDP on veths: xlb pps / iptables DNAT pps (CPU per packet, iptables / \
+             xlb: {}; virtio-net: `bench vm`)",
             cpu.map_or("n/a".into(), |c| format!("{c:.2}x"))
         ),
         figure: pps,
