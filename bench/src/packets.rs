@@ -8,7 +8,7 @@
 use std::process::Command;
 
 use anyhow::{Context as _, Result, bail};
-use etherparse::PacketBuilder;
+use etherparse::{PacketBuilder, PacketBuilderStep, TcpHeader};
 
 pub const CLIENT_IF_MAC: [u8; 6] = [2, 0, 0, 0, 0x0c, 1];
 pub const CLIENT_MAC: [u8; 6] = [2, 0, 0, 0, 0x0c, 2];
@@ -61,11 +61,14 @@ impl Frames {
     pub fn new() -> Result<Frames> {
         let from_client =
             || PacketBuilder::ethernet2(CLIENT_MAC, CLIENT_IF_MAC).ipv4(CLIENT, VIP, TTL);
-        let mut syn = Vec::new();
-        from_client()
-            .tcp(CLIENT_PORT, VIP_PORT, 1000, 64240)
-            .syn()
-            .write(&mut syn, &[])?;
+        // A client SYN from `port` to VIP:80, with what `more` adds (FIN, RST).
+        type Tcp = PacketBuilderStep<TcpHeader>;
+        let syn_and = |port, more: fn(Tcp) -> Tcp| -> Result<Vec<u8>> {
+            let mut frame = Vec::new();
+            more(from_client().tcp(port, VIP_PORT, 1000, 64240).syn()).write(&mut frame, &[])?;
+            Ok(frame)
+        };
+        let syn = syn_and(CLIENT_PORT, |b| b)?;
         let mut data = Vec::new();
         from_client()
             .tcp(CLIENT_PORT, VIP_PORT, 1001, 64240)
@@ -75,18 +78,8 @@ impl Frames {
         from_client()
             .udp(CLIENT_PORT, VIP_PORT)
             .write(&mut udp, PAYLOAD)?;
-        let mut syn_fin = Vec::new();
-        from_client()
-            .tcp(NEW_FLOW_PORT, VIP_PORT, 1000, 64240)
-            .syn()
-            .fin()
-            .write(&mut syn_fin, &[])?;
-        let mut syn_rst = Vec::new();
-        from_client()
-            .tcp(MISS_PORT, VIP_PORT, 1000, 64240)
-            .syn()
-            .rst()
-            .write(&mut syn_rst, &[])?;
+        let syn_fin = syn_and(NEW_FLOW_PORT, |b| b.fin())?;
+        let syn_rst = syn_and(MISS_PORT, |b| b.rst())?;
         let mut reply = Vec::new();
         PacketBuilder::ethernet2(BACKEND_MAC, BACKEND_IF_MAC)
             .ipv4(VIP, CLIENT, TTL)
