@@ -83,9 +83,18 @@ pub fn expired(flows: &[(FlowKey, FlowValue)], now_ns: u64, t: &Timeouts) -> Vec
 
 /// Both directions' entries of every flow on backend `index`.
 pub fn of_backend(flows: &[(FlowKey, FlowValue)], index: u32) -> Vec<FlowKey> {
+    keys_where(flows, |v| v.backend == index)
+}
+
+/// Both directions' entries of every flow of the service with id `service`.
+pub fn of_service(flows: &[(FlowKey, FlowValue)], service: u32) -> Vec<FlowKey> {
+    keys_where(flows, |v| v.service == service)
+}
+
+fn keys_where(flows: &[(FlowKey, FlowValue)], f: impl Fn(&FlowValue) -> bool) -> Vec<FlowKey> {
     flows
         .iter()
-        .filter(|(_, v)| v.backend == index)
+        .filter(|(_, v)| f(v))
         .map(|(k, _)| *k)
         .collect()
 }

@@ -427,7 +427,8 @@ impl<D: Dataplane> ControlState<D> {
         Ok(self.info(&service))
     }
 
-    /// Removes a service and all its backends; its packets pass to the kernel from then on.
+    /// Removes a service and all its backends, and its flows' connection-table entries; its
+    /// packets pass to the kernel from then on.
     pub fn remove_service(&mut self, service: &ServiceAddr) -> Result<(), StateError> {
         if !self.services.contains_key(service) {
             return Err(StateError::NoSuchService(*service));
@@ -442,7 +443,15 @@ impl<D: Dataplane> ControlState<D> {
             self.backend_indexes.free(b.index);
             self.freed_indexes.insert(b.index, ticket);
         }
-        self.save()
+        self.save()?;
+        // The data path looks a packet's flow up before the services map, so the service's
+        // entries would go on forwarding its connections until they expire. Deleted once
+        // no program run can still have found the service (and be adding an entry); the
+        // id is not reused before then, as this runs under the state's lock.
+        self.dp.wait_grace_period(ticket)?;
+        let flows = self.dp.flows()?;
+        self.dp.remove_flows(&conntrack::of_service(&flows, s.id))?;
+        Ok(())
     }
 
     /// All services, in address order.

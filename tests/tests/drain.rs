@@ -1,12 +1,15 @@
 //! Draining and removing backends while flows are open (issue 3, "Flows that survive
 //! change"): a drained backend keeps its connections and gets no new ones, `backend list`
 //! counts its live flows down to 0 as they close, and only then does `backend remove`
-//! (without `--force`) accept it. Idle UDP flows expire.
+//! (without `--force`) accept it. Idle UDP flows expire. A removed service's flows go
+//! with it.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
+use aya::maps::{HashMap as AyaHashMap, Map, MapData};
+use lb_common::{FlowKey4, FlowValue, PROTO_TCP};
 use xlb_testbed::{
     TcpConn, Testbed, UdpConn, VIP, ask_all, backend_id, report, require_root, tcp_flow,
 };
@@ -284,5 +287,68 @@ fn idle_udp_flows_expire() {
     report(&format!(
         "udp expiry: flows=5 live_after={live} expired_after={:.1}s same_backend_after=5/5",
         expired_after.as_secs_f64()
+    ));
+}
+
+/// The IPv4 connection table's entries, from its pinned map: (key, value).
+fn flow_entries(tb: &Testbed) -> Vec<(FlowKey4, FlowValue)> {
+    let map = MapData::from_pin(tb.pin_dir().join("flows4")).expect("pinned flows4");
+    let table: AyaHashMap<_, FlowKey4, FlowValue> =
+        AyaHashMap::try_from(Map::LruHashMap(map)).expect("an LRU hash map");
+    table.iter().map(|e| e.expect("an entry")).collect()
+}
+
+/// Removing a service ends the balancing of its open connections (the connection table is
+/// looked up before the services map, so its entries would go on forwarding until they
+/// expire): its entries go with it, those of other services stay.
+#[test]
+fn service_remove_deletes_its_flows() {
+    if !require_root("service_remove_deletes_its_flows") {
+        return;
+    }
+    let tb = testbed(TCP_SERVICE, &[]);
+    tb.add_service_with_backends(UDP_SERVICE, BACKEND_PORT)
+        .expect("the UDP service");
+    let mut conns: Vec<TcpConn> = open_by_backend(&tb, 6).into_values().flatten().collect();
+    let mut udp = tb.udp_conn(0, vip(53)).expect("UDP socket");
+    let udp_id = udp.ask().expect("the UDP flow's first answer");
+    let tcp_entries = |entries: &[(FlowKey4, FlowValue)]| {
+        entries.iter().filter(|(k, _)| k.proto == PROTO_TCP).count()
+    };
+    let before = flow_entries(&tb);
+    assert!(
+        tcp_entries(&before) >= 12,
+        "6 connections, 2 entries each: {} TCP entries",
+        tcp_entries(&before)
+    );
+
+    tb.xlb_ok(&["service", "remove", TCP_SERVICE])
+        .expect("service remove");
+    let after = flow_entries(&tb);
+    assert_eq!(tcp_entries(&after), 0, "TCP entries left after the removal");
+    assert_eq!(
+        after.len(),
+        before.len() - tcp_entries(&before),
+        "the UDP service's entries must stay"
+    );
+    // The connections' next packets pass to the LB's kernel, which does not own the VIP:
+    // no backend answers them any more.
+    let answers = ask_all(&mut conns);
+    let answered = answers.iter().filter(|a| a.is_ok()).count();
+    assert_eq!(
+        answered, 0,
+        "connections of the removed service still answered"
+    );
+    assert_eq!(
+        udp.ask().expect("the UDP flow after the TCP service went"),
+        udp_id,
+        "the UDP flow moved"
+    );
+    report(&format!(
+        "service remove: tcp_entries_before={} tcp_entries_after=0 answered_after=0/{} \
+         udp_entries_kept={}",
+        tcp_entries(&before),
+        conns.len(),
+        after.len()
     ));
 }

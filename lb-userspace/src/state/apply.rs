@@ -328,8 +328,8 @@ impl<D: Dataplane> ControlState<D> {
         Ok(())
     }
 
-    /// Removes `service`; refused while one of its backends has live flows (with
-    /// `check_live`), unless `force`, which deletes their flows too.
+    /// Removes `service` and its flows' entries; refused while one of its backends has
+    /// live flows (with `check_live`), unless `force`.
     fn remove_spec(
         &mut self,
         service: &ServiceAddr,
@@ -355,12 +355,8 @@ impl<D: Dataplane> ControlState<D> {
                 }
             }
         }
-        self.remove_service(service).map_err(|e| err(None, e))?;
-        if force {
-            let indexes: Vec<u32> = slots.iter().map(|(_, i)| *i).collect();
-            self.forget_flows(&indexes).map_err(|e| err(None, e))?;
-        }
-        Ok(())
+        // Its flows' entries go with it (see `remove_service`).
+        self.remove_service(service).map_err(|e| err(None, e))
     }
 
     /// Deletes the connection-table entries of the backends at `indexes`.

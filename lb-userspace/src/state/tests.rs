@@ -292,9 +292,14 @@ fn removing_a_service_frees_everything_it_held() {
         .unwrap();
     st.remove_service(&svc(WEB)).unwrap();
     let ops = &st.dataplane().ops;
+    // The service's flows are deleted after the removal's grace period.
     assert_eq!(
-        ops[ops.len() - 2..],
-        [Op::RemoveService(svc(WEB).key()), Op::StartGrace(4)]
+        ops[ops.len() - 3..],
+        [
+            Op::RemoveService(svc(WEB).key()),
+            Op::StartGrace(4),
+            Op::WaitGrace(4)
+        ]
     );
     assert!(st.dataplane().fake.services.is_empty());
     assert_eq!(st.services(), []);
@@ -305,6 +310,34 @@ fn removing_a_service_frees_everything_it_held() {
     assert_eq!((again.id, again.table_offset, again.generation), (0, 0, 1));
     // The freed region is written again only after the removal's grace period.
     assert_eq!(st.dataplane().ops[before], Op::WaitGrace(4));
+}
+
+#[test]
+fn removing_a_service_deletes_its_flows_only() {
+    let mut st = state(16);
+    let other = svc("198.18.0.10:53/udp");
+    let mut index_and_id = Vec::new();
+    for (s, b) in [(svc(WEB), "198.19.0.2:80"), (other, "198.19.0.3:53")] {
+        let id = st.add_service(s, Some(7)).unwrap().id;
+        let index = st.add_backend(&s, be(b), None).unwrap().index;
+        index_and_id.push((index, id));
+    }
+    for &(index, id) in &index_and_id {
+        let fake = &mut st.dataplane_mut().fake;
+        fake.add_live_flows(index, 3);
+        for v in fake.flows.values_mut().filter(|v| v.backend == index) {
+            v.service = id;
+        }
+    }
+    assert_eq!(st.dataplane().fake.flows.len(), 12);
+    st.remove_service(&svc(WEB)).unwrap();
+    let flows = &st.dataplane().fake.flows;
+    assert_eq!(
+        flows.len(),
+        6,
+        "both entries of the other service's 3 flows"
+    );
+    assert!(flows.values().all(|v| v.service == index_and_id[1].1));
 }
 
 #[test]
