@@ -28,6 +28,7 @@ use tracing::{info, warn};
 
 use crate::dataplane::Dataplane;
 use crate::health::HealthState;
+use crate::netdev;
 use crate::state::ControlState;
 
 /// The routing protocol number xlbd's routes carry (`ip route ... proto 120`), so they are
@@ -142,7 +143,6 @@ const RTM_DELROUTE: u16 = 25;
 const RTN_BLACKHOLE: u8 = 6;
 const RTA_DST: u16 = 1;
 const RTA_TABLE: u16 = 15;
-const NLMSG_ERROR: u16 = 2;
 
 impl KernelTable {
     /// One route request: netlink header, `rtmsg`, `RTA_DST` and `RTA_TABLE`.
@@ -151,17 +151,8 @@ impl KernelTable {
             IpAddr::V4(a) => (libc::AF_INET as u8, a.octets().to_vec()),
             IpAddr::V6(a) => (libc::AF_INET6 as u8, a.octets().to_vec()),
         };
-        let mut m = Vec::with_capacity(64);
-        m.extend_from_slice(&0u32.to_ne_bytes()); // length, set below
-        m.extend_from_slice(&kind.to_ne_bytes());
-        m.extend_from_slice(
-            &(flags | (libc::NLM_F_REQUEST | libc::NLM_F_ACK) as u16).to_ne_bytes(),
-        );
-        m.extend_from_slice(&1u32.to_ne_bytes()); // sequence
-        m.extend_from_slice(&0u32.to_ne_bytes()); // port id: the kernel fills it in
-        // struct rtmsg
         let table = if self.0 < 256 { self.0 as u8 } else { 0 };
-        m.extend_from_slice(&[
+        let rtmsg = [
             family,
             (addr.len() * 8) as u8, // dst_len: a host route
             0,                      // src_len
@@ -170,60 +161,29 @@ impl KernelTable {
             RTPROT_XLB,
             0, // RT_SCOPE_UNIVERSE
             RTN_BLACKHOLE,
-        ]);
-        m.extend_from_slice(&0u32.to_ne_bytes()); // rtm_flags
-        push_attr(&mut m, RTA_DST, &addr);
-        push_attr(&mut m, RTA_TABLE, &self.0.to_ne_bytes());
-        let len = m.len() as u32;
-        m[..4].copy_from_slice(&len.to_ne_bytes());
-        m
+            0, // rtm_flags (4 bytes)
+            0,
+            0,
+            0,
+        ];
+        netdev::message(kind, flags | libc::NLM_F_ACK as u16, &rtmsg, |m| {
+            netdev::attr(m, RTA_DST, &addr);
+            netdev::attr(m, RTA_TABLE, &self.0.to_ne_bytes());
+        })
     }
-}
-
-fn push_attr(m: &mut Vec<u8>, kind: u16, data: &[u8]) {
-    let len = 4 + data.len();
-    m.extend_from_slice(&(len as u16).to_ne_bytes());
-    m.extend_from_slice(&kind.to_ne_bytes());
-    m.extend_from_slice(data);
-    m.resize(m.len().next_multiple_of(4), 0);
 }
 
 impl Routes for KernelTable {
     fn add(&mut self, vip: IpAddr) -> io::Result<()> {
         let flags = (libc::NLM_F_CREATE | libc::NLM_F_REPLACE) as u16;
-        rtnetlink(&self.message(RTM_NEWROUTE, flags, vip))
+        netdev::route_call(&self.message(RTM_NEWROUTE, flags, vip)).map(drop)
     }
 
     fn delete(&mut self, vip: IpAddr) -> io::Result<()> {
-        match rtnetlink(&self.message(RTM_DELROUTE, 0, vip)) {
+        match netdev::route_call(&self.message(RTM_DELROUTE, 0, vip)) {
             Err(e) if e.raw_os_error() == Some(libc::ESRCH) => Ok(()),
-            r => r,
+            r => r.map(drop),
         }
-    }
-}
-
-/// Sends one request on a fresh `NETLINK_ROUTE` socket and reads its acknowledgement.
-fn rtnetlink(msg: &[u8]) -> io::Result<()> {
-    let sock = crate::netdev::Socket::open(libc::NETLINK_ROUTE)?;
-    sock.send(msg)?;
-    let mut buf = [0u8; 1024];
-    let n = sock.recv(&mut buf)?;
-    ack_of(&buf[..n])
-}
-
-/// The result an `NLMSG_ERROR` answer carries (0: success).
-fn ack_of(answer: &[u8]) -> io::Result<()> {
-    if answer.len() < 20 || u16::from_ne_bytes([answer[4], answer[5]]) != NLMSG_ERROR {
-        return Err(io::Error::new(
-            io::ErrorKind::InvalidData,
-            "rtnetlink: no acknowledgement",
-        ));
-    }
-    let code = i32::from_ne_bytes([answer[16], answer[17], answer[18], answer[19]]);
-    if code == 0 {
-        Ok(())
-    } else {
-        Err(io::Error::from_raw_os_error(-code))
     }
 }
 

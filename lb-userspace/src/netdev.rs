@@ -129,18 +129,56 @@ fn request(
     version: u8,
     body: impl FnOnce(&mut Vec<u8>),
 ) -> Vec<u8> {
+    message(family, flags, &[cmd, version, 0, 0], body)
+}
+
+/// A netlink request of type `kind`: the netlink header (with `NLM_F_REQUEST` and
+/// `flags`), the family's fixed header `head` (genl, `rtmsg`, `ndmsg`), then what `body`
+/// appends (attributes).
+pub(crate) fn message(
+    kind: u16,
+    flags: u16,
+    head: &[u8],
+    body: impl FnOnce(&mut Vec<u8>),
+) -> Vec<u8> {
     let mut b = vec![0u8; NLMSG_HDR];
-    b.extend_from_slice(&[cmd, version, 0, 0]);
+    b.extend_from_slice(head);
     body(&mut b);
     let len = b.len() as u32;
     b[0..4].copy_from_slice(&len.to_ne_bytes());
-    b[4..6].copy_from_slice(&family.to_ne_bytes());
+    b[4..6].copy_from_slice(&kind.to_ne_bytes());
     b[6..8].copy_from_slice(&(libc::NLM_F_REQUEST as u16 | flags).to_ne_bytes());
     b[8..12].copy_from_slice(&1u32.to_ne_bytes()); // sequence number
     b
 }
 
-fn attr(b: &mut Vec<u8>, kind: u16, payload: &[u8]) {
+/// Sends one rtnetlink request on a fresh socket and reads its answer (see [`answer`]).
+pub(crate) fn route_call(msg: &[u8]) -> io::Result<Option<(u16, Vec<u8>)>> {
+    let sock = Socket::open(libc::NETLINK_ROUTE)?;
+    sock.send(msg)?;
+    let mut buf = vec![0u8; 8 * 1024];
+    let n = sock.recv(&mut buf)?;
+    answer(&buf[..n]).map(|a| a.map(|(kind, body)| (kind, body.to_vec())))
+}
+
+/// The first message of an answer: `None` for a successful acknowledgement, else its type
+/// and body (after the netlink header); an error acknowledgement is its errno.
+pub(crate) fn answer(buf: &[u8]) -> io::Result<Option<(u16, &[u8])>> {
+    let short = || io::Error::new(io::ErrorKind::InvalidData, "short netlink answer");
+    let len = u32_of(buf).ok_or_else(short)? as usize;
+    let kind = u16_of(buf.get(4..).ok_or_else(short)?).ok_or_else(short)?;
+    let body = buf.get(NLMSG_HDR..len).ok_or_else(short)?;
+    if kind != libc::NLMSG_ERROR as u16 {
+        return Ok(Some((kind, body)));
+    }
+    match u32_of(body).map(|c| c as i32) {
+        Some(0) => Ok(None),
+        Some(code) => Err(io::Error::from_raw_os_error(-code)),
+        None => Err(short()),
+    }
+}
+
+pub(crate) fn attr(b: &mut Vec<u8>, kind: u16, payload: &[u8]) {
     let len = (NLA_HDR + payload.len()) as u16;
     b.extend_from_slice(&len.to_ne_bytes());
     b.extend_from_slice(&kind.to_ne_bytes());
@@ -149,7 +187,7 @@ fn attr(b: &mut Vec<u8>, kind: u16, payload: &[u8]) {
 }
 
 /// The payload of the first attribute of `kind` in `attrs`.
-fn find(mut attrs: &[u8], kind: u16) -> Option<&[u8]> {
+pub(crate) fn find(mut attrs: &[u8], kind: u16) -> Option<&[u8]> {
     while attrs.len() >= NLA_HDR {
         let len = u16::from_ne_bytes([attrs[0], attrs[1]]) as usize;
         let t = u16::from_ne_bytes([attrs[2], attrs[3]]) & NLA_TYPE_MASK;
@@ -164,11 +202,11 @@ fn find(mut attrs: &[u8], kind: u16) -> Option<&[u8]> {
     None
 }
 
-fn u16_of(p: &[u8]) -> Option<u16> {
+pub(crate) fn u16_of(p: &[u8]) -> Option<u16> {
     Some(u16::from_ne_bytes(p.get(..2)?.try_into().ok()?))
 }
 
-fn u32_of(p: &[u8]) -> Option<u32> {
+pub(crate) fn u32_of(p: &[u8]) -> Option<u32> {
     Some(u32::from_ne_bytes(p.get(..4)?.try_into().ok()?))
 }
 
@@ -327,6 +365,36 @@ mod tests {
         assert_eq!(u16_of(&r[4..]).unwrap(), GENL_ID_CTRL);
         assert_eq!(u16_of(&r[6..]).unwrap(), libc::NLM_F_REQUEST as u16);
         assert_eq!(r[NLMSG_HDR], CTRL_CMD_GETFAMILY);
+    }
+
+    #[test]
+    fn an_answer_is_an_ack_an_errno_or_a_message() {
+        let msg = |kind: u16, body: &[u8]| {
+            let mut m = vec![0u8; NLMSG_HDR];
+            m.extend_from_slice(body);
+            let len = m.len() as u32;
+            m[0..4].copy_from_slice(&len.to_ne_bytes());
+            m[4..6].copy_from_slice(&kind.to_ne_bytes());
+            m
+        };
+        let ack = |code: i32| {
+            msg(
+                libc::NLMSG_ERROR as u16,
+                &[code.to_ne_bytes(), [0; 4]].concat(),
+            )
+        };
+        assert!(answer(&ack(0)).unwrap().is_none());
+        assert_eq!(
+            answer(&ack(-libc::ESRCH)).unwrap_err().raw_os_error(),
+            Some(libc::ESRCH)
+        );
+        let m = msg(24, b"body");
+        assert_eq!(answer(&m).unwrap(), Some((24, &b"body"[..])));
+        assert!(answer(&[0u8; 8]).is_err());
+        // A length past the datagram is not read.
+        let mut long = m.clone();
+        long[0] = 200;
+        assert!(answer(&long).is_err());
     }
 
     #[test]

@@ -159,22 +159,6 @@ fn the_route_request_is_a_blackhole_host_route_in_the_table() {
 }
 
 #[test]
-fn an_acknowledgement_carries_the_errno() {
-    let ack = |code: i32| {
-        let mut m = vec![0u8; 36];
-        m[4..6].copy_from_slice(&NLMSG_ERROR.to_ne_bytes());
-        m[16..20].copy_from_slice(&code.to_ne_bytes());
-        m
-    };
-    assert!(ack_of(&ack(0)).is_ok());
-    assert_eq!(
-        ack_of(&ack(-libc::ESRCH)).unwrap_err().raw_os_error(),
-        Some(libc::ESRCH)
-    );
-    assert!(ack_of(&[0u8; 8]).is_err());
-}
-
-#[test]
 fn the_drain_flag_is_kept_in_the_state_dir() {
     let dir = std::env::temp_dir().join(format!("xlb-announce-test-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
