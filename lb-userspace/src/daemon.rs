@@ -308,6 +308,7 @@ where
     sync_egress(&state, &egress).await;
     let sweeper = tokio::spawn(sweep(state.clone(), args.gc_interval));
     let watcher = tokio::spawn(watch_egress(state.clone(), egress.clone()));
+    let neighbours = tokio::spawn(keep_neighbours(state.clone()));
     let metrics = metrics_listener.map(|listener| {
         if let Ok(addr) = listener.local_addr() {
             info!("xlbd: metrics at http://{addr}/metrics");
@@ -343,7 +344,10 @@ where
     // Withdraw first: the routers stop sending this node flows while the rest stops.
     let _ = stop_announcing.send(true);
     let _ = announcer.await;
-    for task in [sweeper, watcher, checker].into_iter().chain(metrics) {
+    for task in [sweeper, watcher, neighbours, checker]
+        .into_iter()
+        .chain(metrics)
+    {
         task.abort();
         let _ = task.await;
     }
@@ -385,6 +389,10 @@ async fn sweep<D: Dataplane>(state: Arc<Mutex<ControlState<D>>>, interval: u64) 
 /// veth peer that gained XDP or GRO).
 const EGRESS_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1);
 
+/// How often the `dsr-l2` backends' neighbour entries are looked at again (new backends,
+/// changed routes).
+const NEIGH_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// Re-syncs the egress devmap with the namespace's devices every [`EGRESS_INTERVAL`].
 async fn watch_egress<D: Dataplane>(
     state: Arc<Mutex<ControlState<D>>>,
@@ -396,6 +404,19 @@ async fn watch_egress<D: Dataplane>(
     loop {
         tick.tick().await;
         sync_egress(&state, &egress).await;
+    }
+}
+
+/// Keeps managed neighbour entries for the `dsr-l2` backends' next hops (see `neigh`),
+/// every [`NEIGH_INTERVAL`], from the start.
+async fn keep_neighbours<D: Dataplane>(state: Arc<Mutex<ControlState<D>>>) {
+    let mut keeper = crate::neigh::Keeper::default();
+    let mut tick = tokio::time::interval(NEIGH_INTERVAL);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let backends = state.lock().await.dsr_l2_backends();
+        keeper.round(&backends);
     }
 }
 

@@ -38,6 +38,7 @@ pub mod limits;
 pub mod link;
 pub mod maglev;
 pub mod metrics;
+pub mod neigh;
 pub mod netdev;
 pub mod output;
 pub mod state;

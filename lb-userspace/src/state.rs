@@ -799,6 +799,16 @@ impl<D: Dataplane> ControlState<D> {
     /// Every backend of every service as the announcer sees it (`crate::announce`):
     /// `(VIP, weight, health)`; a service without backends as `(VIP, 0, down)`. Reads no
     /// map, so it is cheap to call often.
+    /// The addresses of every backend of a `dsr-l2` service (whose MACs the data path
+    /// takes from the kernel's neighbour table; see `neigh`).
+    pub fn dsr_l2_backends(&self) -> std::collections::BTreeSet<std::net::IpAddr> {
+        self.services
+            .values()
+            .filter(|s| s.forwarding == Forwarding::DsrL2)
+            .flat_map(|s| s.backends.keys().map(|b| b.ip()))
+            .collect()
+    }
+
     pub fn announce_view(&self) -> Vec<(std::net::IpAddr, u32, HealthState)> {
         let mut out = Vec::new();
         for (addr, s) in &self.services {

@@ -55,9 +55,9 @@ impl Family {
 }
 
 /// The DSR testbed with `forwarding`'s service (of `family`) over 3 backends. A tcp health
-/// check runs until all are up (its probes give the xlb node its neighbour entries for the
-/// backends, which `dsr-l2` needs), then it is turned off so that nothing but requests
-/// reaches the node while the connections run.
+/// check runs until all are up, then it is turned off so that nothing but requests
+/// reaches the node while the connections run (the node's neighbour entries for the
+/// backends are xlbd's managed ones; see the test without checks below).
 fn dsr_testbed(forwarding: &str, family: Family) -> Testbed {
     let service = family.service();
     let mut tb = Testbed::with_layout(3, BACKENDS, Layout::Dsr).expect("testbed");
@@ -228,6 +228,120 @@ fn dsr_ipip_balances_with_replies_past_the_lb() {
 #[test]
 fn dsr_ipip_balances_with_replies_past_the_lb_v6() {
     dsr_ipip("dsr_ipip_balances_with_replies_past_the_lb_v6", Family::V6);
+}
+
+/// The xlb node's neighbour entry for `addr` as `ip neigh show` prints it ("" for none).
+fn neigh_line(tb: &Testbed, addr: IpAddr) -> String {
+    let node = tb.node().expect("the DSR node");
+    let out = node
+        .ns
+        .exec("ip", &["neigh", "show", "to", &addr.to_string()]);
+    out.expect("ip neigh show").trim().to_owned()
+}
+
+/// Waits up to 5 s for `addr`'s entry on the node to satisfy `ok`; the last line seen.
+fn wait_neigh(tb: &Testbed, addr: IpAddr, ok: impl Fn(&str) -> bool) -> String {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let line = neigh_line(tb, addr);
+        if ok(&line) || Instant::now() > deadline {
+            return line;
+        }
+        thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// A resolved entry that xlbd manages.
+fn managed_and_resolved(line: &str) -> bool {
+    line.contains("managed") && line.contains("lladdr")
+}
+
+/// `dsr-l2` without health checks: nothing on the node talks to the backends (their
+/// replies go straight to the router), so their MACs come only from the managed
+/// neighbour entries xlbd keeps for them. A static entry an operator made is left as it
+/// is, and a removed backend's managed entry goes. Both families.
+#[test]
+fn dsr_l2_without_health_checks_resolves_its_backends() {
+    if !require_root("dsr_l2_without_health_checks_resolves_its_backends") {
+        return;
+    }
+    let mut tb = Testbed::with_layout(3, BACKENDS, Layout::Dsr).expect("testbed");
+    for j in 0..BACKENDS {
+        tb.spawn_id_server(j, PORT).expect("id server");
+    }
+    tb.start_node_port_pass()
+        .expect("pass program on the node's bridge port");
+    tb.start_xlbd(&["--mode", "native"]).expect("start xlbd");
+    // Backend 2's IPv4 entry is static, with its real MAC, made before xlbd sees it.
+    let b2 = &tb.backend(2);
+    let mac = b2
+        .ns
+        .exec(
+            "cat",
+            &[&format!("/sys/class/net/{}/address", b2.link.peer_if)],
+        )
+        .expect("backend 2's MAC");
+    let node = tb.node().expect("the DSR node");
+    node.ns
+        .ip(&[
+            "neigh",
+            "replace",
+            &b2.addr().to_string(),
+            "lladdr",
+            mac.trim(),
+            "dev",
+            &node.link.peer_if,
+            "nud",
+            "permanent",
+        ])
+        .expect("a static neighbour entry");
+    for family in [Family::V4, Family::V6] {
+        let service = family.service();
+        tb.xlb_ok(&["service", "add", service, "--forwarding", "dsr-l2"])
+            .expect("service add");
+        for j in 0..BACKENDS {
+            tb.xlb_ok(&["backend", "add", service, &family.backend(&tb, j)])
+                .expect("backend add");
+        }
+    }
+    for j in 0..BACKENDS {
+        let (v4, v6) = (IpAddr::from(tb.backend(j).addr()), tb.backend(j).addr6());
+        let line = wait_neigh(&tb, v6, managed_and_resolved);
+        assert!(managed_and_resolved(&line), "backend {j} IPv6: {line:?}");
+        if j == 2 {
+            let line = neigh_line(&tb, v4);
+            assert!(
+                line.contains("PERMANENT") && !line.contains("managed"),
+                "the static entry changed: {line:?}"
+            );
+        } else {
+            let line = wait_neigh(&tb, v4, managed_and_resolved);
+            assert!(managed_and_resolved(&line), "backend {j} IPv4: {line:?}");
+        }
+    }
+    balance_past_the_lb(&tb, Family::V4);
+    balance_past_the_lb(&tb, Family::V6);
+
+    // A removed backend's managed entry goes (the other service still needs its IPv6 one).
+    let gone = tb.backend(1).addr();
+    tb.xlb_ok(&[
+        "backend",
+        "remove",
+        SERVICE,
+        &Family::V4.backend(&tb, 1),
+        "--force",
+    ])
+    .expect("backend remove");
+    let line = wait_neigh(&tb, gone.into(), str::is_empty);
+    assert_eq!(line, "", "the removed backend's entry");
+    let line = neigh_line(&tb, tb.backend(1).addr6());
+    assert!(
+        managed_and_resolved(&line),
+        "backend 1 IPv6 still served: {line:?}"
+    );
+    xlb_testbed::report(
+        "dsr-l2 without checks: 5 managed entries resolved, 1 static kept, 1 deleted on removal",
+    );
 }
 
 #[test]
