@@ -1,5 +1,7 @@
-//! The frames the per-packet benchmark feeds the XDP programs, built with etherparse, and the
-//! private network namespace links that make `bpf_fib_lookup` answer for them.
+//! The frames the per-packet benchmark feeds the XDP programs, built with etherparse on
+//! the addresses and MACs of xdp-harness's IPv4 plan, whose private-namespace links make
+//! `bpf_fib_lookup` answer for them; the benchmark adds one route, the VIP through the
+//! backend (its service's backend is the VIP itself).
 //!
 //! Every forwarded frame starts with TTL 255, so a BPF_PROG_TEST_RUN of up to
 //! [`MAX_REPEAT`] repetitions forwards on every one of them (each decrements the TTL of the
@@ -9,14 +11,22 @@ use std::process::Command;
 
 use anyhow::{Context as _, Result, bail};
 use etherparse::{PacketBuilder, PacketBuilderStep, TcpHeader};
+use xlb_xdp_harness::Ip;
+use xlb_xdp_harness::netns::BACKEND_IF;
+use xlb_xdp_harness::plan::{BACKEND_IF_MAC, BACKEND_MAC, CLIENT_IF_MAC, CLIENT_MAC, V4};
 
-pub const CLIENT_IF_MAC: [u8; 6] = [2, 0, 0, 0, 0x0c, 1];
-pub const CLIENT_MAC: [u8; 6] = [2, 0, 0, 0, 0x0c, 2];
-pub const BACKEND_IF_MAC: [u8; 6] = [2, 0, 0, 0, 0x0b, 1];
-pub const BACKEND_MAC: [u8; 6] = [2, 0, 0, 0, 0x0b, 2];
-pub const CLIENT: [u8; 4] = [198, 18, 10, 2];
-pub const LB_CLIENT_SIDE: [u8; 4] = [198, 18, 10, 1];
-pub const VIP: [u8; 4] = [198, 18, 0, 10];
+/// An address of the IPv4 plan as etherparse takes it.
+const fn v4(ip: Ip) -> [u8; 4] {
+    match ip {
+        Ip::V4(a) => a,
+        Ip::V6(_) => panic!("an IPv6 address in the IPv4 plan"),
+    }
+}
+
+pub const CLIENT: [u8; 4] = v4(V4.client);
+pub const LB_CLIENT_SIDE: [u8; 4] = v4(V4.client_lb);
+pub const VIP: [u8; 4] = v4(V4.vip);
+const BACKEND: [u8; 4] = v4(V4.backend);
 pub const VIP_PORT: u16 = 80;
 pub const CLIENT_PORT: u16 = 40000;
 /// The client port of the new-flow case (a flow of its own).
@@ -27,9 +37,6 @@ pub const MISS_PORT: u16 = 40002;
 pub const TTL: u8 = 255;
 /// Repetitions of one test run that all forward: the last of them sees TTL 2.
 pub const MAX_REPEAT: u32 = TTL as u32 - 2;
-/// The LB's client-side and backend-side veths in the private namespace.
-pub const CLIENT_IF: &str = "xbc0";
-pub const BACKEND_IF: &str = "xbb0";
 
 const PAYLOAD: &[u8] = b"a small request";
 
@@ -104,41 +111,23 @@ impl Frames {
     }
 }
 
-/// Makes, in the calling thread's (private) network namespace, the LB's two links with
-/// fixed MACs and permanent neighbours for the client and the backend, a route to the VIP
-/// through the backend, and turns on forwarding. Commands spawned from this thread inherit its namespace.
-pub fn make_links() -> Result<()> {
-    let mac = |m: [u8; 6]| m.map(|b| format!("{b:02x}")).join(":");
-    let script = format!(
-        "ip link set lo up
-         ip link add {CLIENT_IF} address {cif} type veth peer name {CLIENT_IF}p address {c}
-         ip link add {BACKEND_IF} address {bif} type veth peer name {BACKEND_IF}p address {b}
-         ip addr add 198.18.10.1/24 dev {CLIENT_IF}
-         ip addr add 198.19.0.1/24 dev {BACKEND_IF}
-         for d in {CLIENT_IF} {CLIENT_IF}p {BACKEND_IF} {BACKEND_IF}p; do ip link set $d up; done
-         ip neigh replace 198.18.10.2 lladdr {c} dev {CLIENT_IF} nud permanent
-         ip neigh replace 198.19.0.2 lladdr {b} dev {BACKEND_IF} nud permanent
-         ip route add 198.18.0.10/32 via 198.19.0.2 dev {BACKEND_IF}",
-        cif = mac(CLIENT_IF_MAC),
-        c = mac(CLIENT_MAC),
-        bif = mac(BACKEND_IF_MAC),
-        b = mac(BACKEND_MAC),
-    );
-    let status = Command::new("sh")
-        .args(["-ec", &script])
+/// Routes the VIP through the plan's backend (a permanent neighbour on the backend link),
+/// in the calling thread's namespace, where the harness made its links.
+pub fn route_vip_via_backend() -> Result<()> {
+    let ip = |a: [u8; 4]| std::net::Ipv4Addr::from(a).to_string();
+    let status = Command::new("ip")
+        .args([
+            "route",
+            "add",
+            &format!("{}/32", ip(VIP)),
+            "via",
+            &ip(BACKEND),
+        ])
+        .args(["dev", BACKEND_IF])
         .status()
-        .context("running sh")?;
+        .context("running ip")?;
     if !status.success() {
-        bail!("making the benchmark's links failed ({status})");
+        bail!("routing the VIP through the backend failed ({status})");
     }
-    std::fs::write("/proc/sys/net/ipv4/ip_forward", "1").context("enabling ip_forward")
-}
-
-pub fn ifindex(name: &str) -> Result<u32> {
-    let c = std::ffi::CString::new(name)?;
-    // SAFETY: a NUL-terminated name; if_nametoindex reads it only.
-    match unsafe { libc::if_nametoindex(c.as_ptr()) } {
-        0 => bail!("no interface {name}"),
-        i => Ok(i),
-    }
+    Ok(())
 }

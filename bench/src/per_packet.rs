@@ -25,20 +25,20 @@ use std::time::Duration;
 
 use anyhow::{Context as _, Result, anyhow, bail, ensure};
 use aya::maps::DevMapHash;
-use aya::programs::{TestRun as _, TestRunOptions, Xdp};
+use aya::programs::Xdp;
 use aya::{Ebpf, EbpfLoader};
 use lb_common::stats::{STAT_FORWARD, STAT_NEW_FLOW, STAT_REPLY};
 use lb_common::{Addr, Backend, FAMILY_V4, PROTO_TCP, PROTO_UDP, ServiceKey, ServiceValue};
 use lb_userspace::bpf::{BpfDataplane, LIMIT_PROGRAM, xdp_object};
 use lb_userspace::dataplane::Dataplane as _;
 use serde::Serialize;
+use xlb_xdp_harness::harness::test_run;
+use xlb_xdp_harness::netns::{self, in_private_netns};
+use xlb_xdp_harness::{Harness, Side, XDP_PASS, XDP_REDIRECT, XDP_TX};
 
 use crate::packets::{self, Frames, TTL, VIP, VIP_PORT};
 use crate::stats::{median, percentile};
 
-const XDP_PASS: u32 = 2;
-const XDP_TX: u32 = 3;
-const XDP_REDIRECT: u32 = 4;
 /// The forward-only yardstick program and its devmap (lb-ebpf/src/yardstick.rs).
 pub const FWD_PROGRAM: &str = "xdp_fwd_yardstick";
 pub const FWD_EGRESS_MAP: &str = "YARDSTICK_EGRESS";
@@ -144,12 +144,7 @@ pub struct PerPacketRaw {
 /// network namespace.
 pub fn measure(runs: usize) -> Result<(PerPacket, PerPacketRaw)> {
     ensure!(runs >= 1, "at least one run per case");
-    std::thread::spawn(move || {
-        // SAFETY: unshare(2) changes only this thread's network namespace.
-        if unsafe { libc::unshare(libc::CLONE_NEWNET) } != 0 {
-            return Err(std::io::Error::last_os_error()).context("unshare(CLONE_NEWNET)");
-        }
-        packets::make_links()?;
+    in_private_netns(move || {
         let cpu = pin_to_current_cpu()?;
         // The highest priority for this thread alone: the kernel's test-run loop yields
         // whenever another task wants the CPU, and on a shared machine each yield costs a
@@ -160,8 +155,6 @@ pub fn measure(runs: usize) -> Result<(PerPacket, PerPacketRaw)> {
         }
         measure_here(cpu, runs)
     })
-    .join()
-    .map_err(|_| anyhow!("the per-packet thread panicked"))?
 }
 
 /// Pins the calling thread to the CPU it runs on, so that every call sees the same
@@ -213,14 +206,13 @@ const FORWARDED: &[u32] = &[XDP_TX, XDP_REDIRECT];
 
 fn measure_here(cpu: usize, runs: usize) -> Result<(PerPacket, PerPacketRaw)> {
     let frames = Frames::new()?;
-    let client_if = packets::ifindex(packets::CLIENT_IF)?;
-    let backend_if = packets::ifindex(packets::BACKEND_IF)?;
-    let mut dp = BpfDataplane::load_detached(FLOW_ENTRIES, TABLE_SLOTS)
-        .map_err(|e| anyhow!("loading xlb's program: {e}"))?;
-    fill_maps(&mut dp)?;
-    // As xlbd would: both veths take XDP redirects.
-    dp.allow_egress(client_if)?;
-    dp.allow_egress(backend_if)?;
+    // The harness's links and program (both veths allowed as redirect targets, as xlbd
+    // would), with this benchmark's own service in the maps.
+    let mut h = Harness::bare(FLOW_ENTRIES, TABLE_SLOTS).context("loading xlb's program")?;
+    packets::route_vip_via_backend()?;
+    let dp = h.dataplane_mut();
+    fill_maps(dp)?;
+    let (client_if, backend_if) = (h.ifindex(Side::Client), h.ifindex(Side::Backend));
     let mut yardsticks = load_yardsticks(&[client_if, backend_if])?;
 
     let case = |key, prog, frame, ifindex, want, forwards| Case {
@@ -299,9 +291,10 @@ fn measure_here(cpu: usize, runs: usize) -> Result<(PerPacket, PerPacketRaw)> {
     ];
     // The flows exist before any established or reply case runs: the SYN opens the TCP
     // flow (both entries), the first datagram the UDP one.
+    let dp = h.dataplane_mut();
     run(dp.program(), &frames.syn, client_if, 1, FORWARDED).context("the flow's SYN")?;
     run(dp.program(), &frames.udp, client_if, 1, FORWARDED).context("the first datagram")?;
-    check_paths(&mut dp, &cases)?;
+    check_paths(dp, &cases)?;
 
     // Round by round, every case in turn: a warm-up call (discarded), then
     // `CALLS_PER_RUN` calls back to back; the run's figure is their mean.
@@ -493,7 +486,7 @@ pub fn load_yardsticks(egress: &[u32]) -> Result<Yardsticks> {
 pub fn attach_forward_yardstick(ifaces: &[String]) -> Result<Yardsticks> {
     let idx = ifaces
         .iter()
-        .map(|i| packets::ifindex(i))
+        .map(|i| netns::ifindex(i))
         .collect::<Result<Vec<_>>>()?;
     let mut y = load_yardsticks(&idx)?;
     let prog = y.program(FWD_PROGRAM)?;
@@ -502,14 +495,6 @@ pub fn attach_forward_yardstick(ifaces: &[String]) -> Result<Yardsticks> {
             .with_context(|| format!("attaching the yardstick to {i} in driver mode"))?;
     }
     Ok(y)
-}
-
-/// `struct xdp_md` for test_run: the frame arrives on `ifindex`.
-fn xdp_md(len: usize, ifindex: u32) -> [u8; 24] {
-    let mut md = [0u8; 24];
-    md[4..8].copy_from_slice(&(len as u32).to_ne_bytes());
-    md[12..16].copy_from_slice(&ifindex.to_ne_bytes());
-    md
 }
 
 /// One call of case `c` with `repeat` repetitions: the kernel's average ns per repetition.
@@ -537,8 +522,8 @@ fn run(prog: &mut Xdp, frame: &[u8], ifindex: u32, repeat: u32, want: &[u32]) ->
     run_out(prog, frame, ifindex, repeat, want).map(|(ns, _)| ns)
 }
 
-/// One BPF_PROG_TEST_RUN: the kernel's average ns per repeat and the frame as the last
-/// repetition left it; the verdict must be one of `want`.
+/// One BPF_PROG_TEST_RUN (xdp-harness's): the kernel's average ns per repeat and the
+/// frame as the last repetition left it; the verdict must be one of `want`.
 fn run_out(
     prog: &mut Xdp,
     frame: &[u8],
@@ -546,22 +531,14 @@ fn run_out(
     repeat: u32,
     want: &[u32],
 ) -> Result<(f64, Vec<u8>)> {
-    let mut out = vec![0u8; frame.len() + 256];
-    let md = xdp_md(frame.len(), ifindex);
-    let mut opts = TestRunOptions::new();
-    opts.data_in = Some(frame);
-    opts.data_out = Some(&mut out);
-    opts.ctx_in = Some(&md);
-    opts.repeat = repeat;
-    let r = prog.test_run(opts).context("BPF_PROG_TEST_RUN")?;
-    if !want.contains(&r.return_value) {
+    let r = test_run(prog, frame, ifindex, repeat)?;
+    if !want.contains(&r.verdict) {
         bail!(
             "verdict {} where {want:?} was expected (repeat {repeat})",
-            r.return_value
+            r.verdict
         );
     }
-    out.truncate(r.data_size_out as usize);
-    Ok((ns(r.duration), out))
+    Ok((ns(r.per_repetition), r.frame))
 }
 
 fn ns(d: Duration) -> f64 {

@@ -2,7 +2,9 @@
 //! run a packet through it.
 
 use anyhow::{Context as _, Result};
-use aya::programs::{TestRun as _, TestRunOptions};
+use std::time::Duration;
+
+use aya::programs::{TestRun as _, TestRunOptions, Xdp};
 use lb_common::{
     AFFINITY_CLIENT_IP, AFFINITY_NONE, AffinityKey, AffinityValue, Backend, DataplaneConfig,
     FORWARD_DSR_IPIP, FORWARD_DSR_L2, FlowKey, FlowValue, NO_BACKEND, PROTO_TCP, PROTO_UDP,
@@ -35,9 +37,19 @@ impl Harness {
     /// Makes the links, loads the program (connection table of `flow_entries` entries) and
     /// fills its maps. Call inside [`netns::in_private_netns`]; needs root.
     pub fn new(flow_entries: u32) -> Result<Harness> {
+        let mut h = Harness::bare(flow_entries, 1024)?;
+        fill_maps(&mut h.dp)?;
+        Ok(h)
+    }
+
+    /// Makes the links and loads the program (connection table of `flow_entries` entries,
+    /// `table_area` table slots), its maps left empty for the caller to fill through
+    /// [`Harness::dataplane_mut`] (the benchmark's own services). Call inside
+    /// [`netns::in_private_netns`]; needs root.
+    pub fn bare(flow_entries: u32, table_area: u32) -> Result<Harness> {
         netns::make_links()?;
-        let mut dp = BpfDataplane::load_detached(flow_entries, 1024).context("loading xlb")?;
-        fill_maps(&mut dp)?;
+        let mut dp =
+            BpfDataplane::load_detached(flow_entries, table_area).context("loading xlb")?;
         let client_if = netns::ifindex(CLIENT_IF)?;
         let backend_if = netns::ifindex(BACKEND_IF)?;
         // As xlbd would: the veths can take redirects, the bridge cannot.
@@ -51,44 +63,37 @@ impl Harness {
         })
     }
 
+    /// The loaded data path, for map writes and reads beyond the ones below.
+    pub fn dataplane_mut(&mut self) -> &mut BpfDataplane {
+        &mut self.dp
+    }
+
+    /// The ifindex of `side`'s link on the LB.
+    pub fn ifindex(&self, side: Side) -> u32 {
+        match side {
+            Side::Client => self.client_if,
+            Side::Backend => self.backend_if,
+        }
+    }
+
     /// Runs `input` through the program as if received on `side`'s link; returns the
     /// verdict and the frame as the program left it.
     pub fn run(&mut self, input: &[u8], side: Side) -> Result<(u32, Vec<u8>)> {
-        let ingress = match side {
-            Side::Client => self.client_if,
-            Side::Backend => self.backend_if,
-        };
-        let mut out = vec![0u8; input.len() + 256];
-        let md = xdp_md(input.len(), ingress);
-        let mut opts = TestRunOptions::new();
-        opts.data_in = Some(input);
-        opts.data_out = Some(&mut out);
-        opts.ctx_in = Some(&md);
-        let r = self
-            .dp
-            .program()
-            .test_run(opts)
-            .with_context(|| format!("test_run of {} bytes", input.len()))?;
-        out.truncate(r.data_size_out as usize);
-        Ok((r.return_value, out))
+        self.run_repeat(input, side, 1)
+            .map(|r| (r.verdict, r.frame))
+    }
+
+    /// [`Harness::run`] with `repeat` repetitions on the same buffer (see [`test_run`]).
+    pub fn run_repeat(&mut self, input: &[u8], side: Side, repeat: u32) -> Result<TestRun> {
+        let ingress = self.ifindex(side);
+        test_run(self.dp.program(), input, ingress, repeat)
     }
 
     /// Runs `input` through the decapsulation program (`xlb_decap`, a dsr-ipip
     /// backend's); returns the verdict and the frame as it left it.
     pub fn run_decap(&mut self, input: &[u8]) -> Result<(u32, Vec<u8>)> {
-        let mut out = vec![0u8; input.len() + 256];
-        let md = xdp_md(input.len(), self.backend_if);
-        let mut opts = TestRunOptions::new();
-        opts.data_in = Some(input);
-        opts.data_out = Some(&mut out);
-        opts.ctx_in = Some(&md);
-        let r = self
-            .dp
-            .load_program(lb_userspace::decap::DECAP_PROGRAM)?
-            .test_run(opts)
-            .with_context(|| format!("decap test_run of {} bytes", input.len()))?;
-        out.truncate(r.data_size_out as usize);
-        Ok((r.return_value, out))
+        let prog = self.dp.load_program(lb_userspace::decap::DECAP_PROGRAM)?;
+        test_run(prog, input, self.backend_if, 1).map(|r| (r.verdict, r.frame))
     }
 
     /// The connection-table entry of one flow direction.
@@ -129,6 +134,39 @@ impl Harness {
             .find(|(i, _)| *i == self.bridge_if)
             .map_or(0, |m| m.1))
     }
+}
+
+/// What one BPF_PROG_TEST_RUN gave.
+#[derive(Debug)]
+pub struct TestRun {
+    /// The verdict of the last repetition.
+    pub verdict: u32,
+    /// The frame as the last repetition left it.
+    pub frame: Vec<u8>,
+    /// The kernel's average time per repetition.
+    pub per_repetition: Duration,
+}
+
+/// One BPF_PROG_TEST_RUN of `prog` on `input`, received on `ifindex`, `repeat` times on
+/// the same buffer (the kernel resets nothing between repetitions): the one test-run call
+/// of the fixtures, the fuzzer and the benchmark.
+pub fn test_run(prog: &mut Xdp, input: &[u8], ifindex: u32, repeat: u32) -> Result<TestRun> {
+    let mut out = vec![0u8; input.len() + 256];
+    let md = xdp_md(input.len(), ifindex);
+    let mut opts = TestRunOptions::new();
+    opts.data_in = Some(input);
+    opts.data_out = Some(&mut out);
+    opts.ctx_in = Some(&md);
+    opts.repeat = repeat;
+    let r = prog
+        .test_run(opts)
+        .with_context(|| format!("test_run of {} bytes, repeat {repeat}", input.len()))?;
+    out.truncate(r.data_size_out as usize);
+    Ok(TestRun {
+        verdict: r.return_value,
+        frame: out,
+        per_repetition: r.duration,
+    })
 }
 
 /// `struct xdp_md` for test_run: the packet arrives on `ifindex`.
