@@ -410,7 +410,7 @@ async fn watch_egress<D: Dataplane>(
 /// Keeps managed neighbour entries for the `dsr-l2` backends' next hops (see `neigh`),
 /// every [`NEIGH_INTERVAL`], from the start.
 async fn keep_neighbours<D: Dataplane>(state: Arc<Mutex<ControlState<D>>>) {
-    let mut keeper = crate::neigh::Keeper::default();
+    let mut keeper = crate::neigh::Keeper::adopting();
     let mut tick = tokio::time::interval(NEIGH_INTERVAL);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {

@@ -9,8 +9,10 @@
 //! `bpf_fib_lookup`; `ip neigh replace ADDR dev DEV managed` makes one) for the next hop of
 //! every `dsr-l2` backend: the kernel resolves it at once and keeps it resolved.
 //!
-//! An entry someone else made permanent (or `noarp`) is left as it is; a managed entry
-//! xlbd made is deleted when no `dsr-l2` backend needs it any more.
+//! An entry someone else made permanent (or `noarp`) is left as it is. xlbd's entries carry
+//! its protocol number (`proto 120`, as its routes: `ip neigh show proto 120`); one that no
+//! `dsr-l2` backend needs any more is deleted, also when the need went while xlbd was not
+//! running (a start adopts the entries it finds with that protocol).
 
 use std::collections::BTreeSet;
 use std::io;
@@ -18,6 +20,7 @@ use std::net::IpAddr;
 
 use tracing::{info, warn};
 
+use crate::announce::RTPROT_XLB;
 use crate::netdev::{self, attr, find, u16_of, u32_of};
 
 const RTM_NEWROUTE: u16 = 24;
@@ -30,6 +33,7 @@ const RTA_OIF: u16 = 4;
 const RTA_GATEWAY: u16 = 5;
 const RTN_UNICAST: u8 = 1;
 const NDA_DST: u16 = 1;
+const NDA_PROTOCOL: u16 = 12;
 const NDA_FLAGS_EXT: u16 = 15;
 const NTF_EXT_MANAGED: u32 = 1;
 const NUD_NOARP: u16 = 0x40;
@@ -103,7 +107,7 @@ pub fn next_hop(dst: IpAddr) -> io::Result<Option<NextHop>> {
 }
 
 /// A neighbour request of type `kind` for `hop`: `ndmsg` with `state`, `NDA_DST`, and
-/// `NDA_FLAGS_EXT` when `ext_flags` is not 0.
+/// for a managed entry (`ext_flags` not 0) `NDA_FLAGS_EXT` and xlbd's `NDA_PROTOCOL`.
 fn neigh_message(kind: u16, flags: u16, hop: &NextHop, state: u16, ext_flags: u32) -> Vec<u8> {
     let (family, bytes) = family_and_bytes(hop.addr);
     let mut ndmsg = [0u8; NDMSG_LEN];
@@ -114,8 +118,36 @@ fn neigh_message(kind: u16, flags: u16, hop: &NextHop, state: u16, ext_flags: u3
         attr(m, NDA_DST, &bytes);
         if ext_flags != 0 {
             attr(m, NDA_FLAGS_EXT, &ext_flags.to_ne_bytes());
+            attr(m, NDA_PROTOCOL, &[RTPROT_XLB]);
         }
     })
+}
+
+/// The entry in one message of a neighbour dump, if xlbd made it (its protocol).
+fn ours_in(kind: u16, body: &[u8]) -> Option<NextHop> {
+    if kind != RTM_NEWNEIGH || body.len() < NDMSG_LEN {
+        return None;
+    }
+    let attrs = &body[NDMSG_LEN..];
+    if find(attrs, NDA_PROTOCOL)?.first() != Some(&RTPROT_XLB) {
+        return None;
+    }
+    let v6 = body[0] == libc::AF_INET6 as u8;
+    Some(NextHop {
+        ifindex: u32_of(&body[4..])?,
+        addr: addr_of(v6, find(attrs, NDA_DST)?)?,
+    })
+}
+
+/// Every neighbour entry xlbd made (by its protocol), in this namespace.
+fn ours() -> io::Result<Vec<NextHop>> {
+    let ndmsg = [0u8; NDMSG_LEN]; // AF_UNSPEC: both families
+    let msg = netdev::message(RTM_GETNEIGH, libc::NLM_F_DUMP as u16, &ndmsg, |_| {});
+    let sock = netdev::Socket::open(libc::NETLINK_ROUTE)?;
+    sock.send(&msg)?;
+    let mut out = Vec::new();
+    sock.receive_messages(|kind, body| out.extend(ours_in(kind, body)))?;
+    Ok(out)
 }
 
 /// What the kernel holds for `hop`: its `NUD_*` state and whether it is managed; `None`
@@ -158,6 +190,22 @@ pub struct Keeper {
 }
 
 impl Keeper {
+    /// A keeper that owns the entries an earlier xlbd left (by their protocol), so that
+    /// its first round deletes those no backend needs any more.
+    pub fn adopting() -> Keeper {
+        let managed = match ours() {
+            Ok(hops) => hops.into_iter().collect(),
+            Err(e) => {
+                warn!("xlbd: cannot list neighbour entries: {e}");
+                BTreeSet::new()
+            }
+        };
+        Keeper {
+            managed,
+            ..Keeper::default()
+        }
+    }
+
     /// One round for the addresses of every `dsr-l2` backend: each one's next hop gets a
     /// managed entry unless it has a static one; managed entries no backend needs any more
     /// are deleted. Failures are logged and retried next round.
@@ -292,6 +340,25 @@ mod tests {
             find(&q[16 + RTMSG_LEN..], RTA_DST),
             Some(&[198, 19, 200, 10][..])
         );
+    }
+
+    #[test]
+    fn a_dump_entry_is_ours_by_its_protocol() {
+        let hop = NextHop {
+            ifindex: 4,
+            addr: ip("198.19.200.10"),
+        };
+        // What the kernel echoes: the ndmsg and attributes of the managed request.
+        let m = neigh_message(RTM_NEWNEIGH, 0, &hop, 0, NTF_EXT_MANAGED);
+        assert_eq!(ours_in(RTM_NEWNEIGH, &m[16..]), Some(hop));
+        let plain = neigh_message(RTM_NEWNEIGH, 0, &hop, 0, 0);
+        assert_eq!(ours_in(RTM_NEWNEIGH, &plain[16..]), None, "no protocol");
+        let mut other = m[16..].to_vec();
+        let at = other.len() - 4; // the last attribute: NDA_PROTOCOL, 1 byte padded
+        assert_eq!(other[at - 2..at], NDA_PROTOCOL.to_ne_bytes());
+        other[at] = 4; // RTPROT_STATIC
+        assert_eq!(ours_in(RTM_NEWNEIGH, &other), None, "someone else's");
+        assert_eq!(ours_in(RTM_DELNEIGH, &m[16..]), None);
     }
 
     #[test]

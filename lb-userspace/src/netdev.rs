@@ -291,9 +291,20 @@ impl Socket {
         Ok(n as usize)
     }
 
-    /// Reads the answer to the last request, calling `each(genl_cmd, attributes)` for every
-    /// message, until the end of a dump or a single answer. A netlink error becomes Err.
+    /// Reads the answer to the last generic-netlink request, calling `each(genl_cmd,
+    /// attributes)` for every message (see [`Socket::receive_messages`]).
     fn receive(&self, mut each: impl FnMut(u8, &[u8])) -> io::Result<()> {
+        self.receive_messages(|_, body| {
+            if body.len() >= GENL_HDR {
+                each(body[0], &body[GENL_HDR..]);
+            }
+        })
+    }
+
+    /// Reads the answer to the last request, calling `each(type, body)` for every message
+    /// (the body after the netlink header), until the end of a dump or a single answer. A
+    /// netlink error becomes Err.
+    pub(crate) fn receive_messages(&self, mut each: impl FnMut(u16, &[u8])) -> io::Result<()> {
         let mut buf = vec![0u8; 64 * 1024];
         loop {
             let n = self.recv(&mut buf)?;
@@ -323,8 +334,7 @@ impl Socket {
                             return Ok(()); // an acknowledgement
                         }
                     }
-                    _ if body.len() >= GENL_HDR => each(body[0], &body[GENL_HDR..]),
-                    _ => {}
+                    _ => each(kind, body),
                 }
                 msgs = &msgs[len.next_multiple_of(4).min(msgs.len())..];
             }

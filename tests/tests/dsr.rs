@@ -259,7 +259,8 @@ fn managed_and_resolved(line: &str) -> bool {
 /// `dsr-l2` without health checks: nothing on the node talks to the backends (their
 /// replies go straight to the router), so their MACs come only from the managed
 /// neighbour entries xlbd keeps for them. A static entry an operator made is left as it
-/// is, and a removed backend's managed entry goes. Both families.
+/// is, a removed backend's managed entry goes, and so does one an earlier xlbd left for a
+/// next hop no backend has. Both families.
 #[test]
 fn dsr_l2_without_health_checks_resolves_its_backends() {
     if !require_root("dsr_l2_without_health_checks_resolves_its_backends") {
@@ -271,6 +272,19 @@ fn dsr_l2_without_health_checks_resolves_its_backends() {
     }
     tb.start_node_port_pass()
         .expect("pass program on the node's bridge port");
+    // An entry an earlier xlbd left (its protocol, managed) for a next hop no backend has:
+    // the new xlbd adopts and deletes it.
+    let leftover: IpAddr = "198.19.200.99".parse().expect("an address");
+    {
+        let node = tb.node().expect("the DSR node");
+        let (addr, dev) = (leftover.to_string(), node.link.peer_if.clone());
+        node.ns
+            .ip(&[
+                "neigh", "replace", &addr, "dev", &dev, "managed", "protocol", "120",
+            ])
+            .expect("a leftover managed entry");
+    }
+    assert!(neigh_line(&tb, leftover).contains("managed"));
     tb.start_xlbd(&["--mode", "native"]).expect("start xlbd");
     // Backend 2's IPv4 entry is static, with its real MAC, made before xlbd sees it.
     let b2 = &tb.backend(2);
@@ -319,6 +333,18 @@ fn dsr_l2_without_health_checks_resolves_its_backends() {
             assert!(managed_and_resolved(&line), "backend {j} IPv4: {line:?}");
         }
     }
+    let line = wait_neigh(&tb, leftover, str::is_empty);
+    assert_eq!(line, "", "the leftover entry of an earlier xlbd");
+    let node = tb.node().expect("the DSR node");
+    let ours = node
+        .ns
+        .exec("ip", &["neigh", "show", "proto", "120"])
+        .expect("ip neigh show proto 120");
+    assert_eq!(
+        ours.lines().count(),
+        5,
+        "xlbd's entries (proto 120):\n{ours}"
+    );
     balance_past_the_lb(&tb, Family::V4);
     balance_past_the_lb(&tb, Family::V6);
 
@@ -340,7 +366,8 @@ fn dsr_l2_without_health_checks_resolves_its_backends() {
         "backend 1 IPv6 still served: {line:?}"
     );
     xlb_testbed::report(
-        "dsr-l2 without checks: 5 managed entries resolved, 1 static kept, 1 deleted on removal",
+        "dsr-l2 without checks: 5 managed entries resolved, 1 static kept, 1 leftover \
+         adopted and deleted, 1 deleted on removal",
     );
 }
 
