@@ -95,6 +95,18 @@ impl Testbed {
     }
 }
 
+/// Fails the test unless every flow was answered by one backend throughout.
+pub fn assert_sticky(flows: &[Flow]) {
+    for f in flows {
+        assert!(
+            f.backend().is_some(),
+            "flow {} switched backends: {:?}",
+            f.local,
+            f.ids
+        );
+    }
+}
+
 /// How many flows each backend served, counting only flows served by one backend.
 pub fn flows_per_backend<'a>(flows: impl IntoIterator<Item = &'a Flow>) -> BTreeMap<String, usize> {
     let mut counts = BTreeMap::new();

@@ -19,7 +19,7 @@ pub mod vm;
 mod vm_image;
 
 pub use backends::BackendRow;
-pub use clients::{Flow, Proto, flows_per_backend, tcp_flow, udp_flow};
+pub use clients::{Flow, Proto, assert_sticky, flows_per_backend, tcp_flow, udp_flow};
 pub use conn::{TcpConn, UdpConn, ask_all};
 pub use daemon::{bin_dir, bin_path};
 pub use dsr::decap_counter;

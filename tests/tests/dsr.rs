@@ -12,8 +12,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use xlb_testbed::{
-    Flow, Layout, Proto, Testbed, VIP, VIP6, backend_id, decap_counter, flows_per_backend,
-    require_root,
+    Flow, Layout, Proto, Testbed, VIP, VIP6, assert_sticky, backend_id, decap_counter,
+    flows_per_backend, require_root,
 };
 
 const SERVICE: &str = "198.18.0.10:80/tcp";
@@ -139,14 +139,7 @@ fn balance_past_the_lb(tb: &Testbed, family: Family) -> (Vec<Flow>, u64) {
         })
         .collect();
     assert_eq!(flows.len(), 30);
-    for f in &flows {
-        assert!(
-            f.backend().is_some(),
-            "flow {} switched backends: {:?}",
-            f.local,
-            f.ids
-        );
-    }
+    assert_sticky(&flows);
     let used: BTreeSet<String> = flows_per_backend(&flows).into_keys().collect();
     let all: BTreeSet<String> = (0..BACKENDS).map(backend_id).collect();
     assert_eq!(used, all, "per backend: {:?}", flows_per_backend(&flows));

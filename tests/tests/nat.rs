@@ -10,7 +10,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use xlb_testbed::{
-    Flow, Layout, Proto, Testbed, VIP, VIP6, backend_id, flows_per_backend, ping, require_root,
+    Flow, Layout, Proto, Testbed, VIP, VIP6, assert_sticky, backend_id, flows_per_backend, ping,
+    require_root,
 };
 
 const BACKEND_PORT: u16 = 8080;
@@ -40,14 +41,7 @@ fn spread(tb: &Testbed, proto: Proto, vip: SocketAddr) -> Vec<Flow> {
         .map(|(k, r)| r.unwrap_or_else(|e| panic!("{proto:?} flow from client {k}: {e:#}")))
         .collect();
     assert_eq!(flows.len(), 30);
-    for f in &flows {
-        assert!(
-            f.backend().is_some(),
-            "flow {} switched backends: {:?}",
-            f.local,
-            f.ids
-        );
-    }
+    assert_sticky(&flows);
     flows
 }
 
