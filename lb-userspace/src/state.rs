@@ -796,11 +796,8 @@ impl<D: Dataplane> ControlState<D> {
         (self.services.len() as u32, backends as u32)
     }
 
-    /// Every backend of every service as the announcer sees it (`crate::announce`):
-    /// `(VIP, weight, health)`; a service without backends as `(VIP, 0, down)`. Reads no
-    /// map, so it is cheap to call often.
     /// The addresses of every backend of a `dsr-l2` service (whose MACs the data path
-    /// takes from the kernel's neighbour table; see `neigh`).
+    /// takes from the kernel's neighbour table; see `neigh`). Reads no map.
     pub fn dsr_l2_backends(&self) -> std::collections::BTreeSet<std::net::IpAddr> {
         self.services
             .values()
@@ -809,6 +806,9 @@ impl<D: Dataplane> ControlState<D> {
             .collect()
     }
 
+    /// Every backend of every service as the announcer sees it (`crate::announce`):
+    /// `(VIP, weight, health)`; a service without backends as `(VIP, 0, down)`. Reads no
+    /// map, so it is cheap to call often.
     pub fn announce_view(&self) -> Vec<(std::net::IpAddr, u32, HealthState)> {
         let mut out = Vec::new();
         for (addr, s) in &self.services {
