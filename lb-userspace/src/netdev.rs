@@ -152,30 +152,17 @@ pub(crate) fn message(
     b
 }
 
-/// Sends one rtnetlink request on a fresh socket and reads its answer (see [`answer`]).
+/// Sends one rtnetlink request on a fresh socket and reads its answer: `None` for a
+/// successful acknowledgement, else the first message's type and body (after the netlink
+/// header); an error acknowledgement is its errno.
 pub(crate) fn route_call(msg: &[u8]) -> io::Result<Option<(u16, Vec<u8>)>> {
     let sock = Socket::open(libc::NETLINK_ROUTE)?;
     sock.send(msg)?;
-    let mut buf = vec![0u8; 8 * 1024];
-    let n = sock.recv(&mut buf)?;
-    answer(&buf[..n]).map(|a| a.map(|(kind, body)| (kind, body.to_vec())))
-}
-
-/// The first message of an answer: `None` for a successful acknowledgement, else its type
-/// and body (after the netlink header); an error acknowledgement is its errno.
-pub(crate) fn answer(buf: &[u8]) -> io::Result<Option<(u16, &[u8])>> {
-    let short = || io::Error::new(io::ErrorKind::InvalidData, "short netlink answer");
-    let len = u32_of(buf).ok_or_else(short)? as usize;
-    let kind = u16_of(buf.get(4..).ok_or_else(short)?).ok_or_else(short)?;
-    let body = buf.get(NLMSG_HDR..len).ok_or_else(short)?;
-    if kind != libc::NLMSG_ERROR as u16 {
-        return Ok(Some((kind, body)));
-    }
-    match u32_of(body).map(|c| c as i32) {
-        Some(0) => Ok(None),
-        Some(code) => Err(io::Error::from_raw_os_error(-code)),
-        None => Err(short()),
-    }
+    let mut first = None;
+    sock.receive_messages(|kind, body| {
+        first.get_or_insert_with(|| (kind, body.to_vec()));
+    })?;
+    Ok(first)
 }
 
 pub(crate) fn attr(b: &mut Vec<u8>, kind: u16, payload: &[u8]) {
@@ -378,33 +365,25 @@ mod tests {
     }
 
     #[test]
-    fn an_answer_is_an_ack_an_errno_or_a_message() {
-        let msg = |kind: u16, body: &[u8]| {
-            let mut m = vec![0u8; NLMSG_HDR];
-            m.extend_from_slice(body);
-            let len = m.len() as u32;
-            m[0..4].copy_from_slice(&len.to_ne_bytes());
-            m[4..6].copy_from_slice(&kind.to_ne_bytes());
-            m
-        };
-        let ack = |code: i32| {
-            msg(
-                libc::NLMSG_ERROR as u16,
-                &[code.to_ne_bytes(), [0; 4]].concat(),
-            )
-        };
-        assert!(answer(&ack(0)).unwrap().is_none());
-        assert_eq!(
-            answer(&ack(-libc::ESRCH)).unwrap_err().raw_os_error(),
-            Some(libc::ESRCH)
+    fn a_route_call_reads_a_message_or_an_errno() {
+        // A route query for loopback's address: one RTM_NEWROUTE message.
+        let mut rtmsg = [0u8; 12];
+        rtmsg[0] = libc::AF_INET as u8;
+        rtmsg[1] = 32;
+        let q = message(26, 0, &rtmsg, |b| attr(b, 1, &[127, 0, 0, 1]));
+        let (kind, body) = route_call(&q).unwrap().expect("a route message");
+        assert_eq!(kind, 24);
+        assert_eq!(body[7], 2, "a local route (RTN_LOCAL)");
+        // Deleting a route that is not there: ESRCH.
+        let del = message(25, libc::NLM_F_ACK as u16, &rtmsg, |b| {
+            attr(b, 1, &[198, 18, 255, 254]);
+            attr(b, 15, &7777u32.to_ne_bytes());
+        });
+        let e = route_call(&del).unwrap_err();
+        assert!(
+            matches!(e.raw_os_error(), Some(libc::ESRCH | libc::EPERM)),
+            "{e}"
         );
-        let m = msg(24, b"body");
-        assert_eq!(answer(&m).unwrap(), Some((24, &b"body"[..])));
-        assert!(answer(&[0u8; 8]).is_err());
-        // A length past the datagram is not read.
-        let mut long = m.clone();
-        long[0] = 200;
-        assert!(answer(&long).is_err());
     }
 
     #[test]
