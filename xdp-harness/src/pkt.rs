@@ -5,8 +5,9 @@ use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use etherparse::{
-    IpFragOffset, IpHeaders, IpNumber, Ipv4Header, Ipv4Options, Ipv6Extensions, Ipv6FragmentHeader,
-    Ipv6Header, Ipv6RawExtHeader, Ipv6RoutingExtensions, PacketBuilder, PacketBuilderStep, VlanId,
+    IpFragOffset, IpHeaders, IpNumber, Ipv4Header, Ipv4Options, Ipv6Extensions, Ipv6FlowLabel,
+    Ipv6FragmentHeader, Ipv6Header, Ipv6RawExtHeader, Ipv6RoutingExtensions, PacketBuilder,
+    PacketBuilderStep, VlanId,
 };
 use lb_common::{Addr, FAMILY_V4, FAMILY_V6, PROTO_TCP, PROTO_UDP};
 
@@ -306,25 +307,29 @@ impl Pkt {
     }
 }
 
-/// `inner` (an IP packet) in an outer IPv4 (IPIP) or IPv6 (IPv6-in-IPv6) header from
-/// `src` to `dst`, in a frame from the LB's backend link to the backend: what a
-/// `dsr-ipip` backend's decapsulation program receives.
-pub fn encapsulate(src: Ip, dst: Ip, inner: &[u8]) -> Vec<u8> {
+/// `inner` (an IP packet) in an outer header from `src` to `dst` as `dsr-ipip` writes it
+/// (IPv4, IPIP: DF, TTL 64, id 0; IPv6, IPv6-in-IPv6: the flow label `label`, hop limit
+/// 64), in a frame from the LB's backend link to the backend: what a `dsr-ipip` backend's
+/// decapsulation program receives. `more_fragments` marks the outer IPv4 header.
+pub fn encapsulated(src: Ip, dst: Ip, label: u32, inner: &[u8], more_fragments: bool) -> Vec<u8> {
+    use lb_common::encap::{PROTO_IPIP, PROTO_IPV6};
     let eth = PacketBuilder::ethernet2(BACKEND_IF_MAC, BACKEND_MAC);
     let mut out = Vec::new();
     match (src, dst) {
         (Ip::V4(s), Ip::V4(d)) => {
-            let ip = Ipv4Header::new(0, 64, IpNumber(lb_common::encap::PROTO_IPIP), s, d)
-                .expect("IPv4 header");
+            // `new` gives DF and id 0, as dsr-ipip writes them.
+            let mut ip = Ipv4Header::new(0, 64, IpNumber(PROTO_IPIP), s, d).expect("IPv4 header");
+            ip.more_fragments = more_fragments;
             eth.ip(IpHeaders::Ipv4(ip, Default::default())).write(
                 &mut out,
-                IpNumber(lb_common::encap::PROTO_IPIP),
+                IpNumber(PROTO_IPIP),
                 inner,
             )
         }
         (Ip::V6(s), Ip::V6(d)) => {
             let ip = Ipv6Header {
-                next_header: IpNumber(lb_common::encap::PROTO_IPV6),
+                flow_label: Ipv6FlowLabel::try_new(label & 0xf_ffff).expect("flow label"),
+                next_header: IpNumber(PROTO_IPV6),
                 hop_limit: 64,
                 source: s,
                 destination: d,
@@ -332,7 +337,7 @@ pub fn encapsulate(src: Ip, dst: Ip, inner: &[u8]) -> Vec<u8> {
             };
             eth.ip(IpHeaders::Ipv6(ip, Default::default())).write(
                 &mut out,
-                IpNumber(lb_common::encap::PROTO_IPV6),
+                IpNumber(PROTO_IPV6),
                 inner,
             )
         }

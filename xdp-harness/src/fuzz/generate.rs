@@ -63,7 +63,7 @@ pub fn packet(r: &mut Rng, vip_free: bool) -> Generated {
             // What a dsr-ipip backend receives (the decapsulation program's input).
             let p = dsr_request(r, plan);
             let src = plan.client_router;
-            crate::pkt::encapsulate(src, plan.backend, &p.ip_bytes())
+            crate::pkt::encapsulated(src, plan.backend, 0, &p.ip_bytes(), false)
         }
         "odd-vip" => {
             let dst = *r.pick(&plan.vips());
