@@ -194,14 +194,7 @@ impl Cluster {
             let group = 0x10 + k as u16;
             addr6(&c.router, &rif, v6(group, 1))?;
             addr6(&ns, &cif, v6(group, 2))?;
-            ns.ip(&[
-                "-6",
-                "route",
-                "add",
-                "default",
-                "via",
-                &v6(group, 1).to_string(),
-            ])?;
+            default_route6(&ns, v6(group, 1))?;
             ns.exec("ethtool", &["-K", &cif, "tx", "off", "gro", "on"])?;
             c.router
                 .exec("ethtool", &["-K", &rif, "tx", "off", "gro", "on"])?;
@@ -232,14 +225,7 @@ impl Cluster {
             c.segment_port(&ns, &bif, node_back(i), 5 + i as u16)?;
             addr6(&c.router, &rif, router_front6(i))?;
             addr6(&ns, &fif, node_front6(i))?;
-            ns.ip(&[
-                "-6",
-                "route",
-                "add",
-                "default",
-                "via",
-                &router_front6(i).to_string(),
-            ])?;
+            default_route6(&ns, router_front6(i))?;
             ns.ip(&[
                 "route",
                 "add",
@@ -274,14 +260,7 @@ impl Cluster {
             }
             ns.ip(&["addr", "add", &format!("{VIP}/32"), "dev", "lo"])?;
             ns.ip(&["addr", "add", &format!("{VIP6}/128"), "dev", "lo", "nodad"])?;
-            ns.ip(&[
-                "-6",
-                "route",
-                "add",
-                "default",
-                "via",
-                &v6(SEGMENT6, 1).to_string(),
-            ])?;
+            default_route6(&ns, v6(SEGMENT6, 1))?;
             ns.ip(&[
                 "route",
                 "add",
@@ -894,6 +873,11 @@ fn addr6(ns: &Netns, ifname: &str, addr: Ipv6Addr) -> Result<()> {
         ifname,
         "nodad",
     ])
+}
+
+/// `ns`'s IPv6 default route, through `via`.
+fn default_route6(ns: &Netns, via: Ipv6Addr) -> Result<()> {
+    ns.ip(&["-6", "route", "add", "default", "via", &via.to_string()])
 }
 
 fn up(ns: &Netns, ifname: &str) -> Result<()> {
