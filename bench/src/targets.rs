@@ -76,10 +76,9 @@ pub fn check(p: &PerPacket, e2e: &ByBalancer<Summary>) -> Vec<Target> {
         } else {
             BPF_ESTABLISHED_X
         };
-        let ratio = a.zip(b).filter(|(_, b)| *b > 0.0).map(|(a, b)| a / b);
         t.push(at_most(
             format!("bpf_stats, {what}: xlb / forward-only yardstick"),
-            ratio,
+            ratio(a, b),
             "x",
             limit,
         ));
@@ -92,8 +91,6 @@ pub fn check(p: &PerPacket, e2e: &ByBalancer<Summary>) -> Vec<Target> {
 /// goes), or iptables' CPU per packet over xlb's (at the fixed rate): either one meets it.
 fn generator(e2e: &ByBalancer<Summary>) -> Target {
     let (x, i) = (e2e.get(Kind::Xlb), e2e.get(Kind::IptablesDnat));
-    let ratio =
-        |a: Option<f64>, b: Option<f64>| a.zip(b).filter(|(_, b)| *b > 0.0).map(|(a, b)| a / b);
     let pps = ratio(
         x.and_then(|s| s.gen_backend_kpps),
         i.and_then(|s| s.gen_backend_kpps),
@@ -117,6 +114,11 @@ fn generator(e2e: &ByBalancer<Summary>) -> Target {
         limit: format!(">= {GEN_PPS_X} x, or the CPU ratio >= {GEN_CPU_X} x"),
         met,
     }
+}
+
+/// `a / b` when both were measured and `b` is not 0.
+fn ratio(a: Option<f64>, b: Option<f64>) -> Option<f64> {
+    a.zip(b).filter(|(_, b)| *b > 0.0).map(|(a, b)| a / b)
 }
 
 /// The targets as a markdown table.

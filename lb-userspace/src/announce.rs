@@ -147,10 +147,7 @@ const RTA_TABLE: u16 = 15;
 impl KernelTable {
     /// One route request: netlink header, `rtmsg`, `RTA_DST` and `RTA_TABLE`.
     fn message(&self, kind: u16, flags: u16, vip: IpAddr) -> Vec<u8> {
-        let (family, addr): (u8, Vec<u8>) = match vip {
-            IpAddr::V4(a) => (libc::AF_INET as u8, a.octets().to_vec()),
-            IpAddr::V6(a) => (libc::AF_INET6 as u8, a.octets().to_vec()),
-        };
+        let (family, addr) = netdev::family_and_bytes(vip);
         let table = if self.0 < 256 { self.0 as u8 } else { 0 };
         let rtmsg = [
             family,

@@ -21,7 +21,7 @@ use std::net::IpAddr;
 use tracing::{info, warn};
 
 use crate::announce::RTPROT_XLB;
-use crate::netdev::{self, attr, find, u16_of, u32_of};
+use crate::netdev::{self, attr, family_and_bytes, find, u16_of, u32_of};
 
 const RTM_NEWROUTE: u16 = 24;
 const RTM_GETROUTE: u16 = 26;
@@ -48,13 +48,6 @@ const NDMSG_LEN: usize = 12;
 pub struct NextHop {
     pub ifindex: u32,
     pub addr: IpAddr,
-}
-
-fn family_and_bytes(a: IpAddr) -> (u8, Vec<u8>) {
-    match a {
-        IpAddr::V4(a) => (libc::AF_INET as u8, a.octets().to_vec()),
-        IpAddr::V6(a) => (libc::AF_INET6 as u8, a.octets().to_vec()),
-    }
 }
 
 fn addr_of(family_v6: bool, b: &[u8]) -> Option<IpAddr> {

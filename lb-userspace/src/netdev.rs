@@ -165,6 +165,14 @@ pub(crate) fn route_call(msg: &[u8]) -> io::Result<Option<(u16, Vec<u8>)>> {
     Ok(first)
 }
 
+/// An address's `AF_*` family byte and its bytes, as netlink messages carry them.
+pub(crate) fn family_and_bytes(a: std::net::IpAddr) -> (u8, Vec<u8>) {
+    match a {
+        std::net::IpAddr::V4(a) => (libc::AF_INET as u8, a.octets().to_vec()),
+        std::net::IpAddr::V6(a) => (libc::AF_INET6 as u8, a.octets().to_vec()),
+    }
+}
+
 pub(crate) fn attr(b: &mut Vec<u8>, kind: u16, payload: &[u8]) {
     let len = (NLA_HDR + payload.len()) as u16;
     b.extend_from_slice(&len.to_ne_bytes());
