@@ -413,13 +413,7 @@ fn forwarding_is_a_service_option_diffed_by_apply() {
     let f = |s: &str| c.services[&svc(s)].forwarding;
     assert_eq!(f("198.18.0.10:80/tcp"), Forwarding::DsrL2);
     assert_eq!(f("198.18.0.11:80/tcp"), Forwarding::DsrIpip);
-    let mut running = Services::new();
-    running.insert(svc("198.18.0.10:80/tcp"), spec(65537, &[]));
-    let lines = render_changes(&changes(&plan(
-        &running,
-        &c.services,
-        ApplyOptions::default(),
-    )));
+    let lines = diff_from_one_plain_service(&c);
     assert_eq!(
         lines,
         "~ service 198.18.0.10:80/tcp forwarding=nat->dsr-l2\n\
@@ -441,6 +435,18 @@ fn forwarding_is_a_service_option_diffed_by_apply() {
     );
 }
 
+/// The change lines from a running state of one service (198.18.0.10:80/tcp, default
+/// options, no backends) to `c`'s services.
+fn diff_from_one_plain_service(c: &Config) -> String {
+    let mut running = Services::new();
+    running.insert(svc("198.18.0.10:80/tcp"), spec(65537, &[]));
+    render_changes(&changes(&plan(
+        &running,
+        &c.services,
+        ApplyOptions::default(),
+    )))
+}
+
 #[test]
 fn affinity_is_a_service_option_diffed_by_apply() {
     let text = "[[service]]\naddress = \"198.18.0.10:80/tcp\"\naffinity = \"client-ip\"\naffinity_timeout = 30\n\n[[service]]\naddress = \"198.18.0.11:80/tcp\"\naffinity = \"client-ip\"\n";
@@ -455,13 +461,7 @@ fn affinity_is_a_service_option_diffed_by_apply() {
         Affinity::ClientIp { timeout_s: 10800 }
     );
     // Running without affinity: the diff sets it; a new service gets a line for it too.
-    let mut running = Services::new();
-    running.insert(svc("198.18.0.10:80/tcp"), spec(65537, &[]));
-    let lines = render_changes(&changes(&plan(
-        &running,
-        &c.services,
-        ApplyOptions::default(),
-    )));
+    let lines = diff_from_one_plain_service(&c);
     assert_eq!(
         lines,
         "~ service 198.18.0.10:80/tcp affinity=none->client-ip/30s\n\
