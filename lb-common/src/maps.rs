@@ -407,6 +407,10 @@ pub struct FragValue {
     pub backend: u32,
 }
 
+/// How far apart two CPUs' data-path times can be: each CPU caches its ns time once per
+/// jiffy (`clock::now` in lb-ebpf), and a jiffy is at most 10 ms (`HZ=100`); twice that.
+pub const CLOCK_SKEW_NS: u64 = 20_000_000;
+
 /// Key of the `AFFINITY` LRU map: one client address of one service.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
@@ -436,12 +440,18 @@ pub struct AffinityValue {
 
 impl AffinityValue {
     /// Whether the entry still holds at `now_ns` (same clock) for a timeout of
-    /// `timeout_s` seconds. A time before `last_seen_ns` (which one clock never gives)
-    /// counts as expired.
+    /// `timeout_s` seconds.
+    ///
+    /// A `now_ns` up to [`CLOCK_SKEW_NS`] before `last_seen_ns` counts as fresh: the data
+    /// path's time is each CPU's cached read (`clock::now`), so an entry another CPU
+    /// stamped in the same jiffy may be ahead of this CPU's time. Anything further ahead
+    /// is not of this clock and counts as expired.
     #[inline(always)]
     pub const fn fresh(&self, now_ns: u64, timeout_s: u32) -> bool {
-        now_ns >= self.last_seen_ns
-            && now_ns - self.last_seen_ns <= timeout_s as u64 * 1_000_000_000
+        if now_ns < self.last_seen_ns {
+            return self.last_seen_ns - now_ns <= CLOCK_SKEW_NS;
+        }
+        now_ns - self.last_seen_ns <= timeout_s as u64 * 1_000_000_000
     }
 }
 
@@ -507,8 +517,24 @@ mod tests {
         assert!(v.fresh(5_000_000_000, 2));
         assert!(v.fresh(7_000_000_000, 2));
         assert!(!v.fresh(7_000_000_001, 2));
-        assert!(!v.fresh(4_999_999_999, 2));
         assert!(v.fresh(5_000_000_000 + 86_400 * 1_000_000_000, 86_400));
+    }
+
+    #[test]
+    fn affinity_stamped_by_a_cpu_whose_clock_is_ahead_holds() {
+        // Another CPU read its time later in the same jiffy: this CPU's time is behind the
+        // entry's by up to a jiffy, and the entry holds (it made the affinity test flaky).
+        let v = AffinityValue {
+            backend: 3,
+            slot: 7,
+            last_seen_ns: 5_000_000_000,
+        };
+        assert!(v.fresh(5_000_000_000 - 1, 2));
+        assert!(v.fresh(5_000_000_000 - 4_000_000, 2));
+        assert!(v.fresh(5_000_000_000 - CLOCK_SKEW_NS, 2));
+        // Further ahead than any two CPUs' caches differ: not this clock's time.
+        assert!(!v.fresh(5_000_000_000 - CLOCK_SKEW_NS - 1, 2));
+        assert!(!v.fresh(0, 2));
     }
 
     #[test]

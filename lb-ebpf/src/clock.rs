@@ -6,7 +6,9 @@
 //! most one jiffy (1 to 10 ms) old. Entries' times are kept to within a second anyway
 //! (see `select::TOUCH_NS`); a time a jiffy early makes an entry expire at most a jiffy
 //! sooner. (Jiffies are global and advance on an idle CPU too, so the cache is never
-//! older than a jiffy, however rarely this CPU sees packets.)
+//! older than a jiffy, however rarely this CPU sees packets.) Two CPUs' times may differ by
+//! up to a jiffy either way, so a time another CPU wrote into a shared entry can be ahead
+//! of this CPU's: comparisons allow for it (`lb_common::CLOCK_SKEW_NS`).
 
 use aya_ebpf::helpers::{bpf_jiffies64, bpf_ktime_get_ns};
 

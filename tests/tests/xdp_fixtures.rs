@@ -13,11 +13,11 @@ use lb_common::{
 };
 use xlb_xdp_harness::{
     Harness, Plan, fixture,
-    harness::{affinity_key, affinity_service_id, tcp_backend_index},
+    harness::{affinity_backend_index, affinity_key, affinity_service_id, tcp_backend_index},
     netns::{self, in_private_netns},
     plan::{
-        AFFINITY_EXPIRED_PORT, AFFINITY_PORT, DSR_L2_PORT, PLANS, TCP_BACKEND_PORT, TCP_PORT,
-        affinity_slot_port,
+        AFFINITY_EXPIRED_PORT, AFFINITY_PORT, DSR_L2_PORT, PLANS, SECOND_BACKEND_PORT,
+        TCP_BACKEND_PORT, TCP_PORT, affinity_slot_port,
     },
     require_root,
 };
@@ -252,6 +252,39 @@ fn fib_cache_follows_generation_and_lifetime() {
                 let r = fixture::run_all(&mut h, std::slice::from_ref(&fixture)).expect("test_run");
                 failures.extend(r.failures);
             }
+        }
+        failures
+    });
+    assert!(failures.is_empty(), "\n{}", failures.join("\n"));
+}
+
+/// Each CPU caches its clock once per jiffy, so an affinity entry another CPU stamped in
+/// the same jiffy can be ahead of this CPU's time: the entry must hold, not count as
+/// expired (it did, and the affinity test through xlbd sent one client's connections to
+/// two backends). The entry is written 10 ms ahead of the real clock and the SYN runs
+/// right after; the data path's time is never ahead of the real clock.
+#[test]
+fn affinity_stamped_ahead_of_this_cpus_clock_holds() {
+    if !require_root("affinity_stamped_ahead_of_this_cpus_clock_holds") {
+        return;
+    }
+    let failures = in_private_netns(|| {
+        let mut h = Harness::new(1024).expect("harness");
+        let mut failures = Vec::new();
+        for plan in PLANS {
+            let fixture = fixtures::affinity::clock_ahead(plan);
+            let key = affinity_key(plan, affinity_service_id(plan, AFFINITY_PORT));
+            let entry = lb_common::AffinityValue {
+                backend: affinity_backend_index(plan, SECOND_BACKEND_PORT),
+                slot: 1,
+                last_seen_ns: lb_userspace::conntrack::monotonic_ns() + 10_000_000,
+            };
+            assert_eq!(affinity_slot_port(entry.slot), SECOND_BACKEND_PORT);
+            h.dataplane_mut()
+                .put_affinity(&key, &entry)
+                .expect("affinity entry");
+            let r = fixture::run_all(&mut h, std::slice::from_ref(&fixture)).expect("test_run");
+            failures.extend(r.failures);
         }
         failures
     });

@@ -303,12 +303,15 @@ pub fn dsr_service_id(plan: &Plan, port: u16) -> u32 {
 /// `first_id`, and their clients' entries.
 fn fill_affinity(dp: &mut BpfDataplane, first_id: u32) -> Result<()> {
     let mut id = first_id;
-    for (p, plan) in PLANS.iter().enumerate() {
-        let first = AFFINITY_BACKEND_INDEX + 2 * p as u32;
-        dp.put_backend(first, &backend(plan.backend, TCP_BACKEND_PORT))?;
-        dp.put_backend(first + 1, &backend(plan.backend, SECOND_BACKEND_PORT))?;
+    for plan in PLANS {
+        for port in [TCP_BACKEND_PORT, SECOND_BACKEND_PORT] {
+            dp.put_backend(
+                affinity_backend_index(plan, port),
+                &backend(plan.backend, port),
+            )?;
+        }
         let table: Vec<u32> = (0..TABLE_SIZE)
-            .map(|s| first + u32::from(affinity_slot_port(s) != TCP_BACKEND_PORT))
+            .map(|s| affinity_backend_index(plan, affinity_slot_port(s)))
             .collect();
         let services = [
             (AFFINITY_PORT, AFFINITY_CLIENT_IP, 3600),
@@ -342,7 +345,7 @@ fn fill_affinity(dp: &mut BpfDataplane, first_id: u32) -> Result<()> {
             if last_seen_ns != u64::MAX {
                 let key = affinity_key(plan, id);
                 let entry = AffinityValue {
-                    backend: first + 1,
+                    backend: affinity_backend_index(plan, SECOND_BACKEND_PORT),
                     slot,
                     last_seen_ns,
                 };
@@ -360,6 +363,12 @@ pub fn affinity_service_id(plan: &Plan, port: u16) -> u32 {
     let p = u32::from(plan.is_v6());
     let per_plan = u32::from(AFFINITY_STALE_PORT - AFFINITY_PORT) + 1;
     (PLANS.len() * SERVICES_PER_PLAN) as u32 + per_plan * p + u32::from(port - AFFINITY_PORT)
+}
+
+/// The `BACKENDS` index of `plan`'s affinity backend on `port` (`TCP_BACKEND_PORT` or
+/// `SECOND_BACKEND_PORT`), the one the table slots of [`affinity_slot_port`] name.
+pub fn affinity_backend_index(plan: &Plan, port: u16) -> u32 {
+    AFFINITY_BACKEND_INDEX + 2 * u32::from(plan.is_v6()) + u32::from(port != TCP_BACKEND_PORT)
 }
 
 /// The affinity-map key of `plan`'s client for service `id`.
