@@ -28,7 +28,6 @@ use std::fs::File;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::PathBuf;
 use std::process::{Command, Output, Stdio};
-use std::sync::atomic::Ordering;
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -39,7 +38,7 @@ use crate::daemon::bin_path;
 use crate::netns::Netns;
 use crate::proc::{self, Tracked, die_with_parent};
 use crate::servers::{IdServer, backend_id, start_id_servers};
-use crate::topology::{COUNTER, MAX_IFNAME, RunDir, VIP, VIP6, sweep_stale};
+use crate::topology::{MAX_IFNAME, RunDir, VIP, VIP6, new_run};
 
 /// The routing table xlbd announces into and BIRD's kernel protocol reads.
 pub const ANNOUNCE_TABLE: u32 = 100;
@@ -142,12 +141,7 @@ impl Cluster {
                 "cluster of {clients} clients, {nodes} nodes, {backends} backends is outside the address plan"
             );
         }
-        sweep_stale();
-        let pid = std::process::id();
-        let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-        let tag = format!("{pid}-{n}");
-        let short = format!("{pid:x}{n:x}");
-        let dir = RunDir::create(PathBuf::from(format!("/tmp/xlbt-{tag}")))?;
+        let (tag, short, dir) = new_run()?;
         let ns = |name: &str| Netns::create(&format!("xlbt-{tag}-{name}"));
         let router = ns("r")?;
         let switch = ns("sw")?;

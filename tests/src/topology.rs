@@ -195,7 +195,19 @@ fn as_v4(a: IpAddr) -> Ipv4Addr {
 #[derive(Debug)]
 pub(crate) struct RunDir(PathBuf);
 
-pub(crate) static COUNTER: AtomicU32 = AtomicU32::new(0);
+static COUNTER: AtomicU32 = AtomicU32::new(0);
+
+/// A new run's names, after sweeping stale runs' leftovers: its tag (`<pid>-<n>`, for
+/// namespaces and the run directory), its short tag (hex, for interface names, which
+/// IFNAMSIZ keeps short) and its run directory.
+pub(crate) fn new_run() -> Result<(String, String, RunDir)> {
+    sweep_stale();
+    let pid = std::process::id();
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    let tag = format!("{pid}-{n}");
+    let dir = RunDir::create(PathBuf::from(format!("/tmp/xlbt-{tag}")))?;
+    Ok((tag, format!("{pid:x}{n:x}"), dir))
+}
 
 impl RunDir {
     pub(crate) fn create(dir: PathBuf) -> Result<RunDir> {
@@ -271,12 +283,7 @@ impl Testbed {
 
     /// [`Testbed::new`] with the backends joined as `layout` says.
     pub fn with_layout(clients: usize, backends: usize, layout: Layout) -> Result<Testbed> {
-        sweep_stale();
-        let pid = std::process::id();
-        let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-        let tag = format!("{pid}-{n}");
-        let short = format!("{pid:x}{n:x}");
-        let dir = RunDir::create(PathBuf::from(format!("/tmp/xlbt-{tag}")))?;
+        let (tag, short, dir) = new_run()?;
 
         let lb = Netns::create(&format!("xlbt-{tag}-lb"))?;
         lb.sysctl("net/ipv4/ip_forward", "1")?;
