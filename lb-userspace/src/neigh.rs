@@ -99,14 +99,14 @@ pub fn next_hop(dst: IpAddr) -> io::Result<Option<NextHop>> {
     }
 }
 
-/// A neighbour request of type `kind` for `hop`: `ndmsg` with `state`, `NDA_DST`, and
-/// for a managed entry (`ext_flags` not 0) `NDA_FLAGS_EXT` and xlbd's `NDA_PROTOCOL`.
-fn neigh_message(kind: u16, flags: u16, hop: &NextHop, state: u16, ext_flags: u32) -> Vec<u8> {
+/// A neighbour request of type `kind` for `hop`: `ndmsg` (no state: the kernel resolves a
+/// managed entry itself), `NDA_DST`, and for a managed entry (`ext_flags` not 0)
+/// `NDA_FLAGS_EXT` and xlbd's `NDA_PROTOCOL`.
+fn neigh_message(kind: u16, flags: u16, hop: &NextHop, ext_flags: u32) -> Vec<u8> {
     let (family, bytes) = family_and_bytes(hop.addr);
     let mut ndmsg = [0u8; NDMSG_LEN];
     ndmsg[0] = family;
     ndmsg[4..8].copy_from_slice(&hop.ifindex.to_ne_bytes());
-    ndmsg[8..10].copy_from_slice(&state.to_ne_bytes());
     netdev::message(kind, flags, &ndmsg, |m| {
         attr(m, NDA_DST, &bytes);
         if ext_flags != 0 {
@@ -136,24 +136,20 @@ fn ours_in(kind: u16, body: &[u8]) -> Option<NextHop> {
 fn ours() -> io::Result<Vec<NextHop>> {
     let ndmsg = [0u8; NDMSG_LEN]; // AF_UNSPEC: both families
     let msg = netdev::message(RTM_GETNEIGH, libc::NLM_F_DUMP as u16, &ndmsg, |_| {});
-    let sock = netdev::Socket::open(libc::NETLINK_ROUTE)?;
-    sock.send(&msg)?;
     let mut out = Vec::new();
-    sock.receive_messages(|kind, body| out.extend(ours_in(kind, body)))?;
+    netdev::route_each(&msg, |kind, body| out.extend(ours_in(kind, body)))?;
     Ok(out)
 }
 
-/// What the kernel holds for `hop`: its `NUD_*` state and whether it is managed; `None`
-/// without an entry.
-fn entry(hop: &NextHop) -> io::Result<Option<(u16, bool)>> {
-    match netdev::route_call(&neigh_message(RTM_GETNEIGH, 0, hop, 0, 0)) {
+/// Whether the kernel holds a static (`permanent` or `noarp`) entry for `hop`.
+fn is_static(hop: &NextHop) -> io::Result<bool> {
+    match netdev::route_call(&neigh_message(RTM_GETNEIGH, 0, hop, 0)) {
         Ok(Some((RTM_NEWNEIGH, body))) if body.len() >= NDMSG_LEN => {
             let state = u16_of(&body[8..]).unwrap_or(0);
-            let ext = find(&body[NDMSG_LEN..], NDA_FLAGS_EXT).and_then(u32_of);
-            Ok(Some((state, ext.unwrap_or(0) & NTF_EXT_MANAGED != 0)))
+            Ok(state & (NUD_PERMANENT | NUD_NOARP) != 0)
         }
-        Ok(_) => Ok(None),
-        Err(e) if e.raw_os_error() == Some(libc::ENOENT) => Ok(None),
+        Ok(_) => Ok(false),
+        Err(e) if e.raw_os_error() == Some(libc::ENOENT) => Ok(false),
         Err(e) => Err(e),
     }
 }
@@ -161,12 +157,12 @@ fn entry(hop: &NextHop) -> io::Result<Option<(u16, bool)>> {
 /// Makes `hop`'s entry a managed one (created, or replacing a learned one).
 fn manage(hop: &NextHop) -> io::Result<()> {
     let flags = (libc::NLM_F_ACK | libc::NLM_F_CREATE | libc::NLM_F_REPLACE) as u16;
-    netdev::route_call(&neigh_message(RTM_NEWNEIGH, flags, hop, 0, NTF_EXT_MANAGED)).map(drop)
+    netdev::route_call(&neigh_message(RTM_NEWNEIGH, flags, hop, NTF_EXT_MANAGED)).map(drop)
 }
 
 /// Deletes `hop`'s entry.
 fn forget(hop: &NextHop) -> io::Result<()> {
-    let msg = neigh_message(RTM_DELNEIGH, libc::NLM_F_ACK as u16, hop, 0, 0);
+    let msg = neigh_message(RTM_DELNEIGH, libc::NLM_F_ACK as u16, hop, 0);
     match netdev::route_call(&msg) {
         Err(e) if e.raw_os_error() == Some(libc::ENOENT) => Ok(()),
         r => r.map(drop),
@@ -217,8 +213,8 @@ impl Keeper {
             if self.managed.contains(hop) {
                 continue;
             }
-            match entry(hop) {
-                Ok(Some((state, _))) if state & (NUD_PERMANENT | NUD_NOARP) != 0 => {
+            match is_static(hop) {
+                Ok(true) => {
                     if self.static_seen.insert(*hop) {
                         info!(
                             "xlbd: dsr-l2 next hop {} (ifindex {}) has a static neighbour entry; left as it is",
@@ -226,7 +222,7 @@ impl Keeper {
                         );
                     }
                 }
-                Ok(_) => match manage(hop) {
+                Ok(false) => match manage(hop) {
                     Ok(()) => {
                         info!(
                             "xlbd: managed neighbour entry for dsr-l2 next hop {} (ifindex {})",
@@ -312,7 +308,7 @@ mod tests {
             ifindex: 9,
             addr: ip("2001:2:0:200::10"),
         };
-        let m = neigh_message(RTM_NEWNEIGH, 0, &hop, 0, NTF_EXT_MANAGED);
+        let m = neigh_message(RTM_NEWNEIGH, 0, &hop, NTF_EXT_MANAGED);
         assert_eq!(u32_of(&m).unwrap() as usize, m.len());
         assert_eq!(u16_of(&m[4..]), Some(RTM_NEWNEIGH));
         let ndmsg = &m[16..16 + NDMSG_LEN];
@@ -324,7 +320,7 @@ mod tests {
             Some(&family_and_bytes(hop.addr).1[..])
         );
         assert_eq!(find(attrs, NDA_FLAGS_EXT).and_then(u32_of), Some(1));
-        let get = neigh_message(RTM_GETNEIGH, 0, &hop, 0, 0);
+        let get = neigh_message(RTM_GETNEIGH, 0, &hop, 0);
         assert_eq!(find(&get[16 + NDMSG_LEN..], NDA_FLAGS_EXT), None);
         let q = route_query(ip("198.19.200.10"));
         assert_eq!(q[16], libc::AF_INET as u8);
@@ -342,9 +338,9 @@ mod tests {
             addr: ip("198.19.200.10"),
         };
         // What the kernel echoes: the ndmsg and attributes of the managed request.
-        let m = neigh_message(RTM_NEWNEIGH, 0, &hop, 0, NTF_EXT_MANAGED);
+        let m = neigh_message(RTM_NEWNEIGH, 0, &hop, NTF_EXT_MANAGED);
         assert_eq!(ours_in(RTM_NEWNEIGH, &m[16..]), Some(hop));
-        let plain = neigh_message(RTM_NEWNEIGH, 0, &hop, 0, 0);
+        let plain = neigh_message(RTM_NEWNEIGH, 0, &hop, 0);
         assert_eq!(ours_in(RTM_NEWNEIGH, &plain[16..]), None, "no protocol");
         let mut other = m[16..].to_vec();
         let at = other.len() - 4; // the last attribute: NDA_PROTOCOL, 1 byte padded

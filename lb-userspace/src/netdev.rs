@@ -156,13 +156,19 @@ pub(crate) fn message(
 /// successful acknowledgement, else the first message's type and body (after the netlink
 /// header); an error acknowledgement is its errno.
 pub(crate) fn route_call(msg: &[u8]) -> io::Result<Option<(u16, Vec<u8>)>> {
-    let sock = Socket::open(libc::NETLINK_ROUTE)?;
-    sock.send(msg)?;
     let mut first = None;
-    sock.receive_messages(|kind, body| {
+    route_each(msg, |kind, body| {
         first.get_or_insert_with(|| (kind, body.to_vec()));
     })?;
     Ok(first)
+}
+
+/// Sends one rtnetlink request (a dump, or a single request) on a fresh socket, calling
+/// `each(type, body)` for every message of the answer (see [`Socket::receive_messages`]).
+pub(crate) fn route_each(msg: &[u8], each: impl FnMut(u16, &[u8])) -> io::Result<()> {
+    let sock = Socket::open(libc::NETLINK_ROUTE)?;
+    sock.send(msg)?;
+    sock.receive_messages(each)
 }
 
 /// An address's `AF_*` family byte and its bytes, as netlink messages carry them.
@@ -210,7 +216,7 @@ fn u64_of(p: &[u8]) -> Option<u64> {
 }
 
 /// A netlink socket, closed on drop.
-pub(crate) struct Socket(OwnedFd);
+struct Socket(OwnedFd);
 
 /// A netlink socket of `protocol` (e.g. `NETLINK_ROUTE`), with a 2 s receive timeout: a
 /// kernel that never answers must not hang the daemon.
@@ -250,12 +256,12 @@ fn netlink_socket(protocol: libc::c_int) -> io::Result<OwnedFd> {
 
 impl Socket {
     /// A socket of netlink family `protocol` (`NETLINK_GENERIC`, `NETLINK_ROUTE`).
-    pub(crate) fn open(protocol: libc::c_int) -> io::Result<Socket> {
+    fn open(protocol: libc::c_int) -> io::Result<Socket> {
         netlink_socket(protocol).map(Socket)
     }
 
     /// Sends one request to the kernel.
-    pub(crate) fn send(&self, msg: &[u8]) -> io::Result<()> {
+    fn send(&self, msg: &[u8]) -> io::Result<()> {
         // SAFETY: zeroed sockaddr_nl is valid; the kernel is pid 0.
         let mut addr: libc::sockaddr_nl = unsafe { std::mem::zeroed() };
         addr.nl_family = libc::AF_NETLINK as libc::sa_family_t;
@@ -277,7 +283,7 @@ impl Socket {
     }
 
     /// Reads one datagram into `buf`: its length.
-    pub(crate) fn recv(&self, buf: &mut [u8]) -> io::Result<usize> {
+    fn recv(&self, buf: &mut [u8]) -> io::Result<usize> {
         // SAFETY: `buf` is valid for writes of its length.
         let n = unsafe { libc::recv(self.0.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), 0) };
         if n < 0 {
@@ -299,7 +305,7 @@ impl Socket {
     /// Reads the answer to the last request, calling `each(type, body)` for every message
     /// (the body after the netlink header), until the end of a dump or a single answer. A
     /// netlink error becomes Err.
-    pub(crate) fn receive_messages(&self, mut each: impl FnMut(u16, &[u8])) -> io::Result<()> {
+    fn receive_messages(&self, mut each: impl FnMut(u16, &[u8])) -> io::Result<()> {
         let mut buf = vec![0u8; 64 * 1024];
         loop {
             let n = self.recv(&mut buf)?;
