@@ -32,7 +32,7 @@ use lb_common::{Addr, Backend, FAMILY_V4, PROTO_TCP, PROTO_UDP, ServiceKey, Serv
 use lb_userspace::bpf::{BpfDataplane, LIMIT_PROGRAM, xdp_object};
 use lb_userspace::dataplane::Dataplane as _;
 use serde::Serialize;
-use xlb_xdp_harness::harness::test_run;
+use xlb_xdp_harness::harness::{self, test_run};
 use xlb_xdp_harness::netns::{self, in_private_netns};
 use xlb_xdp_harness::{Harness, Side, XDP_PASS, XDP_REDIRECT, XDP_TX};
 
@@ -145,7 +145,7 @@ pub struct PerPacketRaw {
 pub fn measure(runs: usize) -> Result<(PerPacket, PerPacketRaw)> {
     ensure!(runs >= 1, "at least one run per case");
     in_private_netns(move || {
-        let cpu = pin_to_current_cpu()?;
+        let cpu = harness::pin_to_this_cpu()?;
         // The highest priority for this thread alone: the kernel's test-run loop yields
         // whenever another task wants the CPU, and on a shared machine each yield costs a
         // time slice (the measured time excludes it, but the run takes minutes).
@@ -155,31 +155,6 @@ pub fn measure(runs: usize) -> Result<(PerPacket, PerPacketRaw)> {
         }
         measure_here(cpu, runs)
     })
-}
-
-/// Pins the calling thread to the CPU it runs on, so that every call sees the same
-/// per-CPU state (caches, and per-CPU maps or LRU lists of the connection table).
-fn pin_to_current_cpu() -> Result<usize> {
-    // SAFETY: sched_getcpu(3) has no preconditions.
-    let cpu = unsafe { libc::sched_getcpu() };
-    ensure!(
-        cpu >= 0,
-        "sched_getcpu: {}",
-        std::io::Error::last_os_error()
-    );
-    // SAFETY: a zeroed cpu_set_t is the empty set; CPU_SET writes inside it; the call
-    // reads the set of the size given and changes only this thread's affinity.
-    let rc = unsafe {
-        let mut set: libc::cpu_set_t = std::mem::zeroed();
-        libc::CPU_SET(cpu as usize, &mut set);
-        libc::sched_setaffinity(0, size_of_val(&set), &set)
-    };
-    ensure!(
-        rc == 0,
-        "sched_setaffinity: {}",
-        std::io::Error::last_os_error()
-    );
-    Ok(cpu as usize)
 }
 
 /// One measured case: its program, frame, ingress and the verdicts that mean it took the

@@ -13,7 +13,7 @@ use lb_common::{
 };
 use xlb_xdp_harness::{
     Harness, Plan, fixture,
-    harness::{affinity_backend_index, affinity_key, affinity_service_id, tcp_backend_index},
+    harness::{self, affinity_backend_index, affinity_key, affinity_service_id, tcp_backend_index},
     netns::{self, in_private_netns},
     plan::{
         AFFINITY_EXPIRED_PORT, AFFINITY_PORT, DSR_L2_PORT, PLANS, SECOND_BACKEND_PORT,
@@ -175,31 +175,13 @@ fn xdp_packet_fixtures() {
     );
 }
 
-/// Pins the calling thread to the CPU it runs on: per-CPU state (the insert budget) is
-/// then one CPU's for every BPF_PROG_TEST_RUN that follows.
-fn pin_to_this_cpu() {
-    // SAFETY: sched_getcpu has no preconditions; the set is a plain bit mask written
-    // with the libc macros; sched_setaffinity(0) affects the calling thread only.
-    unsafe {
-        let cpu = libc::sched_getcpu();
-        assert!(cpu >= 0, "sched_getcpu");
-        let mut set: libc::cpu_set_t = std::mem::zeroed();
-        libc::CPU_SET(cpu as usize, &mut set);
-        assert_eq!(
-            libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set),
-            0,
-            "sched_setaffinity"
-        );
-    }
-}
-
 #[test]
 fn new_flow_cap_forwards_without_an_entry() {
     if !require_root("new_flow_cap_forwards_without_an_entry") {
         return;
     }
     let (reports, capped) = in_private_netns(|| {
-        pin_to_this_cpu();
+        harness::pin_to_this_cpu().expect("pin to this CPU");
         let mut h = Harness::new(1024).expect("harness");
         h.set_config(&DataplaneConfig {
             new_flow_cap: 1,
@@ -232,7 +214,7 @@ fn fib_cache_follows_generation_and_lifetime() {
     }
     use fixtures::fastpath::CacheStep;
     let failures = in_private_netns(|| {
-        pin_to_this_cpu();
+        harness::pin_to_this_cpu().expect("pin to this CPU");
         let mut h = Harness::new(1024).expect("harness");
         let mut failures = Vec::new();
         for (plan, reply) in PLANS.iter().flat_map(|p| [(p, false), (p, true)]) {

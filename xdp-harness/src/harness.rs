@@ -1,7 +1,7 @@
 //! The loaded XDP program with its maps filled as [`crate::plan`] says, and one call to
 //! run a packet through it.
 
-use anyhow::{Context as _, Result};
+use anyhow::{Context as _, Result, ensure};
 use std::time::Duration;
 
 use aya::programs::{TestRun as _, TestRunOptions, Xdp};
@@ -167,6 +167,32 @@ pub fn test_run(prog: &mut Xdp, input: &[u8], ifindex: u32, repeat: u32) -> Resu
         frame: out,
         per_repetition: r.duration,
     })
+}
+
+/// Pins the calling thread to the CPU it runs on, so that every test run that follows sees
+/// one CPU's state (caches, the per-CPU maps and insert budget, the connection table's
+/// per-CPU LRU lists): the CPU's number.
+pub fn pin_to_this_cpu() -> Result<usize> {
+    // SAFETY: sched_getcpu(3) has no preconditions.
+    let cpu = unsafe { libc::sched_getcpu() };
+    ensure!(
+        cpu >= 0,
+        "sched_getcpu: {}",
+        std::io::Error::last_os_error()
+    );
+    // SAFETY: a zeroed cpu_set_t is the empty set; CPU_SET writes inside it; the call
+    // reads the set of the size given and changes only this thread's affinity.
+    let rc = unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_SET(cpu as usize, &mut set);
+        libc::sched_setaffinity(0, size_of_val(&set), &set)
+    };
+    ensure!(
+        rc == 0,
+        "sched_setaffinity: {}",
+        std::io::Error::last_os_error()
+    );
+    Ok(cpu as usize)
 }
 
 /// `struct xdp_md` for test_run: the packet arrives on `ifindex`.
