@@ -231,17 +231,17 @@ pub fn run(out: &Path, runs: usize, only: &[String]) -> Result<()> {
         bail!("the VM benchmark cannot run here: {why}");
     }
     charts::check_font()?;
-    let mut vm = Some(boot()?);
-    let kernel = guest(&vm)?.guest_ok("uname -r")?.trim().to_owned();
+    let mut vm = boot()?;
+    let kernel = vm.guest_ok("uname -r")?.trim().to_owned();
     eprintln!("bench vm: idle guest ...");
-    let idle = measure(guest(&vm)?, &Load::Idle)?.cpu;
+    let idle = measure(&vm, &Load::Idle)?.cpu;
     eprintln!("bench vm:   {idle:?}");
     // Rounds interleave the contenders, so a burst of load on the host falls on all alike.
     let mut by_contender: Vec<Vec<Figures>> = order.iter().map(|_| Vec::new()).collect();
     for round in 0..runs {
         for (i, &c) in order.iter().enumerate() {
             eprintln!("bench vm: round {}/{runs}: {} ...", round + 1, c.label());
-            let f = match round_of(guest(&vm)?, c, &idle) {
+            let f = match round_of(&vm, c, &idle) {
                 Ok(f) => f,
                 Err(e) => {
                     // Once more in a freshly booted guest (the guest's state went to the
@@ -252,9 +252,9 @@ pub fn run(out: &Path, runs: usize, only: &[String]) -> Result<()> {
                         "bench vm: {} failed: {e:#}; once more in a rebooted guest",
                         c.label()
                     );
-                    drop(vm.take());
-                    vm = Some(boot()?);
-                    round_of(guest(&vm)?, c, &idle)?
+                    drop(vm);
+                    vm = boot()?;
+                    round_of(&vm, c, &idle)?
                 }
             };
             eprintln!("bench vm:   {f:?}");
@@ -263,7 +263,7 @@ pub fn run(out: &Path, runs: usize, only: &[String]) -> Result<()> {
     }
     let balancers = by_contender.iter().map(|runs| median(runs)).collect();
     let results = Results {
-        accel: guest(&vm)?.accel().name().to_owned(),
+        accel: vm.accel().name().to_owned(),
         guest_kernel: kernel,
         vcpus: 1,
         nic: "virtio-net (qemu userspace, no vhost)",
@@ -307,10 +307,6 @@ fn boot() -> Result<Vm> {
     );
     vm.spawn_id_server(0, BACKEND_PORT)?;
     Ok(vm)
-}
-
-fn guest(vm: &Option<Vm>) -> Result<&Vm> {
-    vm.as_ref().context("no guest")
 }
 
 /// One round of `c`: started, measured, stopped (also when the measuring failed, after
